@@ -1,0 +1,94 @@
+import { sha256Hex } from '../lib/crypto.js';
+
+/** One decision or lifecycle event. Never contains a secret: credentials appear only by id and fingerprint. */
+export interface AuditEventInput {
+  requestId: string;
+  /** e.g. `token.exchange`, `task.end`, `credential.revoke`, `credential.expire`, `audit.read`. */
+  action: string;
+  outcome: 'allow' | 'deny' | 'error' | 'success' | 'failure';
+  reason?: string;
+  providerName?: string;
+  workloadSubject?: string;
+  humanSubject?: string;
+  delegationChain?: string[];
+  target?: string;
+  requestedScope?: string;
+  grantedScope?: string;
+  policyId?: string;
+  policyVersion?: string;
+  taskId?: string;
+  credentialId?: string;
+  credentialFingerprint?: string;
+  credentialExpiresAt?: Date;
+  clientAddress?: string;
+}
+
+export interface AuditRow {
+  id: string;
+  chainId: string;
+  seq: number;
+  time: Date;
+  requestId: string;
+  action: string;
+  outcome: string;
+  reason: string | null;
+  providerName: string | null;
+  workloadSubject: string | null;
+  humanSubject: string | null;
+  delegationChain: string | null;
+  target: string | null;
+  requestedScope: string | null;
+  grantedScope: string | null;
+  policyId: string | null;
+  policyVersion: string | null;
+  taskId: string | null;
+  credentialId: string | null;
+  credentialFingerprint: string | null;
+  credentialExpiresAt: Date | null;
+  clientAddress: string | null;
+  prevHash: string;
+  hash: string;
+}
+
+/** Fields covered by the hash, in a fixed order (a new field must be appended, never reordered). */
+const HASHED_FIELDS = [
+  'id', 'chainId', 'seq', 'time', 'requestId', 'action', 'outcome', 'reason', 'providerName',
+  'workloadSubject', 'humanSubject', 'delegationChain', 'target', 'requestedScope', 'grantedScope',
+  'policyId', 'policyVersion', 'taskId', 'credentialId', 'credentialFingerprint', 'credentialExpiresAt',
+  'clientAddress', 'prevHash',
+] as const;
+
+export function hashAuditRow(row: Omit<AuditRow, 'hash'>): string {
+  const canonical = HASHED_FIELDS.map((f) => {
+    const v = row[f];
+    return v instanceof Date ? v.toISOString() : (v ?? null);
+  });
+  return sha256Hex(JSON.stringify(canonical));
+}
+
+export const genesisHash = (chainId: string): string => sha256Hex(`agent-sts audit chain ${chainId}`);
+
+export function toRow(e: AuditEventInput, meta: { id: string; chainId: string; seq: number; time: Date; prevHash: string }): AuditRow {
+  const base: Omit<AuditRow, 'hash'> = {
+    ...meta,
+    requestId: e.requestId,
+    action: e.action,
+    outcome: e.outcome,
+    reason: e.reason ?? null,
+    providerName: e.providerName ?? null,
+    workloadSubject: e.workloadSubject ?? null,
+    humanSubject: e.humanSubject ?? null,
+    delegationChain: e.delegationChain?.length ? JSON.stringify(e.delegationChain) : null,
+    target: e.target ?? null,
+    requestedScope: e.requestedScope ?? null,
+    grantedScope: e.grantedScope ?? null,
+    policyId: e.policyId ?? null,
+    policyVersion: e.policyVersion ?? null,
+    taskId: e.taskId ?? null,
+    credentialId: e.credentialId ?? null,
+    credentialFingerprint: e.credentialFingerprint ?? null,
+    credentialExpiresAt: e.credentialExpiresAt ?? null,
+    clientAddress: e.clientAddress ?? null,
+  };
+  return { ...base, hash: hashAuditRow(base) };
+}

@@ -1,0 +1,214 @@
+import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { ConfigError } from '../errors/sts-errors.js';
+import { loadConfigFile, type AppConfig } from '../config/load-config.js';
+import { compose, openCore } from '../compose.js';
+import { applyMigrations } from '../storage/migrate.js';
+import { verifyAuditLog } from '../audit/audit-verify.js';
+import { AuditQuerySchema, auditRowToJson, queryAudit } from '../audit/audit-query.js';
+import { DEV_ISSUER, signDevToken } from '../dev/dev-issuer.js';
+
+const env = process.env;
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+function configPath(opt?: string): string {
+  return opt ?? env.AGENT_STS_CONFIG ?? 'agent-sts.yaml';
+}
+
+function loadOrExit(file: string): AppConfig {
+  try {
+    return loadConfigFile(file, env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      say(`agent-sts: the configuration is invalid (${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}):`);
+      for (const p of e.problems) say(`  - ${p}`);
+      say('Fix the file (or the overriding environment variables) and run `agent-sts config check` again.');
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+const configOption = () => new Option('-c, --config <file>', 'configuration file (env AGENT_STS_CONFIG; default ./agent-sts.yaml)');
+
+export async function runCli(argv: string[]): Promise<void> {
+  const program = new Command().name('agent-sts').description('Secretless credential broker (RFC 8693 token exchange)').showHelpAfterError();
+
+  program
+    .command('serve')
+    .description('start the broker')
+    .addOption(configOption())
+    .action(async (o: { config?: string }) => {
+      const file = configPath(o.config);
+      const config = loadOrExit(file);
+      const c = await compose(config, { env, onProgress: say });
+      const address = await c.listen();
+      const iss = c.issuerUrl();
+      say(`agent-sts listening on ${address} (issuer ${iss}, store ${c.database.provider}, config ${file})`);
+      if (config.devIssuer.enabled)
+        say(`try it: npx agent-sts dev token --config ${file} --sub my-agent   then POST it to ${iss}/oauth2/token (see README "5-minute walkthrough")`);
+      const stop = async (sig: string) => {
+        say(`agent-sts: ${sig}, shutting down`);
+        await c.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop('SIGINT'));
+      process.once('SIGTERM', () => void stop('SIGTERM'));
+    });
+
+  const cfg = program.command('config').description('configuration tools');
+  cfg
+    .command('check')
+    .description('validate a configuration file without starting anything')
+    .argument('[file]')
+    .addOption(configOption())
+    .action((file: string | undefined, o: { config?: string }) => {
+      const path = file ?? configPath(o.config);
+      const config = loadOrExit(path);
+      console.log(
+        `${path}: OK (${config.trustProviders.length} trust providers, ${config.credentialIssuers.length} credential issuers, ${config.targets.length} targets, ${config.policy.rules.length} policy rules)`,
+      );
+    });
+
+  program
+    .command('migrate')
+    .description('apply storage migrations (also done at start-up)')
+    .addOption(configOption())
+    .action(async (o: { config?: string }) => {
+      const config = loadOrExit(configPath(o.config));
+      const r = await applyMigrations(config.storage.url, { onProgress: say });
+      say(r.applied.length ? `applied: ${r.applied.join(', ')}` : 'storage is up to date');
+    });
+
+  const keys = program.command('keys').description('signing keys');
+  keys
+    .command('rotate')
+    .description('publish a new signing key now; it signs after keys.publishAhead; the old key stays published until its tokens expired')
+    .addOption(configOption())
+    .action(async (o: { config?: string }) => {
+      const config = loadOrExit(configPath(o.config));
+      const core = await openCore(config, { env, onProgress: say });
+      try {
+        await core.keyStore.init();
+        const r = await core.keyStore.rotate();
+        console.log(`new key ${r.newKid} is published now and starts signing at ${r.activatesAt.toISOString()}`);
+        if (r.previousKid) console.log(`key ${r.previousKid} signs until then and stays published until ${r.previousPublishedUntil!.toISOString()}`);
+      } catch (e) {
+        say(`agent-sts: ${(e as Error).message}`);
+        process.exitCode = 1;
+      } finally {
+        await core.database.close();
+      }
+    });
+  keys
+    .command('list')
+    .description('list signing keys and their publication windows')
+    .addOption(configOption())
+    .action(async (o: { config?: string }) => {
+      const config = loadOrExit(configPath(o.config));
+      const core = await openCore(config, { env, onProgress: say });
+      await core.keyStore.reload();
+      for (const k of core.keyStore.list())
+        console.log(`${k.kid}  signs from ${k.activatesAt.toISOString()}${k.retiredAt ? ` until ${k.retiredAt.toISOString()}` : ''}${k.publishUntil ? `, published until ${k.publishUntil.toISOString()}` : ''}`);
+      await core.database.close();
+    });
+
+  const audit = program.command('audit').description('issuance log');
+  audit
+    .command('verify')
+    .description('check the hash chains of the issuance log; exits 1 at the first broken link')
+    .addOption(configOption())
+    .action(async (o: { config?: string }) => {
+      const config = loadOrExit(configPath(o.config));
+      const core = await openCore(config, { env, onProgress: say });
+      try {
+        let last = 0;
+        const r = await verifyAuditLog(core.database.db, {
+          onProgress: (done, total) => {
+            if (process.stderr.isTTY && Date.now() - last > 200) {
+              last = Date.now();
+              process.stderr.write(`\rverifying ${done}/${total} records`);
+            }
+          },
+        });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        if (r.ok) console.log(`audit log OK: ${r.records} records in ${r.chains} chain(s), every link verified`);
+        else {
+          console.log(`audit log BROKEN: ${r.problems.length} problem(s) in ${r.records} records`);
+          for (const p of r.problems) console.log(`  chain ${p.chainId}${p.seq !== undefined ? ` record ${p.seq}` : ''}${p.id ? ` (id ${p.id})` : ''}: ${p.problem}`);
+          process.exitCode = 1;
+        }
+      } finally {
+        await core.database.close();
+      }
+    });
+  audit
+    .command('query')
+    .description('query the issuance log (JSON lines, newest first)')
+    .addOption(configOption())
+    .option('--workload <subject>')
+    .option('--human <subject>')
+    .option('--target <name>')
+    .option('--outcome <outcome>', 'allow | deny | error | success | failure')
+    .option('--task <id>')
+    .option('--fingerprint <fp>', 'credential fingerprint (sha256:...)')
+    .option('--since <time>')
+    .option('--until <time>')
+    .option('--limit <n>', 'records per page', '100')
+    .option('--all', 'follow the cursor to the end')
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      const config = loadOrExit(configPath(o.config as string | undefined));
+      const { config: _c, all, ...filters } = o;
+      const q = AuditQuerySchema.safeParse(Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)));
+      if (!q.success) {
+        say(`agent-sts: ${q.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ')}`);
+        process.exit(2);
+      }
+      const core = await openCore(config, { env, onProgress: say });
+      try {
+        let cursor: string | undefined;
+        do {
+          const page = await queryAudit(core.database.db, { ...q.data, cursor });
+          for (const r of page.records) console.log(JSON.stringify(auditRowToJson(r)));
+          cursor = all ? page.nextCursor : undefined;
+        } while (cursor);
+      } finally {
+        await core.database.close();
+      }
+    });
+
+  const dev = program.command('dev').description('development helpers (only the dev config trusts them)');
+  dev
+    .command('token')
+    .description(`sign a workload token with the local development issuer (${DEV_ISSUER})`)
+    .addOption(configOption())
+    .requiredOption('--sub <subject>', 'the token subject, e.g. my-agent')
+    .option('--aud <audience>', 'audience (default: the dev provider\'s configured audience)')
+    .option('--claims <json>', 'extra claims as a JSON object, e.g. \'{"team":"payments"}\'', '{}')
+    .option('--ttl <seconds>', 'lifetime in seconds', '600')
+    .action(async (o: { config?: string; sub: string; aud?: string; claims: string; ttl: string }) => {
+      const config = loadOrExit(configPath(o.config));
+      if (!config.devIssuer.enabled) {
+        say('agent-sts: the development issuer is disabled in this configuration (devIssuer.enabled: false); use a dev config such as examples/agent-sts.dev.yaml');
+        process.exit(2);
+      }
+      let claims: Record<string, unknown>;
+      try {
+        claims = JSON.parse(o.claims) as Record<string, unknown>;
+        if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw new Error('not an object');
+      } catch {
+        say('agent-sts: --claims must be a JSON object, e.g. \'{"team":"payments"}\'');
+        process.exit(2);
+      }
+      const devProvider = config.trustProviders.find((p) => (p.config as { issuer?: string }).issuer === DEV_ISSUER);
+      const audience = o.aud ?? [(devProvider?.config as { audience?: string | string[] } | undefined)?.audience].flat()[0];
+      if (!audience) {
+        say(`agent-sts: no trust provider in this config trusts ${DEV_ISSUER}; pass --aud or add one (see examples/agent-sts.dev.yaml)`);
+        process.exit(2);
+      }
+      if (!existsSync(config.devIssuer.dir)) say(`dev issuer: creating a signing key in ${config.devIssuer.dir}`);
+      console.log(await signDevToken(config.devIssuer.dir, { sub: o.sub, audience, claims, ttlSeconds: Number(o.ttl) }));
+    });
+
+  await program.parseAsync(argv);
+}

@@ -1,0 +1,189 @@
+import { resolveSecretRef } from './config/secret-ref.js';
+import type { AppConfig } from './config/load-config.js';
+import { createLogger, type Logger } from './log/logger.js';
+import { parseDuration, systemClock, type Clock } from './lib/clock.js';
+import { sha256Hex } from './lib/crypto.js';
+import { openDatabase, type Database } from './storage/prisma-client.js';
+import { applyMigrations } from './storage/migrate.js';
+import { loadKek } from './keys/kek.js';
+import { createKeyStore } from './keys/key-store.js';
+import { trustProviderCatalog } from './trust-providers/catalog.js';
+import { createTrustRegistry } from './trust-providers/registry.js';
+import { credentialIssuerCatalog } from './credential-issuers/catalog.js';
+import type { CredentialIssuer } from './credential-issuers/credential-issuer.js';
+import { createPolicyEngine } from './policy/policy-engine.js';
+import { createAuditLog } from './audit/audit-log.js';
+import { createRevocationList } from './tasks/revocation-list.js';
+import { createTaskService } from './tasks/task-service.js';
+import { createAgentTokens } from './exchange/agent-tokens.js';
+import { createExchangeService } from './exchange/exchange-service.js';
+import { createTargetResolver } from './exchange/targets.js';
+import { createApp } from './server/app.js';
+import { createBearerAuth } from './server/bearer-auth.js';
+import { ensureDevIssuerKey } from './dev/dev-issuer.js';
+import type { DestinationStream } from 'pino';
+import type { BearerClientConfig } from './config/config-schema.js';
+
+export interface ComposeOptions {
+  env: NodeJS.ProcessEnv;
+  clock?: Clock;
+  logger?: Logger;
+  logDestination?: DestinationStream;
+  /** Progress lines for a person at a terminal (migrations, key creation). */
+  onProgress?: (line: string) => void;
+  fetch?: typeof fetch;
+}
+
+/** Opens storage, applies migrations and loads keys: what every command that touches data needs. */
+export async function openCore(config: AppConfig, opts: ComposeOptions) {
+  const clock = opts.clock ?? systemClock;
+  const logger = opts.logger ?? createLogger({ level: config.logging.level, destination: opts.logDestination });
+  const { applied } = await applyMigrations(config.storage.url, { onProgress: opts.onProgress });
+  if (applied.length) opts.onProgress?.(`storage: applied migrations ${applied.join(', ')}`);
+  const database: Database = await openDatabase(config.storage.url);
+  const kekInfo = loadKek(config.keys.kek, opts.env);
+  if (kekInfo.devFile)
+    logger.warn({ file: kekInfo.devFile, generated: kekInfo.generated }, 'DEVELOPMENT key-encryption key in the data directory: never use this in production (set AGENT_STS_KEK)');
+  const tokens = config.tokens;
+  const keyStore = createKeyStore({
+    db: database.db,
+    kek: kekInfo.kek,
+    clock,
+    logger,
+    publishAheadSeconds: parseDuration(config.keys.publishAhead),
+    maxTokenLifetimeSeconds: Math.max(parseDuration(tokens.agentTokenMaxTtl), parseDuration(tokens.accessTokenMaxTtl)) + parseDuration(tokens.clockTolerance),
+  });
+  return { clock, logger, database, kek: kekInfo.kek, keyStore };
+}
+
+function hashedClients(clients: BearerClientConfig[], env: NodeJS.ProcessEnv, kind: string) {
+  return clients.map((c) => ({
+    name: c.name,
+    tokenSha256: c.tokenSha256 ?? sha256Hex(resolveSecretRef(c.token!, env, `auth.${kind}.${c.name}`).reveal()),
+  }));
+}
+
+/** Composition root: builds every module from config with plain calls. */
+export async function compose(config: AppConfig, opts: ComposeOptions) {
+  const core = await openCore(config, opts);
+  const { clock, logger, database, kek, keyStore } = core;
+  const db = database.db;
+  await keyStore.init();
+
+  const issuerUrl = { value: config.server.issuer?.replace(/\/$/, '') ?? '' };
+  const tokens = config.tokens;
+  const clockTolerance = parseDuration(tokens.clockTolerance);
+
+  if (config.devIssuer.enabled) {
+    const { created } = await ensureDevIssuerKey(config.devIssuer.dir);
+    if (created) opts.onProgress?.(`dev issuer: created a signing key in ${config.devIssuer.dir}`);
+  }
+
+  const providers = config.trustProviders.map((p) =>
+    trustProviderCatalog.get(p.type).create(p.name, p.config, { logger: logger.child({ provider: p.name }), clock, clockTolerance, fetch: opts.fetch }),
+  );
+  const trust = createTrustRegistry(providers);
+  const issuers = new Map<string, CredentialIssuer>();
+  for (const i of config.credentialIssuers)
+    issuers.set(
+      i.name,
+      credentialIssuerCatalog.get(i.type).create(i.name, i.config, {
+        logger: logger.child({ issuer: i.name }),
+        clock,
+        signer: keyStore.signer,
+        get issuerUrl() {
+          return issuerUrl.value;
+        },
+        env: opts.env,
+      }),
+    );
+  const policy = createPolicyEngine(config.policy, {
+    agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl),
+    accessTokenMaxTtl: parseDuration(tokens.accessTokenMaxTtl),
+  });
+  const audit = createAuditLog({ db, clock, logger });
+  const revocations = createRevocationList({ db, clock });
+  await revocations.refresh();
+  const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations });
+
+  let agentTokens: ReturnType<typeof createAgentTokens> | undefined;
+  const getAgentTokens = () =>
+    (agentTokens ??= createAgentTokens({ signer: keyStore.signer, issuer: issuerUrl.value, clock, clockTolerance, isRevoked: revocations.isRevoked }));
+
+  let exchange: ReturnType<typeof createExchangeService> | undefined;
+  const getExchange = () =>
+    (exchange ??= createExchangeService({
+      issuerUrl: issuerUrl.value,
+      trust,
+      agentTokens: getAgentTokens(),
+      policy,
+      targets: createTargetResolver(config.targets),
+      issuers,
+      audit,
+      db,
+      kek,
+      clock,
+      logger,
+      limits: { agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl), maxTaskTtl: parseDuration(tokens.maxTaskTtl), maxDelegationDepth: tokens.maxDelegationDepth },
+    }));
+
+  const app = createApp({
+    issuerUrl: () => issuerUrl.value,
+    bodyLimitBytes: config.server.bodyLimitBytes,
+    trustProxy: config.server.trustProxy,
+    maxTokenBytes: tokens.maxTokenBytes,
+    logger,
+    clock,
+    db,
+    exchange: { exchange: (req, ctx) => getExchange().exchange(req, ctx) },
+    agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a) },
+    keys: keyStore,
+    tasks: taskService,
+    trust,
+    audit,
+    auditors: createBearerAuth(hashedClients(config.auth.auditors, opts.env, 'auditors')),
+    admins: createBearerAuth(hashedClients(config.auth.admins, opts.env, 'admins')),
+  });
+
+  const timers: NodeJS.Timeout[] = [];
+  const background = (name: string, everyMs: number, fn: () => Promise<unknown>) => {
+    let running = false;
+    const t = setInterval(() => {
+      if (running) return;
+      running = true;
+      fn()
+        .catch((e: unknown) => logger.error({ job: name, err: { message: (e as Error).message } }, 'background job failed'))
+        .finally(() => (running = false));
+    }, everyMs);
+    t.unref();
+    timers.push(t);
+  };
+
+  /** Listens, fixes the issuer URL (default: the address served) and starts background jobs. */
+  async function listen(): Promise<string> {
+    const address = await app.listen({ host: config.server.host, port: config.server.port });
+    if (!issuerUrl.value) {
+      const a = app.server.address();
+      const port = typeof a === 'object' && a ? a.port : config.server.port;
+      const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host;
+      issuerUrl.value = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    }
+    background('key-reload', parseDuration(config.keys.reloadInterval) * 1000, () => keyStore.reload());
+    background('revocation-refresh', 1000, () => revocations.refresh());
+    background('sweep', parseDuration(config.sweep.interval) * 1000, () =>
+      taskService.sweep({ requestId: `sweep-${Date.now()}`, now: clock.now() }),
+    );
+    return address;
+  }
+
+  async function close(): Promise<void> {
+    timers.forEach(clearInterval);
+    await app.close();
+    await audit.drain();
+    for (const i of issuers.values()) await i.close?.();
+    await database.close();
+  }
+
+  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, taskService, audit, logger, database };
+}
+export type Composed = Awaited<ReturnType<typeof compose>>;

@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import { PolicySchema } from '../policy/policy-schema.js';
+import { SecretRefSchema } from './secret-ref.js';
+
+export const duration = z.union([
+  z.number().int().positive(),
+  z.string().regex(/^\d+\s*(s|m|h|d)?$/, 'a duration like 90s, 15m, 2h'),
+]);
+
+const PluginInstanceSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and -, at most 63'),
+    type: z.string().min(1),
+    config: z.unknown().default({}),
+  })
+  .strict();
+
+const BearerClientSchema = z
+  .object({
+    name: z.string().min(1),
+    /** Hex SHA-256 of the bearer token (the token itself never appears in config). */
+    tokenSha256: z.string().regex(/^[0-9a-f]{64}$/, '64 lower-case hex characters (sha256 of the token)').optional(),
+    token: SecretRefSchema.optional(),
+  })
+  .strict()
+  .refine((c) => Boolean(c.tokenSha256) !== Boolean(c.token), 'give exactly one of tokenSha256 or token');
+
+export const TargetSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits and . _ - only'),
+    /** RFC 8707 resource URI(s) that select this target (exact match after normalisation). */
+    resources: z.array(z.string().url()).default([]),
+    /** RFC 8693 audience value(s) that select this target. */
+    audiences: z.array(z.string().min(1)).default([]),
+    /** Credential issuer instance that mints for this target. */
+    issuer: z.string().min(1),
+    /** Scopes that exist at this target (requests for others are invalid_scope). */
+    scopes: z.array(z.string().min(1)).optional(),
+  })
+  .strict();
+
+export const AppConfigSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8787),
+        /** Public issuer URL. Default: the address the server listens on. */
+        issuer: z.string().url().optional(),
+        bodyLimitBytes: z.number().int().min(1024).max(1_048_576).default(65_536),
+        trustProxy: z.boolean().default(false),
+      })
+      .strict()
+      .default({ host: '127.0.0.1', port: 8787, bodyLimitBytes: 65_536, trustProxy: false }),
+    storage: z
+      .object({ url: z.string().min(1).default('file:./data/agent-sts.db') })
+      .strict()
+      .default({ url: 'file:./data/agent-sts.db' }),
+    keys: z
+      .object({
+        /** Key-encryption key (32 bytes, base64 or hex). `devGenerateInto` writes one: dev only. */
+        kek: z.union([SecretRefSchema, z.object({ devGenerateInto: z.string().min(1) }).strict()]),
+        /** How long a new key is published before it signs (>= verifiers' JWKS cache age). */
+        publishAhead: duration.default('10m'),
+        /** How often replicas re-read the key table. */
+        reloadInterval: duration.default('30s'),
+      })
+      .strict(),
+    tokens: z
+      .object({
+        agentTokenMaxTtl: duration.default('1h'),
+        accessTokenMaxTtl: duration.default('15m'),
+        maxTaskTtl: duration.default('8h'),
+        clockTolerance: duration.default('60s'),
+        /** Largest subject/actor token accepted, bytes. */
+        maxTokenBytes: z.number().int().min(1024).max(65_536).default(16_384),
+        /** RFC 8693 §4.1 delegation depth cap. */
+        maxDelegationDepth: z.number().int().min(1).max(10).default(5),
+      })
+      .strict()
+      .default({
+        agentTokenMaxTtl: '1h',
+        accessTokenMaxTtl: '15m',
+        maxTaskTtl: '8h',
+        clockTolerance: '60s',
+        maxTokenBytes: 16_384,
+        maxDelegationDepth: 5,
+      }),
+    sweep: z
+      .object({ interval: duration.default('15s') })
+      .strict()
+      .default({ interval: '15s' }),
+    logging: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    auth: z
+      .object({
+        auditors: z.array(BearerClientSchema).default([]),
+        admins: z.array(BearerClientSchema).default([]),
+      })
+      .strict()
+      .default({ auditors: [], admins: [] }),
+    devIssuer: z
+      .object({ enabled: z.boolean().default(false), dir: z.string().default('./data/dev-issuer') })
+      .strict()
+      .default({ enabled: false, dir: './data/dev-issuer' }),
+    trustProviders: z.array(PluginInstanceSchema).default([]),
+    credentialIssuers: z.array(PluginInstanceSchema).default([]),
+    targets: z.array(TargetSchema).default([]),
+    policy: PolicySchema.default({ rules: [] }),
+  })
+  .strict();
+
+export type RawAppConfig = z.infer<typeof AppConfigSchema>;
+export type TargetConfig = z.infer<typeof TargetSchema>;
+export type BearerClientConfig = z.infer<typeof BearerClientSchema>;

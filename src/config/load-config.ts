@@ -1,0 +1,117 @@
+import { readFileSync } from 'node:fs';
+import { parseDocument, LineCounter } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../errors/sts-errors.js';
+import { AppConfigSchema, type RawAppConfig } from './config-schema.js';
+import { trustProviderCatalog } from '../trust-providers/catalog.js';
+import { credentialIssuerCatalog } from '../credential-issuers/catalog.js';
+import { GITHUB_IMMUTABLE_PINS } from '../trust-providers/github-actions/github-actions-provider.js';
+
+export type AppConfig = RawAppConfig;
+
+export function formatIssues(prefix: string, error: z.ZodError): string[] {
+  return error.issues.map((i) => {
+    const path = [prefix, ...i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))].join('').replace(/^\./, '');
+    return `${path || '(root)'}: ${i.message}`;
+  });
+}
+
+/** Deployment values from the environment override the file (read by the caller, passed in). */
+export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out = structuredClone(raw);
+  const section = (k: string) => ((out[k] ??= {}) as Record<string, unknown>);
+  if (env.DATABASE_URL) section('storage').url = env.DATABASE_URL;
+  if (env.AGENT_STS_KEK) section('keys').kek = { fromEnv: 'AGENT_STS_KEK' };
+  else if (env.AGENT_STS_KEK_FILE) section('keys').kek = { fromFile: env.AGENT_STS_KEK_FILE };
+  if (env.HOST) section('server').host = env.HOST;
+  if (env.PORT) section('server').port = /^\d+$/.test(env.PORT) ? Number(env.PORT) : env.PORT;
+  if (env.AGENT_STS_ISSUER) section('server').issuer = env.AGENT_STS_ISSUER;
+  if (env.AGENT_STS_LOG_LEVEL) section('logging').level = env.AGENT_STS_LOG_LEVEL;
+  return out;
+}
+
+/** Parses YAML text, reporting syntax errors with line and column. */
+export function parseYaml(text: string, file: string): Record<string, unknown> {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+  if (doc.errors.length)
+    throw new ConfigError(doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? '?'}:${e.linePos?.[0]?.col ?? '?'}: ${e.message.split('\n')[0]}`));
+  const value = doc.toJS() as unknown;
+  if (value === null || value === undefined) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError([`${file}: the top level must be a mapping`]);
+  return value as Record<string, unknown>;
+}
+
+/** Validates everything and reports every problem at once. */
+export function validateConfig(raw: unknown): AppConfig {
+  const base = AppConfigSchema.safeParse(raw);
+  if (!base.success) throw new ConfigError(formatIssues('', base.error));
+  const cfg = base.data;
+  const problems: string[] = [];
+  const seen = (kind: string, names: string[]) => {
+    const dup = names.filter((n, i) => names.indexOf(n) !== i);
+    for (const d of new Set(dup)) problems.push(`${kind}: name "${d}" is used twice`);
+  };
+  seen('trustProviders', cfg.trustProviders.map((p) => p.name));
+  seen('credentialIssuers', cfg.credentialIssuers.map((p) => p.name));
+  seen('targets', cfg.targets.map((t) => t.name));
+  seen('policy.rules', cfg.policy.rules.map((r) => r.id));
+
+  const parsePlugins = (kind: 'trustProviders' | 'credentialIssuers') =>
+    cfg[kind].map((inst, i) => {
+      let schema: z.ZodType;
+      try {
+        schema = (kind === 'trustProviders' ? trustProviderCatalog : credentialIssuerCatalog).get(inst.type).configSchema;
+      } catch (e) {
+        problems.push(`${kind}[${i}] (${inst.name}).type: ${(e as ConfigError).problems?.[0] ?? (e as Error).message}`);
+        return inst;
+      }
+      const r = schema.safeParse(inst.config ?? {});
+      if (!r.success) problems.push(...formatIssues(`${kind}[${i}] (${inst.name}).config`, r.error));
+      return { ...inst, config: r.success ? r.data : inst.config };
+    });
+  const trustProviders = parsePlugins('trustProviders');
+  const credentialIssuers = parsePlugins('credentialIssuers');
+
+  const issuerNames = new Set(credentialIssuers.map((i) => i.name));
+  cfg.targets.forEach((t, i) => {
+    if (!issuerNames.has(t.issuer)) problems.push(`targets[${i}] (${t.name}).issuer: no credential issuer named "${t.issuer}"`);
+    if (!t.resources.length && !t.audiences.length) problems.push(`targets[${i}] (${t.name}): give at least one resource or audience`);
+  });
+  const targetNames = new Set(cfg.targets.map((t) => t.name));
+  const providerTypes = new Map(trustProviders.map((p) => [p.name, p.type]));
+  cfg.policy.rules.forEach((r, i) => {
+    const where = `policy.rules[${i}] (${r.id})`;
+    if (r.workload.provider && !providerTypes.has(r.workload.provider)) problems.push(`${where}.workload.provider: no trust provider named "${r.workload.provider}"`);
+    if (r.human?.provider && !providerTypes.has(r.human.provider)) problems.push(`${where}.human.provider: no trust provider named "${r.human.provider}"`);
+    if (r.workload.subjectPattern) {
+      try {
+        new RegExp(r.workload.subjectPattern);
+      } catch (e) {
+        problems.push(`${where}.workload.subjectPattern: ${(e as Error).message}`);
+      }
+    }
+    if (r.workload.provider && providerTypes.get(r.workload.provider) === 'github-actions' && !GITHUB_IMMUTABLE_PINS.some((p) => r.workload.attributes?.[p] !== undefined))
+      problems.push(`${where}.workload.attributes: a github-actions rule must pin ${GITHUB_IMMUTABLE_PINS.join(' or ')} (names can be recycled)`);
+    r.grants.forEach((g, j) => {
+      if (!targetNames.has(g.target)) problems.push(`${where}.grants[${j}].target: no target named "${g.target}"`);
+    });
+  });
+  if (problems.length) throw new ConfigError(problems);
+  return { ...cfg, trustProviders, credentialIssuers };
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv): AppConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError([`${file}: cannot read the configuration file (${(e as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  try {
+    return validateConfig(applyEnvOverrides(parseYaml(text, file), env));
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => (p.startsWith(file) ? p : `${file}: ${p}`)));
+    throw e;
+  }
+}

@@ -1,0 +1,94 @@
+import type { Secret } from './secret.js';
+
+/** Verified identity of a workload (pod, CI job, agent), as produced by a trust provider. */
+export interface WorkloadIdentity {
+  kind: 'workload';
+  /** Trust provider instance name and type that verified it. */
+  provider: string;
+  providerType: string;
+  /** Stable, URI-like canonical subject, e.g. `github://acme/payments@refs/heads/main`. */
+  subject: string;
+  /** Normalised attributes (repository_id, ref, environment, namespace, ...), all strings. */
+  attributes: Record<string, string>;
+  /** Raw verified claims of the attestation (never the token itself). */
+  claims: Record<string, unknown>;
+  expiresAt: Date;
+}
+
+/** Verified identity of a person, from a trust provider marked `human`. */
+export interface HumanContext {
+  kind: 'human';
+  provider: string;
+  issuer: string;
+  subject: string;
+  email?: string;
+  groups: string[];
+  roles: string[];
+  sessionId?: string;
+  expiresAt: Date;
+}
+
+export type VerifiedIdentity = WorkloadIdentity | HumanContext;
+
+/** One link of a delegation chain (RFC 8693 §4.1 `act`), outermost = current actor first. */
+export interface Actor {
+  sub: string;
+  iss?: string;
+}
+
+export interface BlendedIdentity {
+  workload: WorkloadIdentity;
+  human?: HumanContext;
+  /** Prior actors (informational), outermost first; excludes the current workload. */
+  priorActors: Actor[];
+  taskId?: string;
+}
+
+/** What the caller asks for, independent of HTTP. */
+export interface ExchangeTarget {
+  /** Configured target name the resource/audience resolved to. */
+  name: string;
+  /** The requested resource URI or audience value, as sent. */
+  requested: string;
+}
+
+export interface Decision {
+  allow: boolean;
+  policyId?: string;
+  policyVersion: string;
+  target?: string;
+  grantedScopes: string[];
+  /** Upper bound for the credential lifetime, seconds. */
+  ttlCapSeconds: number;
+  /** Human-readable reasons (for the audit record; not sent verbatim to callers). */
+  reasons: string[];
+  /** On deny: which dimension refused, used to pick the OAuth error code. */
+  denial?: 'identity' | 'target' | 'scope' | 'human';
+}
+
+export interface RevocationHandle {
+  [key: string]: unknown;
+}
+
+/** A minted credential. `secret` is returned once and never stored or logged. */
+export interface Credential {
+  id: string;
+  issuedTokenType: string;
+  /** RFC 8693 token_type: `Bearer`, or `N_A` for non-access-token credentials. */
+  tokenType: 'Bearer' | 'N_A';
+  expiresAt: Date;
+  fingerprint: string;
+  /** `access_token` member of the response. */
+  accessToken: Secret<string>;
+  /** Optional structured form (the `credentials` extension member). */
+  structured?: Secret<Record<string, unknown>>;
+  /** Null when nothing upstream needs revoking (e.g. our own JWTs, revoked by jti). */
+  revocationHandle: RevocationHandle | null;
+}
+
+/** Per-request context passed down the stages; no HTTP objects. */
+export interface CallContext {
+  requestId: string;
+  clientAddress?: string;
+  now: Date;
+}

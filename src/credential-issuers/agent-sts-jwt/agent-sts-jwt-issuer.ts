@@ -1,0 +1,71 @@
+import { z } from 'zod';
+import { Secret } from '../../core/secret.js';
+import { credentialFingerprint } from '../../lib/crypto.js';
+import { epochSeconds } from '../../lib/clock.js';
+import { TOKEN_TYPE } from '../../lib/urns.js';
+import type { Actor, BlendedIdentity } from '../../core/types.js';
+import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+
+export const AgentStsJwtConfigSchema = z.object({}).strict();
+export type AgentStsJwtConfig = z.infer<typeof AgentStsJwtConfigSchema>;
+
+/** RFC 8693 §4.1 `act`: the current actor outermost, prior actors nested beneath it. */
+export function actClaim(actors: Actor[]): Record<string, unknown> | undefined {
+  let act: Record<string, unknown> | undefined;
+  for (const a of [...actors].reverse()) act = { sub: a.sub, ...(a.iss ? { iss: a.iss } : {}), ...(act ? { act } : {}) };
+  return act;
+}
+
+/** `sub` is the human when the agent acts for one (the agent is then the actor), else the workload. */
+export function subjectClaims(id: BlendedIdentity) {
+  const actors: Actor[] = id.human ? [{ sub: id.workload.subject }, ...id.priorActors] : id.priorActors;
+  const act = actClaim(actors);
+  return { sub: id.human ? id.human.subject : id.workload.subject, client_id: id.workload.subject, ...(act ? { act } : {}) };
+}
+
+/**
+ * Audience-bound JWT access tokens (RFC 9068, `typ: at+jwt`) for internal APIs and MCP servers.
+ * `aud` is exactly the requested resource/audience; `jti` is the credential id, so a token is
+ * revoked by id and traced to its issuance by fingerprint.
+ */
+export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
+  type: 'agent-sts-jwt',
+  configSchema: AgentStsJwtConfigSchema,
+  create(name, _config, deps): CredentialIssuer {
+    return {
+      type: 'agent-sts-jwt',
+      name,
+      issuedTokenTypes: [TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt],
+      needsActiveRevocation: false,
+      async issue(req, ctx) {
+        const iat = epochSeconds(ctx.now);
+        const exp = iat + req.ttlSeconds;
+        const token = await deps.signer.sign(
+          {
+            iss: deps.issuerUrl,
+            ...subjectClaims(req.identity),
+            aud: req.requestedTarget,
+            iat,
+            exp,
+            jti: req.credentialId,
+            task_id: req.taskId,
+            ...(req.decision.grantedScopes.length ? { scope: req.decision.grantedScopes.join(' ') } : {}),
+          },
+          'at+jwt',
+        );
+        return {
+          id: req.credentialId,
+          issuedTokenType: TOKEN_TYPE.accessToken,
+          tokenType: 'Bearer',
+          expiresAt: new Date(exp * 1000),
+          fingerprint: credentialFingerprint(token),
+          accessToken: new Secret(token),
+          revocationHandle: null,
+        };
+      },
+      async revoke() {
+        // Our JWTs are revoked by jti in the revocation list; nothing upstream to call.
+      },
+    };
+  },
+};

@@ -1,0 +1,286 @@
+import { randomUUID } from 'node:crypto';
+import type { Secret } from '../core/secret.js';
+import type { BlendedIdentity, CallContext, Credential, Decision, HumanContext, VerifiedIdentity, WorkloadIdentity } from '../core/types.js';
+import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed } from '../errors/sts-errors.js';
+import { randomLowerId } from '../lib/crypto.js';
+import { credentialFingerprint } from '../lib/crypto.js';
+import { TOKEN_TYPE } from '../lib/urns.js';
+import type { Logger } from '../log/logger.js';
+import type { Clock } from '../lib/clock.js';
+import type { Db } from '../storage/prisma-client.js';
+import type { AuditLog, AuditWrite } from '../audit/audit-log.js';
+import type { AuditEventInput } from '../audit/audit-event.js';
+import type { PolicyEngine, PolicyRequest } from '../policy/policy-engine.js';
+import type { TrustRegistry } from '../trust-providers/registry.js';
+import type { CredentialIssuer } from '../credential-issuers/credential-issuer.js';
+import type { TargetConfig } from '../config/config-schema.js';
+import { sealHandle } from '../tasks/task-service.js';
+import type { AgentTokenIdentity, AgentTokens } from './agent-tokens.js';
+import type { ExchangeRequest } from './parse-request.js';
+import type { TargetResolver } from './targets.js';
+import { Secret as SecretValue } from '../core/secret.js';
+
+export interface ExchangeResult {
+  credential: Credential;
+  grantedScopes: string[];
+  requestedScopes: string[];
+}
+
+export interface ExchangeDeps {
+  issuerUrl: string;
+  trust: Pick<TrustRegistry, 'resolveFor'>;
+  agentTokens: AgentTokens;
+  policy: Pick<PolicyEngine, 'evaluate' | 'version'>;
+  targets: TargetResolver;
+  issuers: { get(name: string): CredentialIssuer | undefined };
+  audit: Pick<AuditLog, 'append'>;
+  db: Db;
+  kek: Secret<Buffer>;
+  clock: Clock;
+  logger: Logger;
+  limits: { agentTokenMaxTtl: number; maxTaskTtl: number; maxDelegationDepth: number };
+}
+
+type Presented =
+  | { kind: 'agent'; id: AgentTokenIdentity }
+  | { kind: 'workload'; id: WorkloadIdentity }
+  | { kind: 'human'; id: HumanContext };
+
+interface Resolved {
+  identity: BlendedIdentity;
+  /** Set when the caller presented an agent token: the task it belongs to and its expiry. */
+  agent?: AgentTokenIdentity;
+}
+
+export function createExchangeService(deps: ExchangeDeps) {
+  async function verifyPresented(token: Secret<string>, tokenType: string, ctx: CallContext): Promise<Presented> {
+    const raw = token.reveal();
+    if (isOwnToken(raw)) {
+      if (tokenType !== TOKEN_TYPE.accessToken && tokenType !== TOKEN_TYPE.jwt)
+        throw new SubjectTokenRejected('token type does not match the token');
+      return { kind: 'agent', id: await deps.agentTokens.verify(raw) };
+    }
+    const provider = deps.trust.resolveFor(raw, tokenType);
+    const id: VerifiedIdentity = await provider.verify({ token: raw, tokenType }, ctx);
+    return id.kind === 'human' ? { kind: 'human', id } : { kind: 'workload', id };
+  }
+
+  function isOwnToken(raw: string): boolean {
+    const dot = raw.indexOf('.');
+    if (dot <= 0) return false;
+    const end = raw.indexOf('.', dot + 1);
+    if (end < 0) return false;
+    try {
+      const payload = JSON.parse(Buffer.from(raw.slice(dot + 1, end), 'base64url').toString('utf8')) as { iss?: unknown };
+      return payload.iss === deps.issuerUrl;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Blends subject and actor into one identity (RFC 8693 §1.1 delegation semantics). */
+  function blend(subject: Presented, actor: Presented | undefined): Resolved {
+    if (!actor) {
+      if (subject.kind === 'agent') return { identity: subject.id, agent: subject.id };
+      if (subject.kind === 'workload') return { identity: { workload: subject.id, priorActors: [] } };
+      throw new PolicyDenied('a human token alone does not yield credentials; present it with an agent (actor_token)');
+    }
+    if (subject.kind !== 'human')
+      throw new MalformedRequest('with an actor_token, the subject_token must identify the person the agent acts for');
+    if (actor.kind === 'human') throw new MalformedRequest('actor_token must identify a workload or agent, not a person');
+    if (actor.kind === 'workload') return { identity: { workload: actor.id, human: subject.id, priorActors: [] } };
+    const a = actor.id;
+    if (a.human && (a.human.subject !== subject.id.subject || a.human.issuer !== subject.id.issuer))
+      throw new PolicyDenied('the agent token was issued for a different person');
+    return { identity: { workload: a.workload, human: subject.id, priorActors: a.priorActors, taskId: a.taskId }, agent: a };
+  }
+
+  function denialError(d: Decision, ctx: CallContext): StsError {
+    const see = `(request ${ctx.requestId}; the reason is in the audit log)`;
+    const detail = { reasons: d.reasons, policyId: d.policyId };
+    if (d.denial === 'target') return new TargetNotAllowed(`target not permitted for this identity ${see}`, { detail });
+    if (d.denial === 'scope') return new ScopeNotAllowed(`scope not permitted for this identity ${see}`, { detail });
+    return new PolicyDenied(`not permitted by policy ${see}`, { detail });
+  }
+
+  async function exchange(req: ExchangeRequest, ctx: CallContext): Promise<ExchangeResult> {
+    const event: AuditEventInput = {
+      requestId: ctx.requestId,
+      action: 'token.exchange',
+      outcome: 'error',
+      clientAddress: ctx.clientAddress,
+      requestedScope: req.scopes.join(' ') || undefined,
+      target: req.resource ?? req.audience,
+      policyVersion: deps.policy.version,
+    };
+    let committed = false;
+    try {
+      const subject = await verifyPresented(req.subjectToken, req.subjectTokenType, ctx);
+      const actor = req.actorToken ? await verifyPresented(req.actorToken, req.actorTokenType!, ctx) : undefined;
+      const { identity, agent } = blend(subject, actor);
+      Object.assign(event, {
+        providerName: identity.workload.provider,
+        workloadSubject: identity.workload.subject,
+        humanSubject: identity.human?.subject,
+        delegationChain: identity.priorActors.map((a) => a.sub),
+        taskId: agent?.taskId,
+      });
+      if (identity.priorActors.length + 1 > deps.limits.maxDelegationDepth)
+        throw new MalformedRequest('delegation chain is too deep');
+
+      const requested = req.resource ?? req.audience;
+      const wantsAgentToken = requested === undefined || requested === deps.issuerUrl;
+      if (wantsAgentToken) {
+        if (req.requestedTokenType && req.requestedTokenType !== TOKEN_TYPE.accessToken && req.requestedTokenType !== TOKEN_TYPE.jwt)
+          throw new MalformedRequest('an agent token is an access_token; requested_token_type does not match');
+        if (agent) throw new MalformedRequest('an agent token cannot be exchanged for another agent token; name a target with resource or audience');
+        return await startupExchange(identity, req, ctx, event, () => (committed = true));
+      }
+
+      const target = deps.targets.resolve(req);
+      if (!target) throw new TargetNotAllowed('unknown target');
+      event.target = target.name;
+      const issuer = deps.issuers.get(target.issuer);
+      if (!issuer) throw new Error(`target ${target.name} names issuer ${target.issuer}, which is not configured`);
+      if (req.requestedTokenType && !issuer.issuedTokenTypes.includes(req.requestedTokenType))
+        throw new MalformedRequest('requested_token_type cannot be issued for this target');
+      if (target.scopes) {
+        const unknown = req.scopes.filter((s) => !target.scopes!.includes(s));
+        if (unknown.length) throw new ScopeNotAllowed('scope does not exist at this target');
+      }
+      return await credentialExchange(identity, agent, target, issuer, requested!, req, ctx, event, () => (committed = true));
+    } catch (e) {
+      if (!committed) {
+        const err = e instanceof StsError ? e : undefined;
+        event.outcome = err && err.status < 500 ? 'deny' : 'error';
+        event.reason = reasonFor(e);
+        await deps.audit.append({ event }).catch((auditErr: unknown) => {
+          deps.logger.error({ requestId: ctx.requestId, err: { message: (auditErr as Error).message } }, 'could not audit a refused exchange');
+        });
+      }
+      throw e;
+    }
+  }
+
+  function decide(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext): Decision {
+    const d = deps.policy.evaluate(identity, request);
+    Object.assign(event, { policyId: d.policyId, policyVersion: d.policyVersion });
+    if (!d.allow) throw denialError(d, ctx);
+    return d;
+  }
+
+  async function startupExchange(identity: BlendedIdentity, req: ExchangeRequest, ctx: CallContext, event: AuditEventInput, markCommitted: () => void): Promise<ExchangeResult> {
+    event.target = deps.issuerUrl;
+    const d = decide(identity, { kind: 'agent-token' }, event, ctx);
+    const ttl = Math.min(d.ttlCapSeconds, deps.limits.maxTaskTtl, deps.limits.agentTokenMaxTtl, req.requestedLifetime ?? Infinity);
+    const taskId = newTaskId();
+    const tokenId = randomUUID();
+    const expiresAt = new Date(ctx.now.getTime() + ttl * 1000);
+    const token = await deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt);
+    const fingerprint = credentialFingerprint(token);
+    Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt });
+    await commitOrFail(
+      {
+        event,
+        tasks: [{ id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null, deadline: expiresAt }],
+        credentials: [{ id: tokenId, taskId, issuerName: 'agent-sts', issuerType: 'agent-token', tokenType: TOKEN_TYPE.accessToken, target: deps.issuerUrl, state: 'active', fingerprint, expiresAt }],
+      },
+      markCommitted,
+    );
+    return {
+      credential: { id: tokenId, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: 'Bearer', expiresAt, fingerprint, accessToken: new SecretValue(token), revocationHandle: null },
+      grantedScopes: [],
+      requestedScopes: req.scopes,
+    };
+  }
+
+  async function credentialExchange(
+    identity: BlendedIdentity,
+    agent: AgentTokenIdentity | undefined,
+    target: TargetConfig,
+    issuer: CredentialIssuer,
+    requested: string,
+    req: ExchangeRequest,
+    ctx: CallContext,
+    event: AuditEventInput,
+    markCommitted: () => void,
+  ): Promise<ExchangeResult> {
+    const d = decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes }, event, ctx);
+    // A credential never outlives its task: with an agent token the task ends no later than the token.
+    const taskLimit = agent ? (agent.expiresAt.getTime() - ctx.now.getTime()) / 1000 : deps.limits.maxTaskTtl;
+    const ttl = Math.floor(Math.min(d.ttlCapSeconds, taskLimit, req.requestedLifetime ?? Infinity));
+    if (ttl < 1) throw new SubjectTokenRejected('the task of this agent token has no time left');
+    const taskId = agent?.taskId ?? newTaskId();
+    const credentialId = randomUUID();
+    const newTask = agent
+      ? []
+      : [{ id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null, deadline: new Date(ctx.now.getTime() + ttl * 1000) }];
+    Object.assign(event, { taskId, credentialId, grantedScope: d.grantedScopes.join(' ') || undefined });
+
+    const plannedHandle = issuer.planHandle?.({ taskId, credentialId });
+    if (plannedHandle) {
+      // Crash safety: the row (with its revocation handle) exists before anything exists upstream.
+      if (newTask.length) await deps.db.task.create({ data: newTask[0]! });
+      await deps.db.credential.create({
+        data: {
+          id: credentialId, taskId, issuerName: issuer.name, issuerType: issuer.type, tokenType: issuer.issuedTokenTypes[0]!, target: target.name,
+          state: 'issuing', fingerprint: 'pending', expiresAt: new Date(ctx.now.getTime() + ttl * 1000), sealedRevocationHandle: sealHandle(deps.kek, credentialId, plannedHandle),
+        },
+      });
+    }
+    let credential: Credential;
+    try {
+      credential = await issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle }, ctx);
+    } catch (e) {
+      // Issuance is atomic upstream (or nothing was created); the planned row is closed as failed.
+      if (plannedHandle) await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: (e as Error).message.slice(0, 500) } }).catch(() => {});
+      throw e;
+    }
+    if (credential.expiresAt.getTime() <= ctx.now.getTime() || credential.expiresAt.getTime() > ctx.now.getTime() + ttl * 1000 + 1000)
+      throw new Error(`issuer ${issuer.name} returned a credential whose expiry is outside the granted lifetime`);
+    Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
+    const write: AuditWrite = plannedHandle
+      ? { event, credentialUpdates: [{ id: credentialId, data: { state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt } }] }
+      : {
+          event,
+          tasks: newTask,
+          credentials: [{
+            id: credentialId, taskId, issuerName: issuer.name, issuerType: issuer.type, tokenType: credential.issuedTokenType, target: target.name,
+            state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt, sealedRevocationHandle: sealHandle(deps.kek, credentialId, credential.revocationHandle),
+          }],
+        };
+    try {
+      await commitOrFail(write, markCommitted);
+    } catch (e) {
+      // Fail closed: no audit record, no credential. Undo what exists upstream.
+      if (credential.revocationHandle)
+        await issuer.revoke(credential.revocationHandle, ctx).catch((re: unknown) =>
+          deps.logger.error({ requestId: ctx.requestId, credentialId, err: { message: (re as Error).message } }, 'could not revoke an unaudited credential; the sweep retries'),
+        );
+      throw e;
+    }
+    return { credential, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
+  }
+
+  async function commitOrFail(write: AuditWrite, markCommitted: () => void): Promise<void> {
+    await deps.audit.append(write);
+    markCommitted();
+  }
+
+  return { exchange };
+}
+
+function newTaskId(): string {
+  return `t_${randomLowerId(20)}`;
+}
+
+/** Audit reason: the class and the detail's reason/code; never token content. */
+function reasonFor(e: unknown): string {
+  if (e instanceof StsError) {
+    const d = e.detail ?? {};
+    const extra = (d.reasons as string[] | undefined)?.join('; ') ?? [d.code, d.claim, d.reason, d.error].filter(Boolean).join(' ');
+    return `${e.name}: ${e.publicMessage}${extra ? ` [${extra}]` : ''}`;
+  }
+  return `internal error: ${(e as Error)?.name ?? 'unknown'}`;
+}
+export type ExchangeService = ReturnType<typeof createExchangeService>;

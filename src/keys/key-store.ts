@@ -1,0 +1,159 @@
+import { randomUUID } from 'node:crypto';
+import {
+  createLocalJWKSet,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  SignJWT,
+  type CryptoKey,
+  type JWK,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from 'jose';
+import type { Db } from '../storage/prisma-client.js';
+import type { Secret } from '../core/secret.js';
+import { seal, unseal } from '../lib/crypto.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../log/logger.js';
+
+export const SIGNING_ALG = 'ES256';
+
+interface LoadedKey {
+  kid: string;
+  publicJwk: JWK;
+  privateKey: CryptoKey;
+  activatesAt: Date;
+  retiredAt: Date | null;
+  publishUntil: Date | null;
+}
+
+export interface TokenSigner {
+  /** Signs with the key that is current at `now`. Header `typ` is set by the caller. */
+  sign(payload: JWTPayload, typ: string): Promise<string>;
+  /** Key resolver for verifying agent-sts's own tokens (published keys only). */
+  verificationKeys(): JWTVerifyGetKey;
+}
+
+export interface KeyStoreDeps {
+  db: Db;
+  kek: Secret<Buffer>;
+  clock: Clock;
+  logger: Logger;
+  /** Seconds a new key is published before it signs. */
+  publishAheadSeconds: number;
+  /** Longest lifetime of any token agent-sts signs, plus clock tolerance, seconds. */
+  maxTokenLifetimeSeconds: number;
+}
+
+export interface RotationResult {
+  newKid: string;
+  activatesAt: Date;
+  previousKid?: string;
+  previousPublishedUntil?: Date;
+}
+
+const aadFor = (kid: string) => `signing-key:${kid}`;
+
+export function createKeyStore(deps: KeyStoreDeps) {
+  let keys: LoadedKey[] = [];
+  let jwks: JWTVerifyGetKey = createLocalJWKSet({ keys: [] });
+
+  async function loadRow(row: { kid: string; publicJwk: string; sealedPrivateKey: string; activatesAt: Date; retiredAt: Date | null; publishUntil: Date | null }): Promise<LoadedKey> {
+    const existing = keys.find((k) => k.kid === row.kid);
+    const privateKey =
+      existing?.privateKey ??
+      ((await importJWK(JSON.parse(unseal(deps.kek.reveal(), row.sealedPrivateKey, aadFor(row.kid))) as JWK, SIGNING_ALG)) as CryptoKey);
+    return { kid: row.kid, publicJwk: JSON.parse(row.publicJwk) as JWK, privateKey, activatesAt: row.activatesAt, retiredAt: row.retiredAt, publishUntil: row.publishUntil };
+  }
+
+  /** Re-reads the key table (keys rotated by the CLI or another replica show up here). */
+  async function reload(): Promise<void> {
+    const rows = await deps.db.signingKey.findMany({ orderBy: { activatesAt: 'asc' } });
+    keys = await Promise.all(rows.map(loadRow));
+    jwks = createLocalJWKSet({ keys: published().map((k) => k.publicJwk) });
+  }
+
+  function published(): LoadedKey[] {
+    const now = deps.clock.now().getTime();
+    return keys.filter((k) => k.publishUntil === null || k.publishUntil.getTime() > now);
+  }
+
+  function current(): LoadedKey {
+    const now = deps.clock.now().getTime();
+    let cur: LoadedKey | undefined;
+    for (const k of keys) if (k.activatesAt.getTime() <= now && (k.retiredAt === null || k.retiredAt.getTime() > now)) cur = k;
+    if (!cur) throw new Error('no signing key is active; run `agent-sts keys rotate` or restart to create one');
+    return cur;
+  }
+
+  async function createKey(activatesAt: Date): Promise<string> {
+    const kid = `${deps.clock.now().toISOString().slice(0, 10)}-${randomUUID().slice(0, 8)}`;
+    const { publicKey, privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
+    const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: SIGNING_ALG, use: 'sig' };
+    const privateJwk = await exportJWK(privateKey);
+    await deps.db.signingKey.create({
+      data: {
+        kid,
+        alg: SIGNING_ALG,
+        publicJwk: JSON.stringify(publicJwk),
+        sealedPrivateKey: seal(deps.kek.reveal(), JSON.stringify(privateJwk), aadFor(kid)),
+        activatesAt,
+      },
+    });
+    return kid;
+  }
+
+  /** Loads keys, creating the first one on first start. */
+  async function init(): Promise<{ created?: string }> {
+    await reload();
+    if (keys.length > 0) return {};
+    const kid = await createKey(deps.clock.now());
+    await reload();
+    deps.logger.info({ kid }, 'created the first signing key');
+    return { created: kid };
+  }
+
+  /**
+   * Rotation without breaking verifiers: the new key is published now and signs only after
+   * `publishAhead`; the old key keeps signing until then and stays published until the last
+   * token it signed has expired.
+   */
+  async function rotate(): Promise<RotationResult> {
+    await reload();
+    const now = deps.clock.now();
+    const pending = keys.find((k) => k.activatesAt.getTime() > now.getTime());
+    if (pending)
+      throw new Error(`a rotation is already in progress: key ${pending.kid} starts signing at ${pending.activatesAt.toISOString()}`);
+    const prev = keys.length ? current() : undefined;
+    const activatesAt = new Date(now.getTime() + deps.publishAheadSeconds * 1000);
+    const newKid = await createKey(activatesAt);
+    let previousPublishedUntil: Date | undefined;
+    if (prev) {
+      previousPublishedUntil = new Date(activatesAt.getTime() + deps.maxTokenLifetimeSeconds * 1000);
+      await deps.db.signingKey.update({ where: { kid: prev.kid }, data: { retiredAt: activatesAt, publishUntil: previousPublishedUntil } });
+    }
+    await reload();
+    return { newKid, activatesAt, previousKid: prev?.kid, previousPublishedUntil };
+  }
+
+  const signer: TokenSigner = {
+    async sign(payload, typ) {
+      const key = current();
+      return new SignJWT(payload).setProtectedHeader({ alg: SIGNING_ALG, kid: key.kid, typ }).sign(key.privateKey);
+    },
+    verificationKeys: () => (header, token) => jwks(header, token),
+  };
+
+  return {
+    init,
+    reload,
+    rotate,
+    signer,
+    /** The public JWK Set (RFC 7517): pending, current and still-published retired keys. */
+    jwks: () => ({ keys: published().map((k) => k.publicJwk) }),
+    currentKid: () => current().kid,
+    isReady: () => keys.length > 0 && keys.some((k) => k.activatesAt.getTime() <= deps.clock.now().getTime()),
+    list: () => keys.map(({ kid, activatesAt, retiredAt, publishUntil }) => ({ kid, activatesAt, retiredAt, publishUntil })),
+  };
+}
+export type KeyStore = ReturnType<typeof createKeyStore>;

@@ -1,0 +1,17 @@
+export const GRANT_TYPE_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+export const TOKEN_TYPE = {
+  accessToken: 'urn:ietf:params:oauth:token-type:access_token',
+  refreshToken: 'urn:ietf:params:oauth:token-type:refresh_token',
+  idToken: 'urn:ietf:params:oauth:token-type:id_token',
+  jwt: 'urn:ietf:params:oauth:token-type:jwt',
+  saml1: 'urn:ietf:params:oauth:token-type:saml1',
+  saml2: 'urn:ietf:params:oauth:token-type:saml2',
+  postgresCredentials: 'urn:agent-sts:token-type:postgres-credentials',
+} as const;
+
+/** Token types that carry a JWT we can verify (external attestations and our own agent tokens). */
+export const JWT_TOKEN_TYPES: readonly string[] = [TOKEN_TYPE.jwt, TOKEN_TYPE.idToken, TOKEN_TYPE.accessToken];
+
+/** Every token type URI agent-sts knows, so unknown ones are refused rather than guessed. */
+export const KNOWN_INPUT_TOKEN_TYPES: readonly string[] = [...JWT_TOKEN_TYPES];

@@ -1,0 +1,176 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from '../log/logger.js';
+import type { Clock } from '../lib/clock.js';
+import type { CallContext } from '../core/types.js';
+import { MalformedRequest } from '../errors/sts-errors.js';
+import { GRANT_TYPE_TOKEN_EXCHANGE } from '../lib/urns.js';
+import { parseExchangeRequest, type FormFields } from '../exchange/parse-request.js';
+import { exchangeResponse } from '../exchange/respond.js';
+import type { ExchangeService } from '../exchange/exchange-service.js';
+import type { AgentTokens } from '../exchange/agent-tokens.js';
+import type { KeyStore } from '../keys/key-store.js';
+import type { TaskService } from '../tasks/task-service.js';
+import type { TrustRegistry } from '../trust-providers/registry.js';
+import type { Db } from '../storage/prisma-client.js';
+import { AuditQuerySchema, auditRowToJson, InvalidCursor, queryAudit } from '../audit/audit-query.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import { bearerToken, type BearerAuth } from './bearer-auth.js';
+import { oauthError, problem, problemFor } from './http-errors.js';
+
+export interface AppDeps {
+  issuerUrl: () => string;
+  bodyLimitBytes: number;
+  trustProxy: boolean;
+  maxTokenBytes: number;
+  logger: Logger;
+  clock: Clock;
+  db: Db;
+  exchange: ExchangeService;
+  agentTokens: AgentTokens;
+  keys: Pick<KeyStore, 'jwks' | 'isReady'>;
+  tasks: Pick<TaskService, 'endTask'>;
+  trust: Pick<TrustRegistry, 'get'>;
+  audit: Pick<AuditLog, 'append'>;
+  auditors: BearerAuth;
+  admins: BearerAuth;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function parseForm(body: string): FormFields {
+  const out: FormFields = {};
+  for (const [k, v] of new URLSearchParams(body)) (out[k] ??= []).push(v);
+  return out;
+}
+
+export function createApp(deps: AppDeps) {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    disableRequestLogging: true,
+    bodyLimit: deps.bodyLimitBytes,
+    trustProxy: deps.trustProxy,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+  });
+
+  // Bodies of any type are read as text (bounded by bodyLimit); handlers decide what they accept.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+
+  const ctxOf = (req: FastifyRequest): CallContext => ({ requestId: req.id, clientAddress: req.ip, now: deps.clock.now() });
+
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    deps.logger.info({ requestId: req.id, method: req.method, path: req.routeOptions.url ?? 'unmatched', status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request');
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const isToken = req.routeOptions.url === '/oauth2/token';
+    const { status, body } = isToken ? oauthError(err) : problemFor(err);
+    if (status >= 500) deps.logger.error({ requestId: req.id, err: { name: (err as Error).name, message: (err as Error).message, stack: (err as Error).stack } }, 'request failed');
+    else deps.logger.debug({ requestId: req.id, error: (body as { error?: string }).error, reason: (err as { detail?: unknown }).detail }, 'request refused');
+    reply.code(status).header('cache-control', 'no-store').header('pragma', 'no-cache');
+    if (isToken) reply.type('application/json');
+    else reply.type('application/problem+json');
+    return reply.send(body);
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).type('application/problem+json').send(problem(404, 'not found')));
+
+  // RFC 8414: only what is really supported.
+  app.get('/.well-known/oauth-authorization-server', async () => {
+    const iss = deps.issuerUrl();
+    return {
+      issuer: iss,
+      token_endpoint: `${iss}/oauth2/token`,
+      jwks_uri: `${iss}/.well-known/jwks.json`,
+      grant_types_supported: [GRANT_TYPE_TOKEN_EXCHANGE],
+      token_endpoint_auth_methods_supported: ['none'],
+      response_types_supported: [],
+    };
+  });
+
+  app.get('/.well-known/jwks.json', async (_req, reply) => {
+    reply.header('cache-control', 'public, max-age=300').type('application/jwk-set+json');
+    return deps.keys.jwks();
+  });
+
+  app.post('/oauth2/token', async (req, reply) => {
+    reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'application/x-www-form-urlencoded') throw new MalformedRequest('content type must be application/x-www-form-urlencoded');
+    if (Object.keys(req.query as object).length) throw new MalformedRequest('parameters must be sent in the request body, not the URL');
+    const parsed = parseExchangeRequest(parseForm(typeof req.body === 'string' ? req.body : ''), { maxTokenBytes: deps.maxTokenBytes });
+    const result = await deps.exchange.exchange(parsed, ctxOf(req));
+    return reply.type('application/json').send(exchangeResponse(result, deps.clock.now()));
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const checks: Record<string, string> = {};
+    try {
+      await deps.db.$queryRawUnsafe('SELECT 1');
+      checks.database = 'ok';
+    } catch {
+      checks.database = 'unreachable';
+    }
+    checks.signingKeys = deps.keys.isReady() ? 'ok' : 'not loaded';
+    const ready = Object.values(checks).every((v) => v === 'ok');
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
+    const token = bearerToken(req.headers.authorization);
+    if (!token || token.length > deps.maxTokenBytes) return unauthorized(reply, 'an agent token of this task is required');
+    let agent;
+    try {
+      agent = await deps.agentTokens.verify(token, { ignoreRevocation: true });
+    } catch {
+      return unauthorized(reply, 'the agent token could not be verified');
+    }
+    if (agent.taskId !== req.params.id) return reply.code(403).type('application/problem+json').send(problem(403, 'the agent token belongs to another task'));
+    const result = await deps.tasks.endTask(req.params.id, 'ended by agent', ctxOf(req));
+    if (!result) return reply.code(404).type('application/problem+json').send(problem(404, 'task not found'));
+    return reply.code(result.state === 'ended' ? 200 : 202).send({
+      task_id: result.taskId,
+      state: result.state,
+      credentials: result.credentials.map((c) => ({ id: c.id, target: c.target, token_type: c.tokenType, fingerprint: c.fingerprint, expires_at: c.expiresAt, fate: c.fate })),
+    });
+  });
+
+  app.get('/v1/audit', async (req, reply) => {
+    const auditor = deps.auditors.authenticate(req.headers.authorization);
+    if (!auditor) return unauthorized(reply, 'an auditor credential is required');
+    const q = AuditQuerySchema.safeParse(req.query);
+    if (!q.success) return reply.code(400).type('application/problem+json').send(problem(400, 'invalid query', q.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; ')));
+    try {
+      const page = await queryAudit(deps.db, q.data);
+      return { records: page.records.map(auditRowToJson), next_cursor: page.nextCursor ?? null };
+    } catch (e) {
+      if (e instanceof InvalidCursor) return reply.code(400).type('application/problem+json').send(problem(400, 'invalid query', 'cursor is not valid'));
+      throw e;
+    }
+  });
+
+  app.post<{ Params: { name: string } }>('/v1/admin/trust-providers/:name/refresh-keys', async (req, reply) => {
+    const admin = deps.admins.authenticate(req.headers.authorization);
+    if (!admin) return unauthorized(reply, 'an admin credential is required');
+    const provider = deps.trust.get(req.params.name);
+    if (!provider) return reply.code(404).type('application/problem+json').send(problem(404, 'trust provider not found'));
+    if (!provider.refreshKeys) return reply.code(409).type('application/problem+json').send(problem(409, 'this trust provider has no remote keys'));
+    await provider.refreshKeys();
+    await deps.audit.append({ event: { requestId: req.id, action: 'admin.trust-provider.refresh-keys', outcome: 'success', reason: `by ${admin}`, providerName: provider.name, clientAddress: req.ip } });
+    return { refreshed: provider.name };
+  });
+
+  return app;
+}
+
+function unauthorized(reply: FastifyReply, detail: string) {
+  return reply.code(401).header('www-authenticate', 'Bearer').type('application/problem+json').send(problem(401, 'unauthorized', detail));
+}
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,200 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { randomBytes } from 'node:crypto';
+import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
+import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { verifyAuditLog } from '../../src/audit/audit-verify.js';
+
+const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
+
+interface AppDb {
+  url: string;
+  group: string;
+  drop(): Promise<void>;
+}
+
+/** The target application database: a table the group role may read and one it may not. */
+async function createAppDatabase(): Promise<AppDb> {
+  const db = await createTestPostgresDatabase('agsts_app');
+  const group = `agsts_test_reader_${randomBytes(4).toString('hex')}`;
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  await c.query('CREATE TABLE invoices (id int primary key, amount int)');
+  await c.query('INSERT INTO invoices VALUES (1, 100), (2, 250)');
+  await c.query('CREATE TABLE payroll (id int primary key, salary int)');
+  await c.query(`CREATE ROLE ${c.escapeIdentifier(group)} NOLOGIN`);
+  await c.query(`GRANT CONNECT ON DATABASE ${c.escapeIdentifier(new URL(db.url).pathname.slice(1))} TO ${c.escapeIdentifier(group)}`);
+  await c.query(`GRANT USAGE ON SCHEMA public TO ${c.escapeIdentifier(group)}`);
+  await c.query(`GRANT SELECT ON invoices TO ${c.escapeIdentifier(group)}`);
+  await c.end();
+  return {
+    url: db.url,
+    group,
+    async drop() {
+      await db.drop();
+      const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]+$/, '/postgres') });
+      await admin.connect();
+      // Ephemeral roles left by a failed run, then the group role (roles are cluster-wide).
+      const left = await admin.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'agse2e_%'");
+      for (const r of left.rows as { rolname: string }[]) await admin.query(`DROP ROLE IF EXISTS ${admin.escapeIdentifier(r.rolname)}`);
+      await admin.query(`DROP ROLE IF EXISTS ${admin.escapeIdentifier(group)}`);
+      await admin.end();
+    },
+  };
+}
+
+function brokerConfig(storeUrl: string, issuer: FakeIssuer, app: AppDb) {
+  return {
+    storage: { url: storeUrl },
+    trustProviders: [
+      {
+        name: 'ci',
+        type: 'oidc',
+        config: { issuer: issuer.issuer, audience: 'agent-sts-test', algorithms: ['RS256'], subjectTemplate: 'test://{sub}', attributes: { team: 'team' } },
+      },
+    ],
+    credentialIssuers: [
+      { name: 'tokens', type: 'agent-sts-jwt' },
+      { name: 'app-pg', type: 'postgres', config: { adminUrl: { fromEnv: 'APP_DB_ADMIN_URL' }, roles: { read: app.group }, rolePrefix: 'agse2e_' } },
+    ],
+    targets: [
+      { name: 'billing-api', resources: ['https://billing.test/'], issuer: 'tokens', scopes: ['invoices:read', 'invoices:write'] },
+      { name: 'app-db', audiences: ['app-db'], issuer: 'app-pg', scopes: ['read'] },
+    ],
+    policy: {
+      rules: [
+        {
+          id: 'invoice-agent',
+          workload: { provider: 'ci', subject: 'test://invoice-agent', attributes: { team: 'payments' } },
+          agentToken: { maxTtl: '30m' },
+          grants: [
+            { target: 'billing-api', scopes: ['invoices:read'], maxTtl: '5m' },
+            { target: 'app-db', scopes: ['read'], maxTtl: '10m' },
+          ],
+        },
+      ],
+    },
+  };
+}
+
+for (const store of ['sqlite', 'postgresql'] as const) {
+  describe(`end-to-end exchange with the broker on ${store}`, () => {
+    let issuer: FakeIssuer;
+    let app: AppDb;
+    let broker: TestBroker;
+    let dropStore: () => Promise<void>;
+
+    beforeAll(async () => {
+      issuer = await startFakeOidcIssuer();
+      app = await createAppDatabase();
+      const s = store === 'sqlite' ? await createTestSqliteUrl('agsts-e2e') : await createTestPostgresDatabase('agsts_store');
+      dropStore = s.drop;
+      broker = await startBroker(brokerConfig(s.url, issuer, app), { env: { APP_DB_ADMIN_URL: app.url } });
+    });
+    afterAll(async () => {
+      await broker?.close();
+      await issuer?.close();
+      await app?.drop();
+      await dropStore?.();
+    });
+
+    it('attestation -> agent token -> PostgreSQL login -> task end -> login dead, all audited', async () => {
+      // 1. startup exchange: workload attestation for an agent token
+      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
+      const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
+      expect(startup.status, startup.text).toBe(200);
+      expect(startup.headers.get('cache-control')).toBe('no-store');
+      expect(startup.json).toMatchObject({ issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer' });
+      const agentToken = startup.json.access_token as string;
+      expect(decodeProtectedHeader(agentToken)).toMatchObject({ alg: 'ES256', typ: 'at+jwt' });
+      const claims = decodeJwt(agentToken);
+      expect(claims).toMatchObject({ iss: broker.url, aud: broker.url, sub: 'test://invoice-agent' });
+      expect(claims.exp! - claims.iat!).toBe(1800);
+      expect(startup.json.expires_in).toBeGreaterThan(1790);
+      const taskId = claims.task_id as string;
+      expect(taskId).toMatch(/^t_/);
+
+      // 2. per-tool-call: agent token for a PostgreSQL login
+      const dbx = await postToken(broker.url, {
+        grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE,
+        audience: 'app-db', scope: 'read', requested_token_type: PG_CREDS,
+      });
+      expect(dbx.status, dbx.text).toBe(200);
+      expect(dbx.json).toMatchObject({ issued_token_type: PG_CREDS, token_type: 'N_A', scope: 'read' });
+      expect(dbx.json.expires_in).toBeGreaterThan(590);
+      expect(dbx.json.expires_in).toBeLessThanOrEqual(600);
+      const cred = dbx.json.credentials as { username: string; password: string; host: string; port: number; database: string };
+      expect(cred.password).toBe(dbx.json.access_token);
+      expect(cred.username).toMatch(/^agse2e_/);
+
+      // 3. the login works for what the group role allows, and only that
+      const conn = new pg.Client({ host: cred.host, port: cred.port, database: cred.database, user: cred.username, password: cred.password });
+      await conn.connect();
+      const rows = await conn.query('SELECT sum(amount)::int AS total FROM invoices');
+      expect(rows.rows[0].total).toBe(350);
+      await expect(conn.query('SELECT * FROM payroll')).rejects.toMatchObject({ code: '42501' });
+      const connClosed = new Promise<void>((resolve) => conn.on('error', () => resolve()));
+
+      // 4. an audience-bound access token for an internal API in the same task
+      const api = await postToken(broker.url, {
+        grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE,
+        resource: 'https://billing.test/', scope: 'invoices:read',
+      });
+      expect(api.status, api.text).toBe(200);
+      expect(decodeJwt(api.json.access_token as string)).toMatchObject({ aud: 'https://billing.test/', scope: 'invoices:read', task_id: taskId, sub: 'test://invoice-agent' });
+      expect(api.json.expires_in).toBeLessThanOrEqual(300);
+
+      // 5. end the task with its agent token
+      const end = await fetch(`${broker.url}/v1/tasks/${taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${agentToken}` } });
+      expect(end.status).toBe(200);
+      const receipt = (await end.json()) as { state: string; credentials: { fate: string }[] };
+      expect(receipt.state).toBe('ended');
+      expect(receipt.credentials.map((c) => c.fate)).toEqual(['revoked', 'revoked', 'revoked']);
+
+      // 6. the open session was terminated and a new login fails
+      await connClosed;
+      await expect(conn.query('SELECT 1')).rejects.toThrow();
+      const again = new pg.Client({ host: cred.host, port: cred.port, database: cred.database, user: cred.username, password: cred.password });
+      await expect(again.connect()).rejects.toMatchObject({ code: expect.stringMatching(/^28/) });
+      await again.end().catch(() => {});
+
+      // 7. the ended task's agent token is refused
+      const after = await postToken(broker.url, {
+        grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'app-db', scope: 'read',
+      });
+      expect(after.status).toBe(400);
+      expect(after.json.error).toBe('invalid_request');
+
+      // 8. the audit log holds every step, via the auditor API
+      const res = await fetch(`${broker.url}/v1/audit?limit=50`, { headers: { authorization: `Bearer ${TEST_AUDITOR_TOKEN}` } });
+      expect(res.status).toBe(200);
+      const { records } = (await res.json()) as { records: { action: string; outcome: string; taskId: string; credentialFingerprint: string | null }[] };
+      const mine = records.filter((r) => r.taskId === taskId).map((r) => `${r.action}:${r.outcome}`).sort();
+      expect(mine).toEqual([
+        'credential.revoke:success', 'credential.revoke:success', 'credential.revoke:success',
+        'task.end:success',
+        'token.exchange:allow', 'token.exchange:allow', 'token.exchange:allow',
+      ]);
+      expect(records.some((r) => r.action === 'token.exchange' && r.outcome === 'deny')).toBe(true);
+      const unauth = await fetch(`${broker.url}/v1/audit`, { headers: { authorization: 'Bearer wrong' } });
+      expect(unauth.status).toBe(401);
+
+      // 9. the chain verifies; editing one row breaks it
+      const db = broker.composed.db;
+      await broker.composed.audit.drain();
+      const ok = await verifyAuditLog(db);
+      expect(ok.problems).toEqual([]);
+      expect(ok.records).toBeGreaterThanOrEqual(8);
+      const victim = await db.auditEvent.findFirstOrThrow({ where: { action: 'token.exchange', outcome: 'allow' }, orderBy: { seq: 'asc' } });
+      await db.auditEvent.update({ where: { id: victim.id }, data: { workloadSubject: 'test://someone-else' } });
+      const bad = await verifyAuditLog(db);
+      expect(bad.ok).toBe(false);
+      expect(bad.problems[0]).toMatchObject({ seq: victim.seq, id: victim.id });
+      expect(bad.problems[0]!.problem).toMatch(/edited/);
+      await db.auditEvent.update({ where: { id: victim.id }, data: { workloadSubject: victim.workloadSubject } });
+      expect((await verifyAuditLog(db)).ok).toBe(true);
+    });
+  });
+}
