@@ -22,6 +22,8 @@ import { Secret as SecretValue } from '../core/secret.js';
 
 export interface ExchangeResult {
   credential: Credential;
+  /** The task the credential belongs to (returned as the `task_id` extension member). */
+  taskId: string;
   grantedScopes: string[];
   requestedScopes: string[];
 }
@@ -189,6 +191,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     );
     return {
       credential: { id: tokenId, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: 'Bearer', expiresAt, fingerprint, accessToken: new SecretValue(token), revocationHandle: null },
+      taskId,
       grantedScopes: [],
       requestedScopes: req.scopes,
     };
@@ -259,7 +262,7 @@ export function createExchangeService(deps: ExchangeDeps) {
         );
       throw e;
     }
-    return { credential, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
+    return { credential, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
   }
 
   async function commitOrFail(write: AuditWrite, markCommitted: () => void): Promise<void> {

@@ -11,5 +11,6 @@ export function exchangeResponse(r: ExchangeResult, now: Date) {
     expires_in: Math.max(0, Math.floor((c.expiresAt.getTime() - now.getTime()) / 1000)),
     ...(granted ? { scope: granted } : {}),
     ...(c.structured ? { credentials: c.structured.reveal() } : {}),
+    task_id: r.taskId,
   };
 }

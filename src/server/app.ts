@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
 import type { CallContext } from '../core/types.js';
@@ -47,7 +47,8 @@ function parseForm(body: string): FormFields {
 export function createApp(deps: AppDeps) {
   const app = Fastify({
     loggerInstance: deps.logger,
-    disableRequestLogging: true,
+    // Fastify's own per-request lines are off: one line per request is written in onResponse.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes,
     trustProxy: deps.trustProxy,
     genReqId: (req) => {

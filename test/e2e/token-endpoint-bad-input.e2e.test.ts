@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT, generateKeyPair, base64url } from 'jose';
-import { createTestSqliteUrl } from '../support/databases.js';
+import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
@@ -18,10 +18,11 @@ let agentToken: string;
 const AUD = 'agent-sts-test';
 const now = () => Math.floor(Date.now() / 1000);
 
+function setup(store: 'sqlite' | 'postgresql') {
 beforeAll(async () => {
   issuer = await startFakeOidcIssuer();
   untrusted = await startFakeOidcIssuer();
-  const s = await createTestSqliteUrl('agsts-badinput');
+  const s = store === 'sqlite' ? await createTestSqliteUrl('agsts-badinput') : await createTestPostgresDatabase('agsts_badinput');
   drop = s.drop;
   broker = await startBroker({
     storage: { url: s.url },
@@ -46,6 +47,7 @@ afterAll(async () => {
   await untrusted?.close();
   await drop?.();
 });
+}
 
 type Fields = Record<string, string | string[]>;
 interface Case {
@@ -133,7 +135,9 @@ const cases: Case[] = [
   { name: 'requested_token_type the target cannot issue', fields: () => agent({ audience: 'api', scope: 'read', requested_token_type: 'urn:agent-sts:token-type:postgres-credentials' }), status: 400, error: 'invalid_request' },
 ];
 
-describe('token endpoint rejects bad input with RFC errors', () => {
+for (const store of ['sqlite', 'postgresql'] as const)
+describe(`token endpoint rejects bad input with RFC errors (store: ${store})`, () => {
+  setup(store);
   it(`has at least 40 cases (${cases.length})`, () => expect(cases.length).toBeGreaterThanOrEqual(40));
 
   for (const c of cases) {

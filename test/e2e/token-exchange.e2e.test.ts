@@ -6,6 +6,7 @@ import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/data
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { verifyAuditLog } from '../../src/audit/audit-verify.js';
+import { unseal } from '../../src/lib/crypto.js';
 
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 
@@ -195,6 +196,23 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       expect(bad.problems[0]!.problem).toMatch(/edited/);
       await db.auditEvent.update({ where: { id: victim.id }, data: { workloadSubject: victim.workloadSubject } });
       expect((await verifyAuditLog(db)).ok).toBe(true);
+
+      // 10. no token, password or key material produced here reached a log line or an audit record
+      const kek = Buffer.from(broker.env.TEST_KEK!, 'base64');
+      const keyRows = await db.signingKey.findMany();
+      const privateDs = keyRows.map((k) => (JSON.parse(unseal(kek, k.sealedPrivateKey, `signing-key:${k.kid}`)) as { d: string }).d);
+      const secrets = [attestation, agentToken, cred.password, api.json.access_token as string, broker.env.TEST_KEK!, broker.env.TEST_AUDITOR_TOKEN!, ...privateDs, ...keyRows.map((k) => k.sealedPrivateKey)];
+      const auditText = JSON.stringify(await db.auditEvent.findMany());
+      expect(broker.logs.length).toBeGreaterThan(5);
+      for (const secret of secrets) {
+        expect(secret.length).toBeGreaterThan(20);
+        // Also the JWT signature part alone, which is what a partial leak would show.
+        const probes = secret.split('.').length === 3 ? [secret, secret.split('.')[2]!] : [secret];
+        for (const p of probes) {
+          expect(broker.logs.find((l) => l.includes(p))).toBeUndefined();
+          expect(auditText.includes(p)).toBe(false);
+        }
+      }
     });
   });
 }

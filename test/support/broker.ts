@@ -9,6 +9,8 @@ export interface TestBroker {
   composed: Composed;
   /** Every log line the broker wrote (JSON), for the "no secrets in logs" checks. */
   logs: string[];
+  /** The environment the broker was given (holds the test key-encryption key). */
+  env: NodeJS.ProcessEnv;
   close(): Promise<void>;
 }
 
@@ -42,7 +44,7 @@ export async function startBroker(config: Record<string, unknown>, opts: { env?:
   const logger = createLogger({ level: 'debug', destination });
   const composed = await compose(cfg, { env, logger });
   await composed.listen();
-  return { url: composed.issuerUrl(), composed, logs, close: () => composed.close() };
+  return { url: composed.issuerUrl(), composed, logs, env, close: () => composed.close() };
 }
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
