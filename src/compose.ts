@@ -32,14 +32,18 @@ export interface ComposeOptions {
   /** Progress lines for a person at a terminal (migrations, key creation). */
   onProgress?: (line: string) => void;
   fetch?: typeof fetch;
+  /** Apply pending migrations first (serve, migrate). Other CLI commands run beside a live server and only read the schema. */
+  migrate?: boolean;
 }
 
 /** Opens storage, applies migrations and loads keys: what every command that touches data needs. */
 export async function openCore(config: AppConfig, opts: ComposeOptions) {
   const clock = opts.clock ?? systemClock;
   const logger = opts.logger ?? createLogger({ level: config.logging.level, destination: opts.logDestination });
-  const { applied } = await applyMigrations(config.storage.url, { onProgress: opts.onProgress });
-  if (applied.length) opts.onProgress?.(`storage: applied migrations ${applied.join(', ')}`);
+  if (opts.migrate !== false) {
+    const { applied } = await applyMigrations(config.storage.url, { onProgress: opts.onProgress });
+    if (applied.length) opts.onProgress?.(`storage: applied migrations ${applied.join(', ')}`);
+  }
   const database: Database = await openDatabase(config.storage.url);
   const kekInfo = loadKek(config.keys.kek, opts.env);
   if (kekInfo.devFile)

@@ -87,7 +87,7 @@ export async function runCli(argv: string[]): Promise<void> {
     .addOption(configOption())
     .action(async (o: { config?: string }) => {
       const config = loadOrExit(configPath(o.config));
-      const core = await openCore(config, { env, onProgress: say });
+      const core = await openCore(config, { env, onProgress: say, migrate: false });
       try {
         await core.keyStore.init();
         const r = await core.keyStore.rotate();
@@ -106,7 +106,7 @@ export async function runCli(argv: string[]): Promise<void> {
     .addOption(configOption())
     .action(async (o: { config?: string }) => {
       const config = loadOrExit(configPath(o.config));
-      const core = await openCore(config, { env, onProgress: say });
+      const core = await openCore(config, { env, onProgress: say, migrate: false });
       await core.keyStore.reload();
       for (const k of core.keyStore.list())
         console.log(`${k.kid}  signs from ${k.activatesAt.toISOString()}${k.retiredAt ? ` until ${k.retiredAt.toISOString()}` : ''}${k.publishUntil ? `, published until ${k.publishUntil.toISOString()}` : ''}`);
@@ -120,7 +120,7 @@ export async function runCli(argv: string[]): Promise<void> {
     .addOption(configOption())
     .action(async (o: { config?: string }) => {
       const config = loadOrExit(configPath(o.config));
-      const core = await openCore(config, { env, onProgress: say });
+      const core = await openCore(config, { env, onProgress: say, migrate: false });
       try {
         let last = 0;
         const r = await verifyAuditLog(core.database.db, {
@@ -164,7 +164,7 @@ export async function runCli(argv: string[]): Promise<void> {
         say(`agent-sts: ${q.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ')}`);
         process.exit(2);
       }
-      const core = await openCore(config, { env, onProgress: say });
+      const core = await openCore(config, { env, onProgress: say, migrate: false });
       try {
         let cursor: string | undefined;
         do {

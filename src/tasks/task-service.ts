@@ -32,7 +32,12 @@ export interface TaskServiceDeps {
   revocations: Pick<RevocationList, 'revokeTask' | 'revokeToken'>;
 }
 
-type CredRow = Awaited<ReturnType<Db['credential']['findMany']>>[number];
+type CredRow = Awaited<ReturnType<Db['credential']['findMany']>>[number] & {
+  task?: { providerName: string; workloadSubject: string; humanSubject: string | null };
+};
+const withTask = { task: { select: { providerName: true, workloadSubject: true, humanSubject: true } } } as const;
+/** Who the credential was issued to, for its lifecycle audit records. */
+const whoOf = (c: CredRow) => ({ providerName: c.task?.providerName, workloadSubject: c.task?.workloadSubject, humanSubject: c.task?.humanSubject ?? undefined });
 
 /**
  * Task end and the background sweep. Every state change of a credential is claimed with a
@@ -60,13 +65,13 @@ export function createTaskService(deps: TaskServiceDeps) {
       await deps.db.credential.update({ where: { id: cred.id }, data: { state: 'revoking', revokeAttempts: { increment: 1 }, lastError: message } });
       deps.logger.warn({ credentialId: cred.id, issuer: cred.issuerName, err: message }, 'revocation failed; the sweep retries it');
       await deps.audit.append({
-        event: { requestId: ctx.requestId, action, outcome: 'failure', reason: `revocation pending: ${message}`, taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target },
+        event: { requestId: ctx.requestId, action, outcome: 'failure', reason: `revocation pending: ${message}`, ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target },
       });
       return 'revocation_pending';
     }
     deps.revocations.revokeToken(cred.id);
     await deps.audit.append({
-      event: { requestId: ctx.requestId, action, outcome: 'success', reason: finalState, taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target, credentialExpiresAt: cred.expiresAt },
+      event: { requestId: ctx.requestId, action, outcome: 'success', reason: finalState, ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target, credentialExpiresAt: cred.expiresAt },
       credentialUpdates: [{ id: cred.id, data: { state: finalState, revokedAt: now, lastError: null } }],
     });
     return finalState === 'failed' ? 'failed' : finalState;
@@ -78,7 +83,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     if (!task) return undefined;
     deps.revocations.revokeTask(taskId);
     if (task.state === 'open') await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending' } });
-    const creds = await deps.db.credential.findMany({ where: { taskId }, orderBy: { issuedAt: 'asc' } });
+    const creds = await deps.db.credential.findMany({ where: { taskId }, orderBy: { issuedAt: 'asc' }, include: withTask });
     const now = deps.clock.now();
     const results: TaskEndResult['credentials'] = [];
     for (const c of creds) {
@@ -106,7 +111,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     let expired = 0;
     let retried = 0;
     let tasksEnded = 0;
-    const due = await deps.db.credential.findMany({ where: { state: 'active', expiresAt: { lte: now } }, take: 500 });
+    const due = await deps.db.credential.findMany({ where: { state: 'active', expiresAt: { lte: now } }, take: 500, include: withTask });
     for (const c of due) {
       if (!(await claim(c.id, ['active'], 'revoking'))) continue;
       if ((await revokeCredential(c, 'expired', ctx, 'credential.expire')) === 'expired') expired++;
@@ -115,6 +120,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     const stuck = await deps.db.credential.findMany({
       where: { OR: [{ state: 'revoking' }, { state: 'issuing', issuedAt: { lt: stale } }] },
       take: 200,
+      include: withTask,
     });
     for (const c of stuck) {
       // A crash between "row written" and "issuance completed": undo whatever may exist upstream.
