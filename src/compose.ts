@@ -41,8 +41,7 @@ export async function openCore(config: AppConfig, opts: ComposeOptions) {
   const clock = opts.clock ?? systemClock;
   const logger = opts.logger ?? createLogger({ level: config.logging.level, destination: opts.logDestination });
   if (opts.migrate !== false) {
-    const { applied } = await applyMigrations(config.storage.url, { onProgress: opts.onProgress });
-    if (applied.length) opts.onProgress?.(`storage: applied migrations ${applied.join(', ')}`);
+    await applyMigrations(config.storage.url, { onProgress: opts.onProgress });
   }
   const database: Database = await openDatabase(config.storage.url);
   const kekInfo = loadKek(config.keys.kek, opts.env);

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { decodeJwt } from 'jose';
 import { createTestSqliteUrl, PG_ADMIN_URL } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const PREFIX = 'agslc_';
@@ -167,6 +167,33 @@ describe('lifecycle, delegation and failure paths', () => {
     expect(workloads.calls.filter((x) => x.path.endsWith('/jwks')).length).toBe(before + 1);
     const missing = await fetch(`${broker.url}/v1/admin/trust-providers/nope/refresh-keys`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
     expect(missing.status).toBe(404);
+  });
+
+  it('pages through the audit log with an opaque cursor and refuses bad queries', async () => {
+    await broker.composed.audit.drain();
+    const get = async (q: string) => {
+      const r = await fetch(`${broker.url}/v1/audit?${q}`, { headers: { authorization: `Bearer ${TEST_AUDITOR_TOKEN}` } });
+      return { status: r.status, type: r.headers.get('content-type'), body: (await r.json()) as { records: { id: string }[]; next_cursor: string | null; title?: string } };
+    };
+    const all = (await get('limit=1000')).body.records.map((r) => r.id);
+    expect(all.length).toBeGreaterThan(5);
+    const paged: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = await get(`limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(page.status).toBe(200);
+      expect(page.body.records.length).toBeLessThanOrEqual(2);
+      paged.push(...page.body.records.map((r) => r.id));
+      cursor = page.body.next_cursor;
+    } while (cursor);
+    expect(paged).toEqual(all);
+    const denies = (await get('outcome=deny&limit=1000')).body.records;
+    expect(denies.length).toBeGreaterThan(0);
+    for (const bad of ['limit=0', 'limit=abc', 'outcome=maybe', 'cursor=%7B%7D', 'cursor=AAAA', 'since=not-a-date', 'unknown=1']) {
+      const r = await get(bad);
+      expect(r.status, bad).toBe(400);
+      expect(r.type).toMatch(/application\/problem\+json/);
+    }
   });
 
   it('task end needs an agent token of that task', async () => {

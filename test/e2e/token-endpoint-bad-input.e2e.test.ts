@@ -50,6 +50,8 @@ afterAll(async () => {
 }
 
 type Fields = Record<string, string | string[]>;
+/** Every token presented during the suite: none may show up in a log line or an audit record. */
+const presented = new Set<string>();
 interface Case {
   name: string;
   fields?: () => Promise<Fields> | Fields;
@@ -150,7 +152,11 @@ describe(`token endpoint rejects bad input with RFC errors (store: ${store})`, (
         const r = await fetch(`${broker.url}/oauth2/token?grant_type=${encodeURIComponent(TOKEN_EXCHANGE)}&subject_token=${good}&subject_token_type=${encodeURIComponent(JWT_TYPE)}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
         res = { status: r.status, headers: r.headers, json: (await r.json()) as Record<string, unknown>, text: '' };
       } else if (c.raw) res = await postToken(broker.url, {}, { rawBody: c.raw.body, contentType: c.raw.contentType });
-      else res = await postToken(broker.url, await c.fields!());
+      else {
+        const fields = await c.fields!();
+        for (const k of ['subject_token', 'actor_token']) for (const v of [fields[k] ?? []].flat()) presented.add(v);
+        res = await postToken(broker.url, fields);
+      }
       expect(res.status, res.text).toBe(c.status);
       expect(res.json.error, res.text).toBe(c.error);
       expect(res.headers.get('content-type')).toMatch(/^application\/json/);
@@ -168,4 +174,23 @@ describe(`token endpoint rejects bad input with RFC errors (store: ${store})`, (
       }
     });
   }
+
+  it('wrote no presented token (or its signature) into a log line or an audit record', async () => {
+    presented.add(good);
+    presented.add(agentToken);
+    await broker.composed.audit.drain();
+    const audit = JSON.stringify(await broker.composed.db.auditEvent.findMany());
+    expect(broker.logs.length).toBeGreaterThan(10);
+    let checked = 0;
+    for (const token of presented) {
+      const parts = token.split('.');
+      for (const probe of [token, ...(parts.length === 3 && parts[2]!.length > 20 ? [parts[2]!] : [])]) {
+        if (probe.length < 24) continue;
+        checked++;
+        expect(broker.logs.find((l) => l.includes(probe))).toBeUndefined();
+        expect(audit.includes(probe)).toBe(false);
+      }
+    }
+    expect(checked).toBeGreaterThan(20);
+  });
 });
