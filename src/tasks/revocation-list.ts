@@ -19,7 +19,7 @@ export function createRevocationList(deps: { db: Db; clock: Clock }) {
         where: { revokedAt: { gte: since }, expiresAt: { gt: started } },
         select: { id: true },
       }),
-      deps.db.task.findMany({ where: { state: { in: ['ending', 'ended'] }, OR: [{ endedAt: null }, { endedAt: { gte: since } }] }, select: { id: true } }),
+      deps.db.task.findMany({ where: { OR: [{ state: 'ending' }, { endedAt: { gte: since } }] }, select: { id: true } }),
     ]);
     creds.forEach((c) => revokedTokens.add(c.id));
     tasks.forEach((t) => endedTasks.add(t.id));
