@@ -1,5 +1,8 @@
 import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { userInfo } from 'node:os';
+import { createAuditLog } from '../audit/audit-log.js';
 import { ConfigError } from '../errors/sts-errors.js';
 import { loadConfigFile, type AppConfig } from '../config/load-config.js';
 import { compose, openCore } from '../compose.js';
@@ -91,6 +94,10 @@ export async function runCli(argv: string[]): Promise<void> {
       try {
         await core.keyStore.init();
         const r = await core.keyStore.rotate();
+        const log = createAuditLog({ db: core.database.db, clock: core.clock, logger: core.logger });
+        await log.append({
+          event: { requestId: `cli-${randomUUID()}`, action: 'admin.keys.rotate', outcome: 'success', reason: `new key ${r.newKid} signs from ${r.activatesAt.toISOString()}${r.previousKid ? `; ${r.previousKid} retires` : ''} (by ${userInfo().username} via CLI)` },
+        });
         console.log(`new key ${r.newKid} is published now and starts signing at ${r.activatesAt.toISOString()}`);
         if (r.previousKid) console.log(`key ${r.previousKid} signs until then and stays published until ${r.previousPublishedUntil!.toISOString()}`);
       } catch (e) {
