@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import pino from 'pino';
 import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
@@ -29,6 +30,26 @@ function loadOrExit(file: string): AppConfig {
       process.exit(2);
     }
     throw e;
+  }
+}
+
+/**
+ * Opens storage and keys for a command that runs beside a live server (no migrations), logs to
+ * stderr so stdout carries only the command's output, and turns failures into one clear line.
+ */
+async function withCore(configOpt: string | undefined, fn: (core: Awaited<ReturnType<typeof openCore>>) => Promise<void>): Promise<void> {
+  const config = loadOrExit(configPath(configOpt));
+  let core: Awaited<ReturnType<typeof openCore>> | undefined;
+  try {
+    core = await openCore(config, { env, onProgress: say, migrate: false, logDestination: pino.destination(2) });
+    await fn(core);
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    say(`agent-sts: ${msg}`);
+    if (/does not exist|no such table/i.test(msg)) say('The store may not be migrated yet: run `agent-sts migrate` (or start the server once).');
+    process.exitCode = 1;
+  } finally {
+    await core?.database.close();
   }
 }
 
@@ -88,10 +109,8 @@ export async function runCli(argv: string[]): Promise<void> {
     .command('rotate')
     .description('publish a new signing key now; it signs after keys.publishAhead; the old key stays published until its tokens expired')
     .addOption(configOption())
-    .action(async (o: { config?: string }) => {
-      const config = loadOrExit(configPath(o.config));
-      const core = await openCore(config, { env, onProgress: say, migrate: false });
-      try {
+    .action((o: { config?: string }) =>
+      withCore(o.config, async (core) => {
         await core.keyStore.init();
         const r = await core.keyStore.rotate();
         const log = createAuditLog({ db: core.database.db, clock: core.clock, logger: core.logger });
@@ -100,35 +119,27 @@ export async function runCli(argv: string[]): Promise<void> {
         });
         console.log(`new key ${r.newKid} is published now and starts signing at ${r.activatesAt.toISOString()}`);
         if (r.previousKid) console.log(`key ${r.previousKid} signs until then and stays published until ${r.previousPublishedUntil!.toISOString()}`);
-      } catch (e) {
-        say(`agent-sts: ${(e as Error).message}`);
-        process.exitCode = 1;
-      } finally {
-        await core.database.close();
-      }
-    });
+      }),
+    );
   keys
     .command('list')
     .description('list signing keys and their publication windows')
     .addOption(configOption())
-    .action(async (o: { config?: string }) => {
-      const config = loadOrExit(configPath(o.config));
-      const core = await openCore(config, { env, onProgress: say, migrate: false });
-      await core.keyStore.reload();
-      for (const k of core.keyStore.list())
-        console.log(`${k.kid}  signs from ${k.activatesAt.toISOString()}${k.retiredAt ? ` until ${k.retiredAt.toISOString()}` : ''}${k.publishUntil ? `, published until ${k.publishUntil.toISOString()}` : ''}`);
-      await core.database.close();
-    });
+    .action((o: { config?: string }) =>
+      withCore(o.config, async (core) => {
+        await core.keyStore.reload();
+        for (const k of core.keyStore.list())
+          console.log(`${k.kid}  signs from ${k.activatesAt.toISOString()}${k.retiredAt ? ` until ${k.retiredAt.toISOString()}` : ''}${k.publishUntil ? `, published until ${k.publishUntil.toISOString()}` : ''}`);
+      }),
+    );
 
   const audit = program.command('audit').description('issuance log');
   audit
     .command('verify')
     .description('check the hash chains of the issuance log; exits 1 at the first broken link')
     .addOption(configOption())
-    .action(async (o: { config?: string }) => {
-      const config = loadOrExit(configPath(o.config));
-      const core = await openCore(config, { env, onProgress: say, migrate: false });
-      try {
+    .action((o: { config?: string }) =>
+      withCore(o.config, async (core) => {
         let last = 0;
         const r = await verifyAuditLog(core.database.db, {
           onProgress: (done, total) => {
@@ -145,10 +156,8 @@ export async function runCli(argv: string[]): Promise<void> {
           for (const p of r.problems) console.log(`  chain ${p.chainId}${p.seq !== undefined ? ` record ${p.seq}` : ''}${p.id ? ` (id ${p.id})` : ''}: ${p.problem}`);
           process.exitCode = 1;
         }
-      } finally {
-        await core.database.close();
-      }
-    });
+      }),
+    );
   audit
     .command('query')
     .description('query the issuance log (JSON lines, newest first)')
@@ -164,24 +173,20 @@ export async function runCli(argv: string[]): Promise<void> {
     .option('--limit <n>', 'records per page', '100')
     .option('--all', 'follow the cursor to the end')
     .action(async (o: Record<string, string | boolean | undefined>) => {
-      const config = loadOrExit(configPath(o.config as string | undefined));
-      const { config: _c, all, ...filters } = o;
+      const { config: configOpt, all, ...filters } = o;
       const q = AuditQuerySchema.safeParse(Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)));
       if (!q.success) {
         say(`agent-sts: ${q.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ')}`);
         process.exit(2);
       }
-      const core = await openCore(config, { env, onProgress: say, migrate: false });
-      try {
+      await withCore(configOpt as string | undefined, async (core) => {
         let cursor: string | undefined;
         do {
           const page = await queryAudit(core.database.db, { ...q.data, cursor });
           for (const r of page.records) console.log(JSON.stringify(auditRowToJson(r)));
           cursor = all ? page.nextCursor : undefined;
         } while (cursor);
-      } finally {
-        await core.database.close();
-      }
+      });
     });
 
   const dev = program.command('dev').description('development helpers (only the dev config trusts them)');

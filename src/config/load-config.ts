@@ -33,9 +33,14 @@ export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.Proc
 /** Parses YAML text, reporting syntax errors with line and column. */
 export function parseYaml(text: string, file: string): Record<string, unknown> {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   if (doc.errors.length)
-    throw new ConfigError(doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? '?'}:${e.linePos?.[0]?.col ?? '?'}: ${e.message.split('\n')[0]}`));
+    throw new ConfigError(
+      doc.errors.map((e) => {
+        const at = lineCounter.linePos(e.pos[0]);
+        return `${file}:${at.line}:${at.col}: ${e.message.split('\n')[0]}`;
+      }),
+    );
   const value = doc.toJS() as unknown;
   if (value === null || value === undefined) return {};
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError([`${file}: the top level must be a mapping`]);
@@ -45,9 +50,10 @@ export function parseYaml(text: string, file: string): Record<string, unknown> {
 /** Validates everything and reports every problem at once. */
 export function validateConfig(raw: unknown): AppConfig {
   const base = AppConfigSchema.safeParse(raw);
-  if (!base.success) throw new ConfigError(formatIssues('', base.error));
-  const cfg = base.data;
-  const problems: string[] = [];
+  const problems: string[] = base.success ? [] : formatIssues('', base.error);
+  // On a schema error, still check every section that parses on its own, so one typo
+  // does not hide the other problems of the file.
+  const cfg = base.success ? base.data : sectionwise(raw);
   const seen = (kind: string, names: string[]) => {
     const dup = names.filter((n, i) => names.indexOf(n) !== i);
     for (const d of new Set(dup)) problems.push(`${kind}: name "${d}" is used twice`);
@@ -97,8 +103,21 @@ export function validateConfig(raw: unknown): AppConfig {
       if (!targetNames.has(g.target)) problems.push(`${where}.grants[${j}].target: no target named "${g.target}"`);
     });
   });
-  if (problems.length) throw new ConfigError(problems);
+  if (problems.length) throw new ConfigError([...new Set(problems)]);
   return { ...cfg, trustProviders, credentialIssuers };
+}
+
+/** Each top-level section parsed by itself; a section that does not parse counts as empty. */
+function sectionwise(raw: unknown): AppConfig {
+  const obj = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
+  const shape = AppConfigSchema.shape;
+  const empty = { trustProviders: [], credentialIssuers: [], targets: [], policy: { rules: [] } };
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(shape) as (keyof typeof shape)[]) {
+    const r = shape[key].safeParse(obj[key]);
+    out[key] = r.success ? r.data : (empty as Record<string, unknown>)[key];
+  }
+  return out as AppConfig;
 }
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv): AppConfig {

@@ -86,20 +86,16 @@ export function createKeyStore(deps: KeyStoreDeps) {
     return cur;
   }
 
-  async function createKey(activatesAt: Date): Promise<string> {
+  async function generateSealedKey(): Promise<{ kid: string; publicJwk: string; sealed: string }> {
     const kid = `${deps.clock.now().toISOString().slice(0, 10)}-${randomUUID().slice(0, 8)}`;
     const { publicKey, privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
     const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: SIGNING_ALG, use: 'sig' };
-    const privateJwk = await exportJWK(privateKey);
-    await deps.db.signingKey.create({
-      data: {
-        kid,
-        alg: SIGNING_ALG,
-        publicJwk: JSON.stringify(publicJwk),
-        sealedPrivateKey: seal(deps.kek.reveal(), JSON.stringify(privateJwk), aadFor(kid)),
-        activatesAt,
-      },
-    });
+    return { kid, publicJwk: JSON.stringify(publicJwk), sealed: seal(deps.kek.reveal(), JSON.stringify(await exportJWK(privateKey)), aadFor(kid)) };
+  }
+
+  async function createKey(activatesAt: Date): Promise<string> {
+    const { kid, publicJwk, sealed } = await generateSealedKey();
+    await deps.db.signingKey.create({ data: { kid, alg: SIGNING_ALG, publicJwk, sealedPrivateKey: sealed, activatesAt } });
     return kid;
   }
 
@@ -121,19 +117,24 @@ export function createKeyStore(deps: KeyStoreDeps) {
   async function rotate(): Promise<RotationResult> {
     await reload();
     const now = deps.clock.now();
-    const pending = keys.find((k) => k.activatesAt.getTime() > now.getTime());
-    if (pending)
-      throw new Error(`a rotation is already in progress: key ${pending.kid} starts signing at ${pending.activatesAt.toISOString()}`);
     const prev = keys.length ? current() : undefined;
     const activatesAt = new Date(now.getTime() + deps.publishAheadSeconds * 1000);
-    const newKid = await createKey(activatesAt);
-    let previousPublishedUntil: Date | undefined;
-    if (prev) {
-      previousPublishedUntil = new Date(activatesAt.getTime() + deps.maxTokenLifetimeSeconds * 1000);
-      await deps.db.signingKey.update({ where: { kid: prev.kid }, data: { retiredAt: activatesAt, publishUntil: previousPublishedUntil } });
-    }
+    const previousPublishedUntil = prev ? new Date(activatesAt.getTime() + deps.maxTokenLifetimeSeconds * 1000) : undefined;
+    const { publicJwk, sealed, kid } = await generateSealedKey();
+    // Check-and-insert in one serializable transaction: two concurrent rotations (CLI runs or
+    // replicas) cannot both leave a pending key.
+    await deps.db.$transaction(
+      async (tx) => {
+        const pending = await tx.signingKey.findFirst({ where: { activatesAt: { gt: now } } });
+        if (pending)
+          throw new Error(`a rotation is already in progress: key ${pending.kid} starts signing at ${pending.activatesAt.toISOString()}`);
+        await tx.signingKey.create({ data: { kid, alg: SIGNING_ALG, publicJwk, sealedPrivateKey: sealed, activatesAt } });
+        if (prev) await tx.signingKey.update({ where: { kid: prev.kid }, data: { retiredAt: activatesAt, publishUntil: previousPublishedUntil } });
+      },
+      { isolationLevel: 'Serializable' },
+    );
     await reload();
-    return { newKid, activatesAt, previousKid: prev?.kid, previousPublishedUntil };
+    return { newKid: kid, activatesAt, previousKid: prev?.kid, previousPublishedUntil };
   }
 
   const signer: TokenSigner = {
