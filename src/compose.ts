@@ -104,7 +104,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl),
     accessTokenMaxTtl: parseDuration(tokens.accessTokenMaxTtl),
   });
-  const audit = createAuditLog({ db, clock, logger });
+  const audit = createAuditLog({ batch: database.batch, clock, logger });
   const revocations = createRevocationList({ db, clock });
   await revocations.refresh();
   const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations });

@@ -1,42 +1,10 @@
-import { randomUUID } from 'node:crypto';
-import type { Db } from '../storage/prisma-client.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../log/logger.js';
-import { randomLowerId } from '../lib/crypto.js';
+import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { genesisHash, toRow, type AuditEventInput, type AuditRow } from './audit-event.js';
+import type { BatchWriter, Row, CredentialInsert, CredentialUpdate, TaskInsert, TaskUpdate } from '../storage/batch.js';
 
-export interface TaskInsert {
-  id: string;
-  state: string;
-  providerName: string;
-  workloadSubject: string;
-  humanSubject?: string | null;
-  parentTaskId?: string | null;
-  deadline: Date;
-}
-
-export interface CredentialInsert {
-  id: string;
-  taskId: string;
-  issuerName: string;
-  issuerType: string;
-  tokenType: string;
-  target: string;
-  state: string;
-  fingerprint: string;
-  expiresAt: Date;
-  sealedRevocationHandle?: string | null;
-}
-
-export interface CredentialUpdate {
-  id: string;
-  data: { state?: string; fingerprint?: string; expiresAt?: Date; sealedRevocationHandle?: string | null; revokedAt?: Date | null; lastError?: string | null };
-}
-
-export interface TaskUpdate {
-  id: string;
-  data: { state?: string; endedAt?: Date; endReason?: string };
-}
+export type { CredentialInsert, CredentialUpdate, TaskInsert, TaskUpdate };
 
 /** Rows written atomically together with one audit record. */
 export interface AuditWrite {
@@ -51,10 +19,15 @@ interface Pending {
   write: AuditWrite;
   resolve: (row: AuditRow) => void;
   reject: (e: unknown) => void;
+  /** Arrival order: retried records keep their place. */
+  order: number;
+  /** Set after its batch failed: committed on its own to find the record at fault. */
+  alone?: boolean;
 }
 
 export interface AuditLogDeps {
-  db: Db;
+  /** Where batches go: `Database.batch`. */
+  batch: BatchWriter;
   clock: Clock;
   logger: Logger;
   /** Largest number of records committed in one transaction. */
@@ -69,70 +42,105 @@ export interface AuditLogDeps {
  */
 export function createAuditLog(deps: AuditLogDeps) {
   const chainId = `${deps.clock.now().toISOString().replace(/[-:.TZ]/g, '').slice(0, 14)}-${randomLowerId(8)}`;
-  let seq = 0;
-  let head = genesisHash(chainId);
+  /** Last record known durable, and the tip including batches still in flight. */
+  let durable = { seq: 0, hash: genesisHash(chainId) };
+  let tip = durable;
+  /** Bumped when a batch fails: later in-flight batches chained on it are refused by the writer. */
+  let epoch = 0;
+  let order = 0;
   let queue: Pending[] = [];
-  let flushing: Promise<void> | undefined;
+  let inFlight = 0;
+  let idle: (() => void)[] = [];
   const maxBatch = deps.maxBatch ?? 256;
+  const maxInFlight = Math.max(1, deps.batch.maxInFlight);
 
-  async function commit(batch: Pending[]): Promise<void> {
+  function send(batch: Pending[]): void {
     const time = deps.clock.now();
-    let prev = head;
-    let s = seq;
+    const sentEpoch = epoch;
+    let prev = tip.hash;
+    let s = tip.seq;
     const rows = batch.map((p) => {
-      const row = toRow(p.write.event, { id: randomUUID(), chainId, seq: ++s, time, prevHash: prev });
+      const row = toRow(p.write.event, { id: uuidv7(), chainId, seq: ++s, time, prevHash: prev });
       prev = row.hash;
       return row;
     });
-    const tasks = batch.flatMap((p) => p.write.tasks ?? []);
-    const creds = batch.flatMap((p) => p.write.credentials ?? []);
-    const credUpdates = batch.flatMap((p) => p.write.credentialUpdates ?? []);
-    const taskUpdates = batch.flatMap((p) => p.write.taskUpdates ?? []);
-    try {
-      await deps.db.$transaction([
-        ...(tasks.length ? [deps.db.task.createMany({ data: tasks })] : []),
-        ...(creds.length ? [deps.db.credential.createMany({ data: creds })] : []),
-        ...credUpdates.map((u) => deps.db.credential.update({ where: { id: u.id }, data: u.data })),
-        ...taskUpdates.map((u) => deps.db.task.update({ where: { id: u.id }, data: u.data })),
-        deps.db.auditEvent.createMany({ data: rows }),
-        deps.db.auditChainHead.upsert({ where: { chainId }, create: { chainId, seq: s, hash: prev }, update: { seq: s, hash: prev } }),
-      ]);
-    } catch (e) {
-      // Nothing of this batch was written (one transaction). Retry its records one by one so a
-      // single bad record fails only its own caller; a lone failure fails closed.
-      if (batch.length > 1) {
-        for (const p of batch) await commit([p]);
+    const end = { seq: s, hash: prev };
+    tip = end;
+    inFlight++;
+    deps.batch
+      .commit({
+        epoch: sentEpoch,
+        time,
+        tasks: batch.flatMap((p) => p.write.tasks ?? []),
+        credentials: batch.flatMap((p) => p.write.credentials ?? []),
+        credentialUpdates: batch.flatMap((p) => p.write.credentialUpdates ?? []),
+        taskUpdates: batch.flatMap((p) => p.write.taskUpdates ?? []),
+        auditRows: rows as unknown as Row[],
+        head: { chainId, ...end },
+      })
+      .then(
+        () => {
+          durable = end;
+          batch.forEach((p, i) => p.resolve(rows[i]!));
+        },
+        (e: unknown) => {
+          if (sentEpoch !== epoch) {
+            // Chained on a batch that failed before it: not this batch's fault, send it again.
+            requeue(batch);
+            return;
+          }
+          // Nothing of this batch was written (one transaction); the chain goes back to the last
+          // durable record. Retry its records one by one so a single bad record fails only its
+          // own caller; a lone failure fails closed.
+          epoch++;
+          tip = durable;
+          if (batch.length > 1) {
+            batch.forEach((p) => (p.alone = true));
+            requeue(batch);
+            return;
+          }
+          deps.logger.error({ err: { message: (e as Error).message }, action: batch[0]!.write.event.action }, 'audit write failed');
+          batch[0]!.reject(e);
+        },
+      )
+      .finally(() => {
+        inFlight--;
+        pump();
+      });
+  }
+
+  function requeue(batch: Pending[]): void {
+    queue = [...batch, ...queue].sort((x, y) => x.order - y.order);
+  }
+
+  /**
+   * Group commit: whatever queued while earlier batches were in flight goes out as the next
+   * batch. Writers that apply batches in order (the SQLite thread) get the next batch while the
+   * current one is still syncing, so the disk never waits for the event loop.
+   */
+  function pump(): void {
+    while (queue.length) {
+      if (queue[0]!.alone) {
+        if (inFlight > 0) return;
+        send(queue.splice(0, 1));
         return;
       }
-      deps.logger.error({ err: { message: (e as Error).message }, action: batch[0]!.write.event.action }, 'audit write failed');
-      batch[0]!.reject(e);
-      return;
+      if (inFlight >= maxInFlight) return;
+      let n = 0;
+      while (n < queue.length && n < maxBatch && !queue[n]!.alone) n++;
+      send(queue.splice(0, n));
     }
-    seq = s;
-    head = prev;
-    batch.forEach((p, i) => p.resolve(rows[i]!));
-  }
-
-  async function flush(): Promise<void> {
-    while (queue.length) {
-      const batch = queue.slice(0, maxBatch);
-      queue = queue.slice(batch.length);
-      await commit(batch);
+    if (inFlight === 0) {
+      const waiting = idle;
+      idle = [];
+      waiting.forEach((w) => w());
     }
-  }
-
-  function schedule(): void {
-    if (flushing) return;
-    flushing = flush().finally(() => {
-      flushing = undefined;
-      if (queue.length) schedule();
-    });
   }
 
   function append(write: AuditWrite): Promise<AuditRow> {
     return new Promise<AuditRow>((resolve, reject) => {
-      queue.push({ write, resolve, reject });
-      schedule();
+      queue.push({ write, resolve, reject, order: ++order });
+      pump();
     });
   }
 
@@ -140,9 +148,7 @@ export function createAuditLog(deps: AuditLogDeps) {
     append,
     chainId,
     /** Resolves when everything queued so far is written (shutdown). */
-    drain: async () => {
-      while (flushing) await flushing;
-    },
+    drain: () => (queue.length || inFlight ? new Promise<void>((r) => idle.push(r)) : Promise.resolve()),
   };
 }
 export type AuditLog = ReturnType<typeof createAuditLog>;

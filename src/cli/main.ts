@@ -113,7 +113,7 @@ export async function runCli(argv: string[]): Promise<void> {
       withCore(o.config, async (core) => {
         await core.keyStore.init();
         const r = await core.keyStore.rotate();
-        const log = createAuditLog({ db: core.database.db, clock: core.clock, logger: core.logger });
+        const log = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
         await log.append({
           event: { requestId: `cli-${randomUUID()}`, action: 'admin.keys.rotate', outcome: 'success', reason: `new key ${r.newKid} signs from ${r.activatesAt.toISOString()}${r.previousKid ? `; ${r.previousKid} retires` : ''} (by ${userInfo().username} via CLI)` },
         });

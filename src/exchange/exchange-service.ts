@@ -1,8 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import type { Secret } from '../core/secret.js';
 import type { BlendedIdentity, CallContext, Credential, Decision, HumanContext, VerifiedIdentity, WorkloadIdentity } from '../core/types.js';
 import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed } from '../errors/sts-errors.js';
-import { randomLowerId } from '../lib/crypto.js';
+import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { credentialFingerprint } from '../lib/crypto.js';
 import { TOKEN_TYPE } from '../lib/urns.js';
 import type { Logger } from '../log/logger.js';
@@ -176,7 +175,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const d = decide(identity, { kind: 'agent-token' }, event, ctx);
     const ttl = Math.min(d.ttlCapSeconds, deps.limits.maxTaskTtl, deps.limits.agentTokenMaxTtl, req.requestedLifetime ?? Infinity);
     const taskId = newTaskId();
-    const tokenId = randomUUID();
+    const tokenId = uuidv7();
     const expiresAt = new Date(ctx.now.getTime() + ttl * 1000);
     const token = await deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt);
     const fingerprint = credentialFingerprint(token);
@@ -214,7 +213,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const ttl = Math.floor(Math.min(d.ttlCapSeconds, taskLimit, req.requestedLifetime ?? Infinity));
     if (ttl < 1) throw new SubjectTokenRejected('the task of this agent token has no time left');
     const taskId = agent?.taskId ?? newTaskId();
-    const credentialId = randomUUID();
+    const credentialId = uuidv7();
     const newTask = agent
       ? []
       : [{ id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null, deadline: new Date(ctx.now.getTime() + ttl * 1000) }];

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes, randomFillSync } from 'node:crypto';
 
 export const sha256Hex = (input: string | Buffer): string => createHash('sha256').update(input).digest('hex');
 
@@ -7,6 +7,47 @@ export const fingerprint = (secret: string): string => sha256Hex(secret).slice(0
 
 /** Full SHA-256 fingerprint stored with issued credentials (lookup of a leaked token). */
 export const credentialFingerprint = (secret: string): string => `sha256:${sha256Hex(secret)}`;
+
+/** Random bytes from a 4 KiB pool refilled from the CSPRNG (one call per 256 ids, not per id). */
+const pool = Buffer.allocUnsafe(4096);
+let poolAt = pool.length;
+function randomPooled(out: Buffer): Buffer {
+  if (poolAt + out.length > pool.length) {
+    randomFillSync(pool);
+    poolAt = 0;
+  }
+  pool.copy(out, 0, poolAt, poolAt + out.length);
+  pool.fill(0, poolAt, poolAt + out.length); // a byte is handed out once
+  poolAt += out.length;
+  return out;
+}
+
+let lastMs = 0;
+let counter = 0;
+
+/**
+ * UUID version 7 (RFC 9562 §5.7): 48-bit Unix milliseconds, then a 12-bit counter that keeps ids
+ * of the same millisecond in order, then 62 random bits. Ids of rows written together land next to
+ * each other in B-tree indexes, so a group commit dirties a few pages instead of one page per row
+ * (random v4 ids cost several times the write volume). Not secret: the time is in `iat` anyway.
+ */
+export function uuidv7(now = Date.now()): string {
+  if (now > lastMs) {
+    lastMs = now;
+    counter = randomPooled(Buffer.allocUnsafe(2)).readUInt16BE(0) & 0x1ff; // random start, room to count up
+  } else if (++counter > 0xfff) {
+    lastMs += 1; // more than 3,584 ids in one millisecond: borrow the next one, stay ordered
+    counter = 0;
+  }
+  const b = Buffer.allocUnsafe(16);
+  randomPooled(b);
+  b.writeUIntBE(lastMs, 0, 6);
+  b[6] = 0x70 | (counter >> 8);
+  b[7] = counter & 0xff;
+  b[8] = 0x80 | (b[8]! & 0x3f);
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
 
 const BASE62 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 

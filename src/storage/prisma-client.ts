@@ -1,7 +1,10 @@
 import type { SqlDriverAdapterFactory } from '@prisma/driver-adapter-utils';
 import { PrismaClient as SqliteClient } from './generated/sqlite/client.js';
 import { PrismaClient as PostgresClient } from './generated/postgresql/client.js';
-import { createAdapterFactory, providerForUrl, type DbProvider } from './migrate.js';
+import { createAdapterFactory, providerForUrl, sqlitePathForUrl, type DbProvider } from './migrate.js';
+import type { BatchWriter } from './batch.js';
+import { createPrismaBatchWriter } from './prisma-batch-writer.js';
+import { createSqliteBatchWriter } from './sqlite-batch-writer.js';
 
 /**
  * The one storage interface. Both generated clients come from the same model file
@@ -12,6 +15,8 @@ export type Db = SqliteClient;
 export interface Database {
   db: Db;
   provider: DbProvider;
+  /** The group-commit path for tasks, credentials and audit records (see batch.ts). */
+  batch: BatchWriter;
   close(): Promise<void>;
 }
 
@@ -30,5 +35,14 @@ export async function openDatabase(url: string): Promise<Database> {
     await db.$executeRawUnsafe('PRAGMA synchronous = FULL');
     await db.$executeRawUnsafe('PRAGMA busy_timeout = 5000');
   }
-  return { db, provider, close: () => db.$disconnect() };
+  const batch = provider === 'sqlite' ? createSqliteBatchWriter(sqlitePathForUrl(url)) : createPrismaBatchWriter(db);
+  return {
+    db,
+    provider,
+    batch,
+    close: async () => {
+      await batch.close();
+      await db.$disconnect();
+    },
+  };
 }

@@ -319,13 +319,13 @@ describe('agent-sts audit verify and query', { timeout: 60_000 }, () => {
         ...extra,
       });
       // Two chains (two writer processes), one record per second, written one at a time.
-      const a = createAuditLog({ db: database.db, clock, logger });
+      const a = createAuditLog({ batch: database.batch, clock, logger });
       for (const e of [ev('allow'), ev('deny', { reason: 'no policy rule matches' }), ev('allow'), ev('success', { action: 'task.end' })]) {
         t += 1000;
         chainA.push(await a.append({ event: e }));
       }
       await a.drain();
-      const b = createAuditLog({ db: database.db, clock, logger });
+      const b = createAuditLog({ batch: database.batch, clock, logger });
       for (const e of [ev('allow', { workloadSubject: 'dev://agent-2' }), ev('error', { reason: 'upstream down' }), ev('allow', { workloadSubject: 'dev://agent-2' })]) {
         t += 1000;
         chainB.push(await b.append({ event: e }));

@@ -1,0 +1,118 @@
+// Group commit of the audit log against an in-memory BatchWriter that behaves like the SQLite
+// writer thread (batches applied in order, a failed batch poisons later batches of its epoch).
+// What must hold: every record resolves only after its batch is durable, the chain stays unbroken
+// across failures, a bad record fails only its own caller, and drain() waits for everything.
+import { describe, expect, it } from 'vitest';
+import { createAuditLog } from './audit-log.js';
+import { genesisHash, hashAuditRow, type AuditRow } from './audit-event.js';
+import type { Batch, BatchWriter } from '../storage/batch.js';
+import { createLogger } from '../log/logger.js';
+
+const logger = createLogger({ level: 'silent' });
+const clock = { now: () => new Date('2030-01-02T03:04:05.000Z') };
+
+/** Applies batches in order after a tick; `failWhen` rolls a batch back (nothing of it is kept). */
+function orderedWriter(opts: { maxInFlight: number; failWhen?: (b: Batch) => boolean }) {
+  const rows: AuditRow[] = [];
+  const batches: Batch[] = [];
+  let failedEpoch = -1;
+  let chain = Promise.resolve();
+  let inFlight = 0;
+  let maxSeen = 0;
+  const writer: BatchWriter = {
+    maxInFlight: opts.maxInFlight,
+    commit(b) {
+      inFlight++;
+      maxSeen = Math.max(maxSeen, inFlight);
+      const done = chain.then(async () => {
+        await new Promise((r) => setTimeout(r, 2));
+        inFlight--;
+        if (b.epoch === failedEpoch) throw new Error('an earlier batch of this audit chain failed; resend');
+        if (opts.failWhen?.(b)) {
+          failedEpoch = b.epoch;
+          throw new Error('CHECK constraint failed');
+        }
+        batches.push(b);
+        rows.push(...(b.auditRows as unknown as AuditRow[]));
+      });
+      chain = done.catch(() => {});
+      return done;
+    },
+    async close() {},
+  };
+  return { writer, rows, batches, maxSeen: () => maxSeen };
+}
+
+function expectUnbrokenChain(rows: AuditRow[]): void {
+  expect(rows.length).toBeGreaterThan(0);
+  let prev = genesisHash(rows[0]!.chainId);
+  rows.forEach((r, i) => {
+    expect(r.seq).toBe(i + 1);
+    expect(r.prevHash).toBe(prev);
+    const { hash, ...rest } = r;
+    expect(hashAuditRow(rest)).toBe(hash);
+    prev = hash;
+  });
+}
+
+const event = (requestId: string) => ({ event: { requestId, action: 'token.exchange', outcome: 'allow' as const } });
+
+describe('audit log group commit', () => {
+  it('groups records that arrive while a batch is in flight, keeps several batches in flight, and chains them in order', async () => {
+    const w = orderedWriter({ maxInFlight: 2 });
+    const log = createAuditLog({ batch: w.writer, clock, logger });
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(event(`r${i}`))));
+    expect(results.map((r) => r.requestId)).toEqual(Array.from({ length: 200 }, (_, i) => `r${i}`));
+    expect(w.rows.map((r) => r.requestId)).toEqual(results.map((r) => r.requestId));
+    expectUnbrokenChain(w.rows);
+    expect(w.batches.length).toBeLessThan(200); // grouped
+    expect(w.maxSeen()).toBe(2); // pipelined, never above the writer's limit
+    expect(w.batches.at(-1)!.head).toEqual({ chainId: log.chainId, seq: 200, hash: w.rows.at(-1)!.hash });
+  });
+
+  it('resolves a record only once its batch is durable', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const writer: BatchWriter = { maxInFlight: 1, commit: () => gate, close: async () => {} };
+    const log = createAuditLog({ batch: writer, clock, logger });
+    let resolved = false;
+    const p = log.append(event('r1')).then(() => (resolved = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(resolved).toBe(false);
+    release();
+    await p;
+    expect(resolved).toBe(true);
+  });
+
+  it('a bad record fails only its own caller; records behind it in flight are resent and the chain has no gap', async () => {
+    const w = orderedWriter({ maxInFlight: 4, failWhen: (b) => b.auditRows.some((r) => r.requestId === 'bad') });
+    const log = createAuditLog({ batch: w.writer, clock, logger });
+    const ids = Array.from({ length: 120 }, (_, i) => (i === 37 ? 'bad' : `r${i}`));
+    const settled = await Promise.allSettled(ids.map((id) => log.append(event(id))));
+    const failed = settled.flatMap((s, i) => (s.status === 'rejected' ? [ids[i]] : []));
+    expect(failed).toEqual(['bad']);
+    expect((settled[37] as PromiseRejectedResult).reason.message).toMatch(/CHECK constraint failed/);
+    expect(w.rows.map((r) => r.requestId)).toEqual(ids.filter((id) => id !== 'bad'));
+    expectUnbrokenChain(w.rows);
+  });
+
+  it('a lone failing record fails closed and later records still chain from the last durable one', async () => {
+    let fail = true;
+    const w = orderedWriter({ maxInFlight: 1, failWhen: () => fail });
+    const log = createAuditLog({ batch: w.writer, clock, logger });
+    await expect(log.append(event('first'))).rejects.toThrow(/CHECK constraint failed/);
+    fail = false;
+    await log.append(event('second'));
+    expect(w.rows.map((r) => r.requestId)).toEqual(['second']);
+    expectUnbrokenChain(w.rows);
+  });
+
+  it('drain() waits for everything queued', async () => {
+    const w = orderedWriter({ maxInFlight: 2 });
+    const log = createAuditLog({ batch: w.writer, clock, logger });
+    for (let i = 0; i < 50; i++) void log.append(event(`r${i}`));
+    await log.drain();
+    expect(w.rows).toHaveLength(50);
+    await log.drain(); // idle: resolves at once
+  });
+});

@@ -1,0 +1,111 @@
+/**
+ * The hot write path of the broker: one transaction per group commit holding new tasks, new
+ * credentials, state changes and the audit records that describe them, plus the chain head.
+ * Two implementations behind this interface: PostgreSQL through Prisma's parameterised raw
+ * queries (async, the database does the work), and SQLite through a writer thread that owns its
+ * own connection, so the synchronous driver's fsync never blocks the event loop.
+ */
+export interface BatchWriter {
+  /** Writes everything in one transaction; resolves once it is durable, rejects if nothing was written. */
+  commit(batch: Batch): Promise<void>;
+  /**
+   * How many batches may be in flight at once. Above 1 the writer must apply them in order and
+   * refuse a batch whose epoch is that of an earlier batch that failed (it chains on rows that
+   * were rolled back).
+   */
+  readonly maxInFlight: number;
+  close(): Promise<void>;
+}
+
+export interface TaskInsert {
+  id: string;
+  state: string;
+  providerName: string;
+  workloadSubject: string;
+  humanSubject?: string | null;
+  parentTaskId?: string | null;
+  deadline: Date;
+}
+
+export interface CredentialInsert {
+  id: string;
+  taskId: string;
+  issuerName: string;
+  issuerType: string;
+  tokenType: string;
+  target: string;
+  state: string;
+  fingerprint: string;
+  expiresAt: Date;
+  sealedRevocationHandle?: string | null;
+}
+
+export interface CredentialUpdate {
+  id: string;
+  data: { state?: string; fingerprint?: string; expiresAt?: Date; sealedRevocationHandle?: string | null; revokedAt?: Date | null; lastError?: string | null };
+}
+
+export interface TaskUpdate {
+  id: string;
+  data: { state?: string; endedAt?: Date; endReason?: string };
+}
+
+export type Value = string | number | Date | null;
+export type Row = Record<string, Value | undefined>;
+
+export interface Batch {
+  /** Chain epoch (see BatchWriter.maxInFlight). */
+  epoch: number;
+  /** Commit time: `createdAt` of new tasks, `issuedAt` of new credentials, the head's `updatedAt`. */
+  time: Date;
+  tasks: TaskInsert[];
+  credentials: CredentialInsert[];
+  credentialUpdates: CredentialUpdate[];
+  taskUpdates: TaskUpdate[];
+  /** Audit rows, already hashed and chained (columns: AUDIT_COLUMNS). */
+  auditRows: Row[];
+  head: { chainId: string; seq: number; hash: string };
+}
+
+// Identifiers in the SQL below come only from these constant lists, never from input.
+export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'createdAt', 'deadline'] as const;
+export const CREDENTIAL_COLUMNS = [
+  'id', 'taskId', 'issuerName', 'issuerType', 'tokenType', 'target', 'state', 'fingerprint', 'issuedAt', 'expiresAt', 'sealedRevocationHandle', 'revokeAttempts',
+] as const;
+export const AUDIT_COLUMNS = [
+  'id', 'chainId', 'seq', 'time', 'requestId', 'action', 'outcome', 'reason', 'providerName', 'workloadSubject', 'humanSubject',
+  'delegationChain', 'target', 'requestedScope', 'grantedScope', 'policyId', 'policyVersion', 'taskId', 'credentialId',
+  'credentialFingerprint', 'credentialExpiresAt', 'clientAddress', 'prevHash', 'hash',
+] as const;
+export const HEAD_COLUMNS = ['chainId', 'seq', 'hash', 'updatedAt'] as const;
+export const CREDENTIAL_UPDATABLE = ['state', 'fingerprint', 'expiresAt', 'sealedRevocationHandle', 'revokedAt', 'lastError'] as const;
+export const TASK_UPDATABLE = ['state', 'endedAt', 'endReason'] as const;
+export const HEAD_UPSERT = ' ON CONFLICT ("chainId") DO UPDATE SET "seq" = excluded."seq", "hash" = excluded."hash", "updatedAt" = excluded."updatedAt"';
+
+export type Table = 'Task' | 'Credential' | 'AuditEvent' | 'AuditChainHead';
+
+/** Rows of a batch per table, with the commit-time defaults filled in. */
+export function batchRows(b: Batch): { table: Table; columns: readonly string[]; rows: Row[]; suffix?: string }[] {
+  return [
+    { table: 'Task', columns: TASK_COLUMNS, rows: b.tasks.map((t) => ({ ...t, createdAt: b.time })) },
+    { table: 'Credential', columns: CREDENTIAL_COLUMNS, rows: b.credentials.map((c) => ({ ...c, issuedAt: b.time, revokeAttempts: 0 })) },
+    { table: 'AuditEvent', columns: AUDIT_COLUMNS, rows: b.auditRows },
+    { table: 'AuditChainHead', columns: HEAD_COLUMNS, rows: [{ ...b.head, updatedAt: b.time }], suffix: HEAD_UPSERT },
+  ];
+}
+
+/** Updates of a batch, checked against the updatable columns (a typo must not become SQL). */
+export function batchUpdates(b: Batch): { table: Table; id: string; set: [string, Value][] }[] {
+  const pick = (table: Table, allowed: readonly string[], id: string, data: Record<string, unknown>) => {
+    const set = Object.entries(data).filter(([, v]) => v !== undefined) as [string, Value][];
+    for (const [k] of set) if (!allowed.includes(k)) throw new Error(`${table}.${k} cannot be updated by a batch`);
+    return { table, id, set };
+  };
+  return [
+    ...b.credentialUpdates.map((u) => pick('Credential', CREDENTIAL_UPDATABLE, u.id, u.data)),
+    ...b.taskUpdates.map((u) => pick('Task', TASK_UPDATABLE, u.id, u.data)),
+  ].filter((u) => u.set.length > 0);
+}
+
+
+export const missingRow = (table: string, id: string) => `${table} ${id} does not exist; nothing of this batch was written`;

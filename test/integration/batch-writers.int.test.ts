@@ -1,0 +1,121 @@
+// The group-commit writers on real storage: the SQLite writer thread and the PostgreSQL (Prisma raw)
+// writer. Rows they write must read back through Prisma exactly as Prisma's own writes do (dates,
+// nulls, numbers); a batch that fails is rolled back whole; the SQLite thread refuses batches
+// chained on a failed one.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyMigrations } from '../../src/storage/migrate.js';
+import { openDatabase, type Database } from '../../src/storage/prisma-client.js';
+import type { Batch } from '../../src/storage/batch.js';
+import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
+
+const T = new Date('2031-05-06T07:08:09.123Z');
+const LATER = new Date('2031-05-06T08:08:09.456Z');
+
+function batch(n: number, over: Partial<Batch> = {}): Batch {
+  return {
+    epoch: n, // as the audit log does after a failure: a new epoch per attempt here
+    time: T,
+    tasks: [{ id: `t${n}`, state: 'open', providerName: 'dev', workloadSubject: 'dev://a', humanSubject: null, deadline: LATER }],
+    credentials: [{ id: `c${n}`, taskId: `t${n}`, issuerName: 'internal', issuerType: 'agent-sts-jwt', tokenType: 'urn:x', target: 'api', state: 'active', fingerprint: `sha256:${n}`, expiresAt: LATER }],
+    credentialUpdates: [],
+    taskUpdates: [],
+    auditRows: [
+      { id: `a${n}`, chainId: 'chain', seq: n, time: T, requestId: `r${n}`, action: 'token.exchange', outcome: 'allow', reason: null, providerName: 'dev', workloadSubject: 'dev://a', humanSubject: null, delegationChain: null, target: 'api', requestedScope: 'read', grantedScope: 'read', policyId: 'p', policyVersion: 'v', taskId: `t${n}`, credentialId: `c${n}`, credentialFingerprint: `sha256:${n}`, credentialExpiresAt: LATER, clientAddress: '127.0.0.1', prevHash: `h${n - 1}`, hash: `h${n}` },
+    ],
+    head: { chainId: 'chain', seq: n, hash: `h${n}` },
+    ...over,
+  };
+}
+
+const stores = [
+  { name: 'sqlite', create: async () => createTestSqliteUrl('agsts-batch') },
+  { name: 'postgresql', create: () => createTestPostgresDatabase('agsts_batch') },
+];
+
+describe.each(stores)('batch writer on $name', ({ create }) => {
+  let store: { url: string; drop(): Promise<void> };
+  let database: Database;
+
+  beforeAll(async () => {
+    store = await create();
+    await applyMigrations(store.url);
+    database = await openDatabase(store.url);
+  });
+  afterAll(async () => {
+    await database?.close();
+    await store?.drop();
+  });
+
+  it('writes tasks, credentials, audit rows and the chain head in one transaction, readable through Prisma', async () => {
+    await database.batch.commit(batch(1));
+    const task = await database.db.task.findUniqueOrThrow({ where: { id: 't1' } });
+    expect(task).toMatchObject({ state: 'open', humanSubject: null, createdAt: T, deadline: LATER, endedAt: null });
+    const cred = await database.db.credential.findUniqueOrThrow({ where: { id: 'c1' } });
+    expect(cred).toMatchObject({ issuedAt: T, expiresAt: LATER, revokeAttempts: 0, sealedRevocationHandle: null, state: 'active' });
+    const row = await database.db.auditEvent.findUniqueOrThrow({ where: { id: 'a1' } });
+    expect(row).toMatchObject({ seq: 1, time: T, credentialExpiresAt: LATER, reason: null, hash: 'h1' });
+    // Prisma's own date filters see the rows (same stored format).
+    expect(await database.db.credential.count({ where: { expiresAt: { gt: T, lte: LATER } } })).toBe(1);
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 1, hash: 'h1', updatedAt: T });
+  });
+
+  it('upserts the chain head and applies updates after the inserts of the same batch', async () => {
+    await database.batch.commit(
+      batch(2, { credentialUpdates: [{ id: 'c2', data: { state: 'revoked', revokedAt: LATER } }], taskUpdates: [{ id: 't1', data: { state: 'ended', endedAt: LATER, endReason: 'done' } }] }),
+    );
+    expect(await database.db.credential.findUniqueOrThrow({ where: { id: 'c2' } })).toMatchObject({ state: 'revoked', revokedAt: LATER });
+    expect(await database.db.task.findUniqueOrThrow({ where: { id: 't1' } })).toMatchObject({ state: 'ended', endedAt: LATER, endReason: 'done' });
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 2, hash: 'h2' });
+  });
+
+  it('rolls back the whole batch when an update finds no row', async () => {
+    await expect(database.batch.commit(batch(3, { credentialUpdates: [{ id: 'nope', data: { state: 'active' } }] }))).rejects.toThrow(/Credential nope does not exist/);
+    expect(await database.db.task.findUnique({ where: { id: 't3' } })).toBeNull();
+    expect(await database.db.auditEvent.findUnique({ where: { id: 'a3' } })).toBeNull();
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 2 });
+  });
+
+  it('refuses a column that is not updatable by a batch', async () => {
+    await expect(database.batch.commit(batch(4, { taskUpdates: [{ id: 't1', data: { workloadSubject: 'x' } as never }] }))).rejects.toThrow(/cannot be updated/);
+    expect(await database.db.task.findUnique({ where: { id: 't4' } })).toBeNull();
+  });
+
+  it('rolls back a batch that violates a constraint (duplicate audit seq)', async () => {
+    const dup = batch(5);
+    dup.auditRows[0]!.seq = 1;
+    await expect(database.batch.commit(dup)).rejects.toThrow();
+    expect(await database.db.task.findUnique({ where: { id: 't5' } })).toBeNull();
+  });
+
+});
+
+// Only the SQLite writer pipelines batches (maxInFlight > 1); PostgreSQL commits one at a time.
+describe('SQLite writer thread', () => {
+  let store: { url: string; drop(): Promise<void> };
+  let database: Database;
+
+  beforeAll(async () => {
+    store = createTestSqliteUrl('agsts-batch-epoch');
+    await applyMigrations(store.url);
+    database = await openDatabase(store.url);
+    expect(database.batch.maxInFlight).toBeGreaterThan(1);
+  });
+  afterAll(async () => {
+    await database?.close();
+    await store?.drop();
+  });
+
+  it('refuses later batches of a failed epoch and accepts the next epoch', async () => {
+    await database.batch.commit(batch(1));
+    const bad = batch(6, { epoch: 7 });
+    bad.auditRows[0]!.seq = 1; // duplicate of the first record: fails
+    const chained = batch(7, { epoch: 7 });
+    const [a, b] = await Promise.allSettled([database.batch.commit(bad), database.batch.commit(chained)]);
+    expect(a.status).toBe('rejected');
+    expect(b.status).toBe('rejected');
+    expect(String((b as PromiseRejectedResult).reason)).toMatch(/earlier batch of this audit chain failed/);
+    expect(await database.db.task.findUnique({ where: { id: 't7' } })).toBeNull();
+    await database.batch.commit(batch(7, { epoch: 8 }));
+    expect(await database.db.task.findUnique({ where: { id: 't7' } })).not.toBeNull();
+  });
+});
