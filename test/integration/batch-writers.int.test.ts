@@ -2,11 +2,9 @@
 // writer. Rows they write must read back through Prisma exactly as Prisma's own writes do (dates,
 // nulls, numbers); a batch that fails is rolled back whole; the SQLite thread refuses batches
 // chained on a failed one.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyMigrations } from '../../src/storage/migrate.js';
-import { openDatabase, type Database } from '../../src/storage/prisma-client.js';
+import { describe, expect, it } from 'vitest';
 import type { Batch } from '../../src/storage/batch.js';
-import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
+import { createTestPostgresDatabase, createTestSqliteUrl, useMigratedDatabase } from '../support/databases.js';
 
 const T = new Date('2031-05-06T07:08:09.123Z');
 const LATER = new Date('2031-05-06T08:08:09.456Z');
@@ -33,20 +31,10 @@ const stores = [
 ];
 
 describe.each(stores)('batch writer on $name', ({ create }) => {
-  let store: { url: string; drop(): Promise<void> };
-  let database: Database;
-
-  beforeAll(async () => {
-    store = await create();
-    await applyMigrations(store.url);
-    database = await openDatabase(store.url);
-  });
-  afterAll(async () => {
-    await database?.close();
-    await store?.drop();
-  });
+  const db = useMigratedDatabase(create);
 
   it('writes tasks, credentials, audit rows and the chain head in one transaction, readable through Prisma', async () => {
+    const database = db();
     await database.batch.commit(batch(1));
     const task = await database.db.task.findUniqueOrThrow({ where: { id: 't1' } });
     expect(task).toMatchObject({ state: 'open', humanSubject: null, createdAt: T, deadline: LATER, endedAt: null });
@@ -60,6 +48,7 @@ describe.each(stores)('batch writer on $name', ({ create }) => {
   });
 
   it('upserts the chain head and applies updates after the inserts of the same batch', async () => {
+    const database = db();
     await database.batch.commit(
       batch(2, { credentialUpdates: [{ id: 'c2', data: { state: 'revoked', revokedAt: LATER } }], taskUpdates: [{ id: 't1', data: { state: 'ended', endedAt: LATER, endReason: 'done' } }] }),
     );
@@ -69,6 +58,7 @@ describe.each(stores)('batch writer on $name', ({ create }) => {
   });
 
   it('rolls back the whole batch when an update finds no row', async () => {
+    const database = db();
     await expect(database.batch.commit(batch(3, { credentialUpdates: [{ id: 'nope', data: { state: 'active' } }] }))).rejects.toThrow(/Credential nope does not exist/);
     expect(await database.db.task.findUnique({ where: { id: 't3' } })).toBeNull();
     expect(await database.db.auditEvent.findUnique({ where: { id: 'a3' } })).toBeNull();
@@ -76,11 +66,13 @@ describe.each(stores)('batch writer on $name', ({ create }) => {
   });
 
   it('refuses a column that is not updatable by a batch', async () => {
+    const database = db();
     await expect(database.batch.commit(batch(4, { taskUpdates: [{ id: 't1', data: { workloadSubject: 'x' } as never }] }))).rejects.toThrow(/cannot be updated/);
     expect(await database.db.task.findUnique({ where: { id: 't4' } })).toBeNull();
   });
 
   it('rolls back a batch that violates a constraint (duplicate audit seq)', async () => {
+    const database = db();
     const dup = batch(5);
     dup.auditRows[0]!.seq = 1;
     await expect(database.batch.commit(dup)).rejects.toThrow();
@@ -91,21 +83,11 @@ describe.each(stores)('batch writer on $name', ({ create }) => {
 
 // Only the SQLite writer pipelines batches (maxInFlight > 1); PostgreSQL commits one at a time.
 describe('SQLite writer thread', () => {
-  let store: { url: string; drop(): Promise<void> };
-  let database: Database;
-
-  beforeAll(async () => {
-    store = createTestSqliteUrl('agsts-batch-epoch');
-    await applyMigrations(store.url);
-    database = await openDatabase(store.url);
-    expect(database.batch.maxInFlight).toBeGreaterThan(1);
-  });
-  afterAll(async () => {
-    await database?.close();
-    await store?.drop();
-  });
+  const db = useMigratedDatabase(() => createTestSqliteUrl('agsts-batch-epoch'));
 
   it('refuses later batches of a failed epoch and accepts the next epoch', async () => {
+    const database = db();
+    expect(database.batch.maxInFlight).toBeGreaterThan(1);
     await database.batch.commit(batch(1));
     const bad = batch(6, { epoch: 7 });
     bad.auditRows[0]!.seq = 1; // duplicate of the first record: fails

@@ -4,15 +4,13 @@
 // lifetime), driven by a settable clock.
 import { randomBytes } from 'node:crypto';
 import { decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { createKeyStore } from '../../src/keys/key-store.js';
 import { Secret } from '../../src/core/secret.js';
 import { unseal } from '../../src/lib/crypto.js';
 import type { Clock } from '../../src/lib/clock.js';
 import { createLogger } from '../../src/log/logger.js';
-import { applyMigrations } from '../../src/storage/migrate.js';
-import { openDatabase, type Database } from '../../src/storage/prisma-client.js';
-import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
+import { createTestPostgresDatabase, createTestSqliteUrl, useMigratedDatabase } from '../support/databases.js';
 
 const PUBLISH_AHEAD = 600; // s
 const MAX_TOKEN_LIFETIME = 3600 + 60; // s: longest token + clock tolerance
@@ -45,14 +43,12 @@ const stores: { name: string; create: () => Promise<Store> }[] = [
 ];
 
 describe.each(stores)('signing keys on $name', ({ create }) => {
-  let store: Store;
-  let database: Database;
   let kek: Secret<Buffer>;
   let time: ReturnType<typeof fakeClock>;
 
   const keyStore = (opts: { kek?: Secret<Buffer> } = {}) =>
     createKeyStore({
-      db: database.db,
+      db: db().db,
       kek: opts.kek ?? kek,
       clock: time.clock,
       logger,
@@ -62,18 +58,10 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
   const kidsOf = (ks: ReturnType<typeof keyStore>) => ks.jwks().keys.map((k) => k.kid).sort();
   const headerKid = (token: string) => decodeProtectedHeader(token).kid;
 
-  beforeAll(async () => {
-    store = await create();
-    await applyMigrations(store.url);
-    database = await openDatabase(store.url);
-  });
-  afterAll(async () => {
-    await database?.close();
-    await store?.drop();
-  });
+  const db = useMigratedDatabase(create);
   beforeEach(async () => {
     // Each test starts from an empty key table, a fresh KEK and the clock at T0.
-    await database.db.signingKey.deleteMany();
+    await db().db.signingKey.deleteMany();
     kek = newKek();
     time = fakeClock(T0);
   });
@@ -83,7 +71,7 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     const { created } = await first.init();
     expect(created).toMatch(KID);
     expect(created!.startsWith('2031-03-04-')).toBe(true); // kid is dated by the store's clock
-    expect(await database.db.signingKey.count()).toBe(1);
+    expect(await db().db.signingKey.count()).toBe(1);
     expect(first.currentKid()).toBe(created);
     expect(first.isReady()).toBe(true);
     expect(kidsOf(first)).toEqual([created]);
@@ -92,7 +80,7 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     time.advance(5);
     const second = keyStore();
     expect(await second.init()).toEqual({});
-    expect(await database.db.signingKey.count()).toBe(1);
+    expect(await db().db.signingKey.count()).toBe(1);
     expect(second.currentKid()).toBe(created);
     // ... and really holds the same private key: its token verifies with the first instance's keys.
     const token = await second.signer.sign({ sub: 'loaded', iat: Math.floor(time.ms() / 1000) }, 'at+jwt');
@@ -102,7 +90,7 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     expect(protectedHeader.typ).toBe('at+jwt');
 
     // At rest: the public JWK has no private part; the private JWK is an AES-GCM envelope.
-    const row = await database.db.signingKey.findUniqueOrThrow({ where: { kid: created! } });
+    const row = await db().db.signingKey.findUniqueOrThrow({ where: { kid: created! } });
     const publicJwk = JSON.parse(row.publicJwk) as JWK;
     expect(publicJwk).toMatchObject({ kid: created, alg: 'ES256', use: 'sig', kty: 'EC', crv: 'P-256' });
     expect(publicJwk.d).toBeUndefined();
@@ -118,7 +106,7 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     // A store with a different KEK cannot load the key, says why, and does not create a new one.
     const wrong = keyStore({ kek: newKek() });
     await expect(wrong.init()).rejects.toThrow(/could not be decrypted: wrong key-encryption key/);
-    expect(await database.db.signingKey.count()).toBe(1);
+    expect(await db().db.signingKey.count()).toBe(1);
     expect(() => wrong.currentKid()).toThrow(/no signing key is active/);
   });
 
@@ -142,10 +130,10 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     expect(r.previousPublishedUntil?.getTime()).toBe(publishUntil);
 
     // Stored windows: the old key retires at the new key's activation and is published until publishUntil.
-    const oldRow = await database.db.signingKey.findUniqueOrThrow({ where: { kid: oldKid } });
+    const oldRow = await db().db.signingKey.findUniqueOrThrow({ where: { kid: oldKid } });
     expect(oldRow.retiredAt?.getTime()).toBe(activation);
     expect(oldRow.publishUntil?.getTime()).toBe(publishUntil);
-    const newRow = await database.db.signingKey.findUniqueOrThrow({ where: { kid: r.newKid } });
+    const newRow = await db().db.signingKey.findUniqueOrThrow({ where: { kid: r.newKid } });
     expect(newRow.activatesAt.getTime()).toBe(activation);
     expect(newRow.retiredAt).toBeNull();
     expect(newRow.publishUntil).toBeNull();
@@ -212,14 +200,14 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     );
     // Also refused from another instance, which reads the pending key from the table.
     await expect(keyStore().rotate()).rejects.toThrow(/a rotation is already in progress/);
-    expect(await database.db.signingKey.count()).toBe(2);
+    expect(await db().db.signingKey.count()).toBe(2);
     expect(ks.currentKid()).toBe(firstKid);
 
     // Once the pending key is active, the next rotation proceeds and retires it in turn.
     time.set(r1.activatesAt.getTime());
     const r2 = await ks.rotate();
     expect(r2.previousKid).toBe(r1.newKid);
-    expect(await database.db.signingKey.count()).toBe(3);
+    expect(await db().db.signingKey.count()).toBe(3);
     expect(kidsOf(ks)).toEqual([firstKid, r1.newKid, r2.newKid].sort());
   });
 });

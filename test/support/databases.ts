@@ -5,6 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
+import { applyMigrations } from '../../src/storage/migrate.js';
+import { openDatabase, type Database } from '../../src/storage/prisma-client.js';
 
 export const PG_ADMIN_URL = process.env.AGENT_STS_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const MYSQL_URL = process.env.AGENT_STS_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/';
@@ -69,5 +72,27 @@ export function createTestSqliteUrl(prefix: string): TestSqliteDatabase {
     url: `file:${path}`,
     path,
     drop: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/**
+ * For a describe block: creates a store before its tests, applies the committed migrations, opens
+ * it, and closes and drops it afterwards. Returns a getter (the database exists once beforeAll ran).
+ */
+export function useMigratedDatabase(create: () => Promise<{ url: string; drop(): Promise<void> }> | { url: string; drop(): Promise<void> }): () => Database {
+  let store: { url: string; drop(): Promise<void> } | undefined;
+  let database: Database | undefined;
+  beforeAll(async () => {
+    store = await create();
+    await applyMigrations(store.url);
+    database = await openDatabase(store.url);
+  });
+  afterAll(async () => {
+    await database?.close();
+    await store?.drop();
+  });
+  return () => {
+    if (!database) throw new Error('the database is opened in beforeAll');
+    return database;
   };
 }
