@@ -8,6 +8,7 @@ import { applyMigrations } from './storage/migrate.js';
 import { loadKek } from './keys/kek.js';
 import { createKeyStore } from './keys/key-store.js';
 import { trustProviderCatalog } from './trust-providers/catalog.js';
+import { createReplayGuard } from './trust-providers/replay-guard.js';
 import { createTrustRegistry } from './trust-providers/registry.js';
 import { credentialIssuerCatalog } from './credential-issuers/catalog.js';
 import type { CredentialIssuer } from './credential-issuers/credential-issuer.js';
@@ -82,8 +83,9 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     if (created) opts.onProgress?.(`dev issuer: created a signing key in ${config.devIssuer.dir}`);
   }
 
+  const replay = createReplayGuard(db, clock);
   const providers = config.trustProviders.map((p) =>
-    trustProviderCatalog.get(p.type).create(p.name, p.config, { logger: logger.child({ provider: p.name }), clock, clockTolerance, fetch: opts.fetch }),
+    trustProviderCatalog.get(p.type).create(p.name, p.config, { logger: logger.child({ provider: p.name }), clock, clockTolerance, fetch: opts.fetch, serverId: () => issuerUrl.value, replay, env: opts.env }),
   );
   const trust = createTrustRegistry(providers);
   const issuers = new Map<string, CredentialIssuer>();

@@ -8,10 +8,14 @@ export const TOKEN_TYPE = {
   saml1: 'urn:ietf:params:oauth:token-type:saml1',
   saml2: 'urn:ietf:params:oauth:token-type:saml2',
   postgresCredentials: 'urn:agent-sts:token-type:postgres-credentials',
+  /** A SigV4-signed sts:GetCallerIdentity request (STANDARDS §5.1): base64url(JSON {method,url,body,headers}). */
+  awsSigv4Gci: 'urn:agent-sts:token-type:aws-sigv4-gci',
+  /** An EC2 instance identity document with its signature (STANDARDS §5.2): base64url(JSON {document,rsa2048|signature,...}). */
+  awsEc2Identity: 'urn:agent-sts:token-type:aws-ec2-identity',
 } as const;
 
 /** Token types that carry a JWT we can verify (external attestations and our own agent tokens). */
 export const JWT_TOKEN_TYPES: readonly string[] = [TOKEN_TYPE.jwt, TOKEN_TYPE.idToken, TOKEN_TYPE.accessToken];
 
 /** Every token type URI agent-sts knows, so unknown ones are refused rather than guessed. */
-export const KNOWN_INPUT_TOKEN_TYPES: readonly string[] = [...JWT_TOKEN_TYPES];
+export const KNOWN_INPUT_TOKEN_TYPES: readonly string[] = [...JWT_TOKEN_TYPES, TOKEN_TYPE.awsSigv4Gci, TOKEN_TYPE.awsEc2Identity];

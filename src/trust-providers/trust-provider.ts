@@ -9,16 +9,48 @@ export interface Attestation {
   tokenType: string;
 }
 
+/**
+ * Why a verification could not be completed on agent-sts's own side (never the caller's fault).
+ * Carried as `detail.cause` of UpstreamUnavailable: the caller sees only a generic temporary
+ * error (503 temporarily_unavailable); logs, the audit reason and `providers test` show this.
+ */
+export type UpstreamCause =
+  /** The issuer's keys (JWKS / discovery) could not be fetched or parsed. */
+  | 'keys-unavailable'
+  /** The platform API (Kubernetes API server, STS, ...) could not be reached or timed out. */
+  | 'api-unreachable'
+  /** The platform API refused agent-sts's own credentials (401) or permissions (403). */
+  | 'own-credentials-rejected'
+  /** The platform API answered something unusable (5xx, malformed body). */
+  | 'api-error';
+
 /** A configured provider instance. */
 export interface TrustProvider {
   readonly type: string;
   readonly name: string;
   /** The `iss` this instance verifies (used to route a JWT to its provider), if any. */
   readonly issuer?: string;
+  /**
+   * With `issuer`: the audiences this instance requires. When several instances share one issuer
+   * (Kubernetes clusters left on the default issuer, an IdP used for people and for workloads),
+   * a token goes to the one instance whose audience it carries.
+   */
+  readonly audiences?: readonly string[];
+  /**
+   * Token types it accepts. JWT types are routed by `iss` (+ `aud`); any other type
+   * (urn:agent-sts:token-type:...) is routed to the instances that accept that type.
+   */
   readonly acceptedTokenTypes: readonly string[];
   /**
+   * Non-JWT types only, when several instances accept the same type: a cheap check without I/O
+   * whether this attestation is meant for this instance (e.g. its account or region allow-list).
+   */
+  matches?(input: Attestation): boolean;
+  /**
    * Verifies the attestation completely (signature, issuer, audience, times).
-   * Throws SubjectTokenRejected on any rejection, UpstreamUnavailable when the issuer's keys cannot be fetched.
+   * Throws SubjectTokenRejected on any rejection of the attestation, UpstreamUnavailable with a
+   * `detail.cause` (UpstreamCause) when agent-sts's own side kept it from deciding. Never allows
+   * when in doubt.
    */
   verify(input: Attestation, ctx: CallContext): Promise<VerifiedIdentity>;
   /** Forces a refresh of cached verification keys (admin action). */
@@ -31,6 +63,21 @@ export interface ProviderDeps {
   /** Seconds of clock-skew leeway. */
   clockTolerance: number;
   fetch?: typeof fetch;
+  /** agent-sts's public issuer URL, known once the server listens (the aws-iam server-id value). */
+  serverId: () => string;
+  /** Single-use guard shared by all replicas (replayed signed requests, reused identity documents). */
+  replay: ReplayGuard;
+  /** Environment for secret references (`fromEnv`) in a provider's config. */
+  env: NodeJS.ProcessEnv;
+}
+
+/** Records one-time use of an attestation (by a hash, never the attestation itself). */
+export interface ReplayGuard {
+  /**
+   * Claims `key` for `provider` until `until` (null: forever). Resolves true the first time,
+   * false when the key was claimed before and has not expired — the caller then refuses.
+   */
+  claimOnce(provider: string, key: string, until: Date | null): Promise<boolean>;
 }
 
 export interface TrustProviderPlugin<Config = unknown> {

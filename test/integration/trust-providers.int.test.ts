@@ -3,12 +3,11 @@ import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { oidcPlugin, OidcConfigSchema } from '../../src/trust-providers/oidc/oidc-provider.js';
 import { githubActionsPlugin, GithubActionsConfigSchema } from '../../src/trust-providers/github-actions/github-actions-provider.js';
 import { createTrustRegistry } from '../../src/trust-providers/registry.js';
-import { createLogger } from '../../src/log/logger.js';
-import { systemClock } from '../../src/lib/clock.js';
+import { testProviderDeps } from '../support/provider-deps.js';
 import { SubjectTokenRejected, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
 import { JWT_TOKEN_TYPES } from '../../src/lib/urns.js';
 
-const deps = { logger: createLogger({ level: 'silent' }), clock: systemClock, clockTolerance: 60 };
+const deps = testProviderDeps();
 const ctx = () => ({ requestId: 'test', now: new Date() });
 const JWT = JWT_TOKEN_TYPES[0]!;
 

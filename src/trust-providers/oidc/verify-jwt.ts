@@ -38,7 +38,7 @@ export async function verifyJwt(token: string, keys: JWTVerifyGetKey, p: JwtVeri
     if (e instanceof StsError) throw e;
     const code = (e as { code?: string }).code;
     if (code && UPSTREAM_CODES.has(code))
-      throw new UpstreamUnavailable('the token issuer could not be reached; try again later', { cause: e, detail: { issuer: p.issuer, code } });
+      throw new UpstreamUnavailable('the token issuer could not be reached; try again later', { cause: e, detail: { cause: 'keys-unavailable', issuer: p.issuer, code } });
     if (e instanceof errors.JOSEError) {
       const claim = (e as { claim?: string }).claim;
       throw new SubjectTokenRejected('subject token could not be verified', { detail: { issuer: p.issuer, code, claim, reason: e.message } });
@@ -46,7 +46,7 @@ export async function verifyJwt(token: string, keys: JWTVerifyGetKey, p: JwtVeri
     // Not a jose validation error: fetching keys failed (network, HTTP status).
     throw new UpstreamUnavailable('the token issuer could not be reached; try again later', {
       cause: e,
-      detail: { issuer: p.issuer, error: (e as Error).message },
+      detail: { cause: 'keys-unavailable', issuer: p.issuer, error: (e as Error).message },
     });
   }
 }
