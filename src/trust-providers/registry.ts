@@ -16,17 +16,17 @@ export function createTrustRegistry(providers: readonly TrustProvider[]) {
   for (const p of providers) {
     if (byName.has(p.name)) throw new Error(`two trust providers are named "${p.name}"`);
     byName.set(p.name, p);
-    if (p.issuer) {
-      const same = byIssuer.get(p.issuer) ?? [];
+    for (const iss of new Set([...(p.issuer ? [p.issuer] : []), ...(p.issuers ?? [])])) {
+      const same = byIssuer.get(iss) ?? [];
       for (const q of same) {
         const shared = !p.audiences?.length || !q.audiences?.length ? ['(any)'] : p.audiences.filter((a) => q.audiences!.includes(a));
         if (shared.length)
           throw new Error(
-            `trust providers "${q.name}" and "${p.name}" both claim issuer ${p.issuer}` +
+            `trust providers "${q.name}" and "${p.name}" both claim issuer ${iss}` +
               (shared[0] === '(any)' ? '; give each its own audience to register both' : ` and audience ${shared[0]}`),
           );
       }
-      byIssuer.set(p.issuer, [...same, p]);
+      byIssuer.set(iss, [...same, p]);
     }
     for (const t of p.acceptedTokenTypes) if (!JWT_TOKEN_TYPES.includes(t)) byType.set(t, [...(byType.get(t) ?? []), p]);
   }

@@ -30,6 +30,8 @@ export interface TrustProvider {
   readonly name: string;
   /** The `iss` this instance verifies (used to route a JWT to its provider), if any. */
   readonly issuer?: string;
+  /** Further `iss` values this instance verifies (an Azure instance trusting several tenants). */
+  readonly issuers?: readonly string[];
   /**
    * With `issuer`: the audiences this instance requires. When several instances share one issuer
    * (Kubernetes clusters left on the default issuer, an IdP used for people and for workloads),
