@@ -7,9 +7,9 @@ import { openDatabase, type Database } from './storage/prisma-client.js';
 import { applyMigrations } from './storage/migrate.js';
 import { loadKek } from './keys/kek.js';
 import { createKeyStore } from './keys/key-store.js';
-import { trustProviderCatalog } from './trust-providers/catalog.js';
 import { createReplayGuard } from './trust-providers/replay-guard.js';
-import { createTrustRegistry } from './trust-providers/registry.js';
+import { createRoleAuth } from './server/role-auth.js';
+import { createProviderSet } from './trust-providers/provider-set.js';
 import { credentialIssuerCatalog } from './credential-issuers/catalog.js';
 import type { CredentialIssuer } from './credential-issuers/credential-issuer.js';
 import { createPolicyEngine } from './policy/policy-engine.js';
@@ -61,7 +61,7 @@ export async function openCore(config: AppConfig, opts: ComposeOptions) {
 }
 
 function hashedClients(clients: BearerClientConfig[], env: NodeJS.ProcessEnv, kind: string) {
-  return clients.map((c) => ({
+  return clients.filter((c) => !c.disabled).map((c) => ({
     name: c.name,
     tokenSha256: c.tokenSha256 ?? sha256Hex(resolveSecretRef(c.token!, env, `auth.${kind}.${c.name}`).reveal()),
   }));
@@ -84,10 +84,13 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   }
 
   const replay = createReplayGuard(db, clock);
-  const providers = config.trustProviders.map((p) =>
-    trustProviderCatalog.get(p.type).create(p.name, p.config, { logger: logger.child({ provider: p.name }), clock, clockTolerance, fetch: opts.fetch, serverId: () => issuerUrl.value, replay, env: opts.env }),
-  );
-  const trust = createTrustRegistry(providers);
+  const trust = createProviderSet({
+    configured: config.trustProviders,
+    db,
+    logger,
+    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId: () => issuerUrl.value, replay, env: opts.env }),
+  });
+  await trust.reload(true);
   const issuers = new Map<string, CredentialIssuer>();
   for (const i of config.credentialIssuers)
     issuers.set(
@@ -144,10 +147,17 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a) },
     keys: keyStore,
     tasks: taskService,
-    trust,
+    providers: trust,
     audit,
-    auditors: createBearerAuth(hashedClients(config.auth.auditors, opts.env, 'auditors')),
-    admins: createBearerAuth(hashedClients(config.auth.admins, opts.env, 'admins')),
+    roles: createRoleAuth({
+      bootstrap: {
+        auditor: createBearerAuth(hashedClients(config.auth.auditors, opts.env, 'auditors')),
+        admin: createBearerAuth(hashedClients(config.auth.admins, opts.env, 'admins')),
+      },
+      mappings: config.auth.roles,
+      trust,
+      logger,
+    }),
   });
 
   const timers: NodeJS.Timeout[] = [];
@@ -175,6 +185,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     }
     background('key-reload', parseDuration(config.keys.reloadInterval) * 1000, () => keyStore.reload());
     background('revocation-refresh', 1000, () => revocations.refresh());
+    background('trust-provider-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => trust.reload());
+    background('replay-purge', 60_000, () => replay.purgeExpired());
     background('sweep', parseDuration(config.sweep.interval) * 1000, () =>
       taskService.sweep({ requestId: `sweep-${Date.now()}`, now: clock.now() }),
     );

@@ -21,9 +21,28 @@ const BearerClientSchema = z
     /** Hex SHA-256 of the bearer token (the token itself never appears in config). */
     tokenSha256: z.string().regex(/^[0-9a-f]{64}$/, '64 lower-case hex characters (sha256 of the token)').optional(),
     token: SecretRefSchema.optional(),
+    /** A bootstrap credential for first set-up: disable it once a role mapping works. */
+    disabled: z.boolean().default(false),
   })
   .strict()
   .refine((c) => Boolean(c.tokenSha256) !== Boolean(c.token), 'give exactly one of tokenSha256 or token');
+
+/**
+ * Who holds a role: every identity the named trust provider verifies that matches all the given
+ * conditions (an anchored subject pattern, attribute values, for people: a group).
+ */
+export const RoleMappingSchema = z
+  .object({
+    role: z.enum(['admin', 'auditor']),
+    provider: z.string().min(1),
+    subjectPattern: z.string().min(1).optional(),
+    attributes: z.record(z.string(), z.union([z.string(), z.array(z.string()).min(1)])).default({}),
+    groups: z.array(z.string().min(1)).min(1).optional(),
+  })
+  .strict()
+  .refine((m) => m.subjectPattern || Object.keys(m.attributes).length || m.groups, {
+    message: 'a role mapping needs a subjectPattern, attributes or groups: a whole provider is never an admin',
+  });
 
 export const TargetSchema = z
   .object({
@@ -49,9 +68,11 @@ export const AppConfigSchema = z
         issuer: z.string().url().optional(),
         bodyLimitBytes: z.number().int().min(1024).max(1_048_576).default(65_536),
         trustProxy: z.boolean().default(false),
+        /** How often each replica looks for trust providers registered or changed through the admin API. */
+        providerReloadInterval: duration.default('2s'),
       })
       .strict()
-      .default({ host: '127.0.0.1', port: 8787, bodyLimitBytes: 65_536, trustProxy: false }),
+      .default({ host: '127.0.0.1', port: 8787, bodyLimitBytes: 65_536, trustProxy: false, providerReloadInterval: '2s' }),
     storage: z
       .object({ url: z.string().min(1).default('file:./data/agent-sts.db') })
       .strict()
@@ -96,11 +117,14 @@ export const AppConfigSchema = z
       .default({ level: 'info' }),
     auth: z
       .object({
+        /** Bootstrap credentials (static bearer tokens): for first set-up only. */
         auditors: z.array(BearerClientSchema).default([]),
         admins: z.array(BearerClientSchema).default([]),
+        /** Secretless roles: identities verified by a trust provider, mapped to a role. */
+        roles: z.array(RoleMappingSchema).default([]),
       })
       .strict()
-      .default({ auditors: [], admins: [] }),
+      .default({ auditors: [], admins: [], roles: [] }),
     devIssuer: z
       .object({ enabled: z.boolean().default(false), dir: z.string().default('./data/dev-issuer') })
       .strict()

@@ -84,6 +84,19 @@ export function validateConfig(raw: unknown): AppConfig {
     if (!issuerNames.has(t.issuer)) problems.push(`targets[${i}] (${t.name}).issuer: no credential issuer named "${t.issuer}"`);
     if (!t.resources.length && !t.audiences.length) problems.push(`targets[${i}] (${t.name}): give at least one resource or audience`);
   });
+  cfg.auth.roles.forEach((m, i) => {
+    // The trust root of the admin API lives in the file: a provider registered through that API
+    // could otherwise be used to grant that API to itself.
+    if (!trustProviders.some((p) => p.name === m.provider))
+      problems.push(`auth.roles[${i}].provider: no trust provider named "${m.provider}" in this file (role mappings may only use providers declared here)`);
+    if (m.subjectPattern) {
+      try {
+        new RegExp(`^(?:${m.subjectPattern})$`);
+      } catch (e) {
+        problems.push(`auth.roles[${i}].subjectPattern: ${(e as Error).message}`);
+      }
+    }
+  });
   const targetNames = new Set(cfg.targets.map((t) => t.name));
   const providerTypes = new Map(trustProviders.map((p) => [p.name, p.type]));
   cfg.policy.rules.forEach((r, i) => {

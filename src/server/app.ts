@@ -11,11 +11,13 @@ import type { ExchangeService } from '../exchange/exchange-service.js';
 import type { AgentTokens } from '../exchange/agent-tokens.js';
 import type { KeyStore } from '../keys/key-store.js';
 import type { TaskService } from '../tasks/task-service.js';
-import type { TrustRegistry } from '../trust-providers/registry.js';
+import type { ProviderSet } from '../trust-providers/provider-set.js';
+import { registerProviderAdmin } from './admin-providers.js';
+import type { RoleAuth } from './role-auth.js';
 import type { Db } from '../storage/prisma-client.js';
 import { AuditQuerySchema, auditRowToJson, InvalidCursor, queryAudit } from '../audit/audit-query.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import { bearerToken, type BearerAuth } from './bearer-auth.js';
+import { bearerToken } from './bearer-auth.js';
 import { oauthError, problem, problemFor } from './http-errors.js';
 
 export interface AppDeps {
@@ -30,10 +32,9 @@ export interface AppDeps {
   agentTokens: AgentTokens;
   keys: Pick<KeyStore, 'jwks' | 'isReady'>;
   tasks: Pick<TaskService, 'endTask'>;
-  trust: Pick<TrustRegistry, 'get'>;
+  providers: ProviderSet;
   audit: Pick<AuditLog, 'append'>;
-  auditors: BearerAuth;
-  admins: BearerAuth;
+  roles: RoleAuth;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -148,8 +149,11 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get('/v1/audit', async (req, reply) => {
-    const auditor = deps.auditors.authenticate(req.headers.authorization);
-    if (!auditor) return unauthorized(reply, 'an auditor credential is required');
+    const auditor = await deps.roles.check(req.headers.authorization, 'auditor', ctxOf(req));
+    if (!auditor.ok) {
+      if (auditor.status === 403) return reply.code(403).type('application/problem+json').send(problem(403, 'forbidden', auditor.detail));
+      return unauthorized(reply, auditor.detail);
+    }
     const q = AuditQuerySchema.safeParse(req.query);
     if (!q.success) return reply.code(400).type('application/problem+json').send(problem(400, 'invalid query', q.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; ')));
     try {
@@ -161,16 +165,7 @@ export function createApp(deps: AppDeps) {
     }
   });
 
-  app.post<{ Params: { name: string } }>('/v1/admin/trust-providers/:name/refresh-keys', async (req, reply) => {
-    const admin = deps.admins.authenticate(req.headers.authorization);
-    if (!admin) return unauthorized(reply, 'an admin credential is required');
-    const provider = deps.trust.get(req.params.name);
-    if (!provider) return reply.code(404).type('application/problem+json').send(problem(404, 'trust provider not found'));
-    if (!provider.refreshKeys) return reply.code(409).type('application/problem+json').send(problem(409, 'this trust provider has no remote keys'));
-    await provider.refreshKeys();
-    await deps.audit.append({ event: { requestId: req.id, action: 'admin.trust-provider.refresh-keys', outcome: 'success', reason: `by ${admin}`, providerName: provider.name, clientAddress: req.ip } });
-    return { refreshed: provider.name };
-  });
+  registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, db: deps.db, audit: deps.audit, logger: deps.logger, ctxOf });
 
   return app;
 }

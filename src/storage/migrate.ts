@@ -279,15 +279,35 @@ export async function applyMigrations(
   say(
     `migrate: checking ${migrationsList.migrationDirectories.length} ${provider} migration(s) against ${redactUrl(url)}`,
   );
-  const { appliedMigrationNames } = await withEngine(url, undefined, (engine) =>
+  // A replica starting beside running ones finds everything applied: it reads that with a plain
+  // query and leaves the schema engine (which wants the SQLite file to itself) alone.
+  const done = await appliedMigrationNames(url);
+  if (migrationsList.migrationDirectories.every((d) => done.has(d.path))) {
+    say('migrate: database is up to date');
+    return { applied: [] };
+  }
+  const { appliedMigrationNames: appliedNow } = await withEngine(url, undefined, (engine) =>
     engine.applyMigrations({ migrationsList, filters: NO_FILTER }),
   );
-  say(
-    appliedMigrationNames.length
-      ? `migrate: applied ${appliedMigrationNames.join(', ')}`
-      : 'migrate: database is up to date',
-  );
-  return { applied: appliedMigrationNames };
+  say(appliedNow.length ? `migrate: applied ${appliedNow.join(', ')}` : 'migrate: database is up to date');
+  return { applied: appliedNow };
+}
+
+/** Names of the migrations recorded as finished in `_prisma_migrations` (empty when there is no such table yet). */
+async function appliedMigrationNames(url: string): Promise<Set<string>> {
+  const adapter = await createAdapterFactory(url).connect();
+  try {
+    const rs = await adapter.queryRaw({
+      sql: 'SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL',
+      args: [],
+      argTypes: [],
+    });
+    return new Set(rs.rows.map((r) => String(r[0])));
+  } catch {
+    return new Set(); // no table yet (a new database): the engine creates it
+  } finally {
+    await adapter.dispose();
+  }
 }
 
 /**

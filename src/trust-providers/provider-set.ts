@@ -1,0 +1,130 @@
+import type { Db } from '../storage/prisma-client.js';
+import type { Logger } from '../log/logger.js';
+import { trustProviderCatalog } from './catalog.js';
+import { createTrustRegistry, type TrustRegistry } from './registry.js';
+import type { ProviderDeps, TrustProvider } from './trust-provider.js';
+
+/** Provider names: the same rule as in the config file. */
+export const PROVIDER_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export interface ProviderRecord {
+  name: string;
+  type: string;
+  /** `config`: declared in the config file (read-only here); `api`: registered at runtime. */
+  source: 'config' | 'api';
+  enabled: boolean;
+  /** The validated config (runtime providers; config-file ones are in the file). */
+  config?: unknown;
+  updatedAt?: Date;
+  updatedBy?: string;
+}
+
+export class ProviderValidationError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('; '));
+  }
+}
+
+interface Built {
+  key: string;
+  instance: TrustProvider;
+}
+
+/**
+ * The live set of trusted providers: those of the config file plus the enabled ones registered at
+ * runtime (table TrustProvider). Every replica polls the table and swaps in a new registry when it
+ * changed; the replica that made a change reloads at once. An instance whose type and config did
+ * not change is kept, with its key caches. A set that cannot be built (two instances claiming the
+ * same issuer and audience) is refused when written and, should it reach the table anyway, logged
+ * while the previous set stays in force.
+ */
+export function createProviderSet(opts: {
+  configured: { name: string; type: string; config: unknown }[];
+  db: Db;
+  logger: Logger;
+  depsFor: (name: string) => ProviderDeps;
+}) {
+  const fixed = opts.configured.map((p) => trustProviderCatalog.get(p.type).create(p.name, p.config, opts.depsFor(p.name)));
+  let registry: TrustRegistry = createTrustRegistry(fixed);
+  let built = new Map<string, Built>();
+  let records: ProviderRecord[] = [];
+  let stamp = '';
+
+  const configured: ProviderRecord[] = opts.configured.map((p) => ({ name: p.name, type: p.type, source: 'config', enabled: true }));
+
+  /** Validates a runtime provider against its plugin's schema; returns the parsed config. */
+  function validate(name: string, type: string, config: unknown): unknown {
+    const problems: string[] = [];
+    if (!PROVIDER_NAME.test(name)) problems.push('name: lower-case letters, digits and -, at most 63');
+    if (configured.some((c) => c.name === name)) problems.push(`name: "${name}" is declared in the config file and cannot be changed here`);
+    if (!trustProviderCatalog.types().includes(type)) problems.push(`type: unknown type "${type}" (known: ${trustProviderCatalog.types().join(', ')})`);
+    if (problems.length) throw new ProviderValidationError(problems);
+    const parsed = trustProviderCatalog.get(type).configSchema.safeParse(config);
+    if (!parsed.success) throw new ProviderValidationError(parsed.error.issues.map((i) => `config.${i.path.join('.') || '(root)'}: ${i.message}`));
+    return parsed.data;
+  }
+
+  function instanceFor(row: { name: string; type: string; config: string }, reuse: Map<string, Built>): Built {
+    const key = `${row.type}\u0000${row.config}`;
+    const old = reuse.get(row.name);
+    if (old && old.key === key) return old;
+    const plugin = trustProviderCatalog.get(row.type);
+    const parsed = plugin.configSchema.parse(JSON.parse(row.config));
+    return { key, instance: plugin.create(row.name, parsed, opts.depsFor(row.name)) };
+  }
+
+  async function reload(force = false): Promise<void> {
+    const agg = await opts.db.trustProvider.aggregate({ _count: { _all: true }, _max: { updatedAt: true } });
+    const next = `${agg._count._all}/${agg._max.updatedAt?.toISOString() ?? '-'}`;
+    if (!force && next === stamp) return;
+    const rows = await opts.db.trustProvider.findMany({ orderBy: { name: 'asc' } });
+    const nextBuilt = new Map<string, Built>();
+    const active: TrustProvider[] = [...fixed];
+    const nextRecords: ProviderRecord[] = [];
+    for (const row of rows) {
+      nextRecords.push({ name: row.name, type: row.type, source: 'api', enabled: row.enabled, config: JSON.parse(row.config), updatedAt: row.updatedAt, updatedBy: row.updatedBy });
+      if (!row.enabled) continue;
+      try {
+        const b = instanceFor(row, built);
+        nextBuilt.set(row.name, b);
+        active.push(b.instance);
+      } catch (e) {
+        opts.logger.error({ provider: row.name, err: { message: (e as Error).message } }, 'a registered trust provider could not be built; it trusts nothing until fixed');
+      }
+    }
+    try {
+      registry = createTrustRegistry(active);
+    } catch (e) {
+      opts.logger.error({ err: { message: (e as Error).message } }, 'the registered trust providers conflict; the previous set stays in force');
+      return;
+    }
+    built = nextBuilt;
+    records = nextRecords;
+    stamp = next;
+  }
+
+  /** Throws ProviderValidationError when `candidate` would make the set unbuildable (issuer clash). */
+  function checkFits(candidate: { name: string; type: string; config: unknown }): void {
+    const others = registry.list().filter((p) => p.name !== candidate.name);
+    const instance = trustProviderCatalog.get(candidate.type).create(candidate.name, candidate.config, opts.depsFor(candidate.name));
+    try {
+      createTrustRegistry([...others, instance]);
+    } catch (e) {
+      throw new ProviderValidationError([(e as Error).message]);
+    }
+  }
+
+  return {
+    reload,
+    validate,
+    checkFits,
+    /** Every provider, config-file ones first. */
+    records: (): ProviderRecord[] => [...configured, ...records],
+    record: (name: string): ProviderRecord | undefined => [...configured, ...records].find((r) => r.name === name),
+    // The TrustRegistry surface, always the current set.
+    resolveFor: (token: string, tokenType: string) => registry.resolveFor(token, tokenType),
+    get: (name: string) => registry.get(name),
+    list: () => registry.list(),
+  };
+}
+export type ProviderSet = ReturnType<typeof createProviderSet>;
