@@ -67,6 +67,23 @@ function hashedClients(clients: BearerClientConfig[], env: NodeJS.ProcessEnv, ki
   }));
 }
 
+/**
+ * The live set of trust providers (config file + registered at runtime) with its single-use guard;
+ * used by the server and by CLI commands that verify or change providers.
+ */
+export function openTrust(core: Awaited<ReturnType<typeof openCore>>, config: AppConfig, opts: Pick<ComposeOptions, 'env' | 'fetch'>, serverId: () => string) {
+  const { clock, logger } = core;
+  const replay = createReplayGuard(core.database.db, clock);
+  const clockTolerance = parseDuration(config.tokens.clockTolerance);
+  const trust = createProviderSet({
+    configured: config.trustProviders,
+    db: core.database.db,
+    logger,
+    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId, replay, env: opts.env }),
+  });
+  return { trust, replay };
+}
+
 /** Composition root: builds every module from config with plain calls. */
 export async function compose(config: AppConfig, opts: ComposeOptions) {
   const core = await openCore(config, opts);
@@ -83,13 +100,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     if (created) opts.onProgress?.(`dev issuer: created a signing key in ${config.devIssuer.dir}`);
   }
 
-  const replay = createReplayGuard(db, clock);
-  const trust = createProviderSet({
-    configured: config.trustProviders,
-    db,
-    logger,
-    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId: () => issuerUrl.value, replay, env: opts.env }),
-  });
+  const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value);
   await trust.reload(true);
   const issuers = new Map<string, CredentialIssuer>();
   for (const i of config.credentialIssuers)

@@ -11,6 +11,7 @@ import { applyMigrations } from '../storage/migrate.js';
 import { verifyAuditLog } from '../audit/audit-verify.js';
 import { AuditQuerySchema, auditRowToJson, queryAudit } from '../audit/audit-query.js';
 import { DEV_ISSUER, signDevToken } from '../dev/dev-issuer.js';
+import { registerProviderCommands } from './providers-commands.js';
 
 const env = process.env;
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -37,12 +38,14 @@ function loadOrExit(file: string): AppConfig {
  * Opens storage and keys for a command that runs beside a live server (no migrations), logs to
  * stderr so stdout carries only the command's output, and turns failures into one clear line.
  */
-async function withCore(configOpt: string | undefined, fn: (core: Awaited<ReturnType<typeof openCore>>) => Promise<void>): Promise<void> {
+export type WithCore = typeof withCore;
+
+async function withCore(configOpt: string | undefined, fn: (core: Awaited<ReturnType<typeof openCore>>, config: AppConfig) => Promise<void>): Promise<void> {
   const config = loadOrExit(configPath(configOpt));
   let core: Awaited<ReturnType<typeof openCore>> | undefined;
   try {
     core = await openCore(config, { env, onProgress: say, migrate: false, logDestination: pino.destination(2) });
-    await fn(core);
+    await fn(core, config);
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
     say(`agent-sts: ${msg}`);
@@ -222,5 +225,6 @@ export async function runCli(argv: string[]): Promise<void> {
       console.log(await signDevToken(config.devIssuer.dir, { sub: o.sub, audience, claims, ttlSeconds: Number(o.ttl) }));
     });
 
+  registerProviderCommands(program, { withCore, configOption, say, env });
   await program.parseAsync(argv);
 }

@@ -2,24 +2,15 @@ import { z } from 'zod';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerDefault } from 'fastify';
 import type { CallContext } from '../core/types.js';
-import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Logger } from '../log/logger.js';
-import { sha256Hex } from '../lib/crypto.js';
-import { ProviderValidationError, type ProviderRecord, type ProviderSet } from '../trust-providers/provider-set.js';
+import type { ProviderRecord, ProviderSet } from '../trust-providers/provider-set.js';
+import { ProviderChangeRefused, type ChangeContext, type ProviderAdmin } from '../trust-providers/provider-admin.js';
 import { problem } from './http-errors.js';
 import type { RoleAuth } from './role-auth.js';
 
 const CreateBody = z.object({ name: z.string(), type: z.string(), config: z.unknown(), enabled: z.boolean().default(true) }).strict();
 const UpdateBody = z.object({ type: z.string().optional(), config: z.unknown(), enabled: z.boolean().optional() }).strict();
-
-/** Secrets never travel through the admin API (nor land in its table): only references to them. */
-function inlineSecretPaths(v: unknown, path = 'config'): string[] {
-  if (Array.isArray(v)) return v.flatMap((x, i) => inlineSecretPaths(x, `${path}[${i}]`));
-  if (v && typeof v === 'object')
-    return Object.entries(v).flatMap(([k, x]) => (k === 'insecureValue' ? [`${path}.${k}`] : inlineSecretPaths(x, `${path}.${k}`)));
-  return [];
-}
 
 export function providerJson(r: ProviderRecord) {
   return {
@@ -42,7 +33,7 @@ export function providerJson(r: ProviderRecord) {
  */
 export function registerProviderAdmin(
   app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger>,
-  deps: { roles: RoleAuth; providers: ProviderSet; db: Db; audit: Pick<AuditLog, 'append'>; logger: Logger; ctxOf: (req: FastifyRequest) => CallContext },
+  deps: { roles: RoleAuth; providers: ProviderSet; admin: ProviderAdmin; audit: Pick<AuditLog, 'append'>; logger: Logger; ctxOf: (req: FastifyRequest) => CallContext },
 ) {
   const send = (reply: FastifyReply, status: number, title: string, detail?: string) =>
     reply.code(status).type('application/problem+json').send(problem(status, title, detail));
@@ -69,42 +60,16 @@ export function registerProviderAdmin(
     return { ok: true, value: parsed.data };
   }
 
-  /** Validates, audits, applies, reloads. Returns the record or answers with a problem. */
-  async function change(
-    req: FastifyRequest,
-    reply: FastifyReply,
-    principal: string,
-    action: 'create' | 'update' | 'enable' | 'disable' | 'delete',
-    name: string,
-    next: { type: string; config: unknown; enabled: boolean } | null,
-    apply: () => Promise<unknown>,
-  ) {
-    if (next) {
-      await deps.providers.reload(); // validate against the table as it is now, not this replica's last poll
-      const secrets = inlineSecretPaths(next.config);
-      if (secrets.length) return send(reply, 400, 'invalid trust provider', `${secrets.join(', ')}: send secrets by reference (fromEnv / fromFile), never inline`);
-      try {
-        const config = deps.providers.validate(name, next.type, next.config);
-        if (next.enabled) deps.providers.checkFits({ name, type: next.type, config });
-      } catch (e) {
-        if (e instanceof ProviderValidationError) return send(reply, 400, 'invalid trust provider', e.problems.join('; '));
-        throw e;
-      }
-    }
-    const ctx = deps.ctxOf(req);
-    const summary = next ? `; type ${next.type}, enabled ${next.enabled}, config sha256 ${sha256Hex(JSON.stringify(next.config)).slice(0, 16)}` : '';
-    // The decision is on record before the change is made; a change that then fails gets its own record.
-    await deps.audit.append({ event: { requestId: ctx.requestId, action: `admin.trust-provider.${action}`, outcome: 'allow', reason: `by ${principal}${summary}`, providerName: name, clientAddress: ctx.clientAddress } });
+  /** Runs a change; a refused one becomes its problem+json answer. */
+  async function run(req: FastifyRequest, reply: FastifyReply, fn: (ctx: ChangeContext) => Promise<unknown>, principal: string, status = 200) {
+    const c = deps.ctxOf(req);
     try {
-      await apply();
+      const out = await fn({ principal, requestId: c.requestId, clientAddress: c.clientAddress });
+      return reply.code(status).send(out);
     } catch (e) {
-      await deps.audit.append({ event: { requestId: ctx.requestId, action: `admin.trust-provider.${action}`, outcome: 'failure', reason: `by ${principal}: not applied (${(e as { code?: string }).code ?? 'storage error'})`, providerName: name, clientAddress: ctx.clientAddress } });
-      if ((e as { code?: string }).code === 'P2002') return send(reply, 409, 'conflict', `a trust provider named "${name}" exists`);
-      if ((e as { code?: string }).code === 'P2025') return send(reply, 404, 'trust provider not found');
+      if (e instanceof ProviderChangeRefused) return send(reply, e.status, e.title, e.message);
       throw e;
     }
-    await deps.providers.reload(true);
-    return undefined;
   }
 
   const base = '/v1/admin/trust-providers';
@@ -125,69 +90,33 @@ export function registerProviderAdmin(
     if (!principal) return reply;
     const body = jsonBody(req, CreateBody);
     if (!body.ok) return send(reply, 400, 'invalid request', body.detail);
-    const { name, type, config, enabled } = body.value;
-    await deps.providers.reload();
-    if (deps.providers.record(name)) return send(reply, 409, 'conflict', `a trust provider named "${name}" exists`);
-    const failed = await change(req, reply, principal, 'create', name, { type, config, enabled }, () =>
-      deps.db.trustProvider.create({ data: { name, type, config: JSON.stringify(config), enabled, updatedBy: principal } }),
-    );
-    if (failed) return failed;
-    return reply.code(201).header('location', `${base}/${name}`).send(providerJson(deps.providers.record(name)!));
+    reply.header('location', `${base}/${body.value.name}`);
+    return run(req, reply, async (ctx) => providerJson(await deps.admin.create(ctx, body.value)), principal, 201);
   });
-
-  /** The runtime record, or a problem answer (404, or 409 for a config-file provider). */
-  async function runtimeRecord(name: string, reply: FastifyReply): Promise<ProviderRecord | undefined> {
-    await deps.providers.reload();
-    const r = deps.providers.record(name);
-    if (!r) {
-      await send(reply, 404, 'trust provider not found');
-      return undefined;
-    }
-    if (r.source === 'config') {
-      await send(reply, 409, 'read-only', `"${name}" is declared in the config file; change it there`);
-      return undefined;
-    }
-    return r;
-  }
 
   app.put<{ Params: { name: string } }>(`${base}/:name`, async (req, reply) => {
     const principal = await admin(req, reply);
     if (!principal) return reply;
     const body = jsonBody(req, UpdateBody);
     if (!body.ok) return send(reply, 400, 'invalid request', body.detail);
-    const r = await runtimeRecord(req.params.name, reply);
-    if (!r) return reply;
-    const next = { type: body.value.type ?? r.type, config: body.value.config, enabled: body.value.enabled ?? r.enabled };
-    const failed = await change(req, reply, principal, 'update', r.name, next, () =>
-      deps.db.trustProvider.update({ where: { name: r.name }, data: { type: next.type, config: JSON.stringify(next.config), enabled: next.enabled, updatedBy: principal } }),
-    );
-    if (failed) return failed;
-    return providerJson(deps.providers.record(r.name)!);
+    return run(req, reply, async (ctx) => providerJson(await deps.admin.update(ctx, req.params.name, body.value)), principal);
   });
 
   for (const action of ['enable', 'disable'] as const) {
     app.post<{ Params: { name: string } }>(`${base}/:name/${action}`, async (req, reply) => {
       const principal = await admin(req, reply);
       if (!principal) return reply;
-      const r = await runtimeRecord(req.params.name, reply);
-      if (!r) return reply;
-      const enabled = action === 'enable';
-      const failed = await change(req, reply, principal, action, r.name, enabled ? { type: r.type, config: r.config, enabled } : null, () =>
-        deps.db.trustProvider.update({ where: { name: r.name }, data: { enabled, updatedBy: principal } }),
-      );
-      if (failed) return failed;
-      return providerJson(deps.providers.record(r.name)!);
+      return run(req, reply, async (ctx) => providerJson(await deps.admin.setEnabled(ctx, req.params.name, action === 'enable')), principal);
     });
   }
 
   app.delete<{ Params: { name: string } }>(`${base}/:name`, async (req, reply) => {
     const principal = await admin(req, reply);
     if (!principal) return reply;
-    const r = await runtimeRecord(req.params.name, reply);
-    if (!r) return reply;
-    const failed = await change(req, reply, principal, 'delete', r.name, null, () => deps.db.trustProvider.delete({ where: { name: r.name } }));
-    if (failed) return failed;
-    return { deleted: r.name };
+    return run(req, reply, async (ctx) => {
+      await deps.admin.remove(ctx, req.params.name);
+      return { deleted: req.params.name };
+    }, principal);
   });
 
   app.post<{ Params: { name: string } }>(`${base}/:name/refresh-keys`, async (req, reply) => {

@@ -13,6 +13,7 @@ import type { KeyStore } from '../keys/key-store.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ProviderSet } from '../trust-providers/provider-set.js';
 import { registerProviderAdmin } from './admin-providers.js';
+import { createProviderAdmin } from '../trust-providers/provider-admin.js';
 import type { RoleAuth } from './role-auth.js';
 import type { Db } from '../storage/prisma-client.js';
 import { AuditQuerySchema, auditRowToJson, InvalidCursor, queryAudit } from '../audit/audit-query.js';
@@ -165,7 +166,7 @@ export function createApp(deps: AppDeps) {
     }
   });
 
-  registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, db: deps.db, audit: deps.audit, logger: deps.logger, ctxOf });
+  registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, logger: deps.logger, ctxOf });
 
   return app;
 }

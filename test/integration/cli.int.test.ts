@@ -1,79 +1,24 @@
 // The real `agent-sts` CLI, run as a subprocess (node + tsx on src/cli/main.ts) in a temp working
 // directory: config check, migrate, keys rotate/list, dev token and the audit commands against a
 // SQLite database in the temp directory.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
-import { parse as parseYamlText, parseDocument } from 'yaml';
+import { parse as parseYamlText } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog } from '../../src/audit/audit-log.js';
 import type { AuditEventInput, AuditRow } from '../../src/audit/audit-event.js';
 import type { Clock } from '../../src/lib/clock.js';
 import { createLogger } from '../../src/log/logger.js';
 import { applyMigrations } from '../../src/storage/migrate.js';
+import { DEV_CONFIG, describeRun, ROOT, runAgentSts, writeDevConfig } from '../support/cli.js';
 import { openDatabase } from '../../src/storage/prisma-client.js';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const DEV_CONFIG = join(ROOT, 'examples', 'agent-sts.dev.yaml');
-const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-const CLI_MODULE = pathToFileURL(join(ROOT, 'src', 'cli', 'main.ts')).href;
-// runCli passes argv to commander's parseAsync (default `from: 'node'`: argv[0] = node, argv[1] =
-// script, user arguments after). Under `node -e` process.argv has no script entry, so add one.
-const CLI_EVAL = `import(${JSON.stringify(CLI_MODULE)}).then((m) => m.runCli([process.argv[0], 'agent-sts', ...process.argv.slice(1)]))`;
 
 const KID = '\\d{4}-\\d{2}-\\d{2}-[0-9a-f]{8}';
 const ISO = '\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z';
-// Environment variables that override the config file; the parent's must not leak into the CLI.
-const OVERRIDES = ['DATABASE_URL', 'AGENT_STS_KEK', 'AGENT_STS_KEK_FILE', 'AGENT_STS_CONFIG', 'HOST', 'PORT', 'AGENT_STS_ISSUER', 'AGENT_STS_LOG_LEVEL'];
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runAgentSts(args: string[], opts: { cwd: string; env?: Record<string, string> }): Promise<CliResult> {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  for (const k of OVERRIDES) if (!opts.env || !(k in opts.env)) delete env[k];
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, '-e', CLI_EVAL, '--', ...args], { cwd: opts.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-  });
-}
-
-/** Shows both streams when an exit-code assertion fails. */
-const describeRun = (r: CliResult) => `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
-
-/** The dev config with every data path moved into `dir` (absolute paths). */
-function writeDevConfig(dir: string, edit?: (doc: ReturnType<typeof parseDocument>) => void): string {
-  const doc = parseDocument(readFileSync(DEV_CONFIG, 'utf8'));
-  doc.setIn(['storage', 'url'], `file:${join(dir, 'data', 'agent-sts.db')}`);
-  doc.setIn(['keys', 'kek'], { devGenerateInto: join(dir, 'data', 'dev-kek') });
-  doc.setIn(['devIssuer', 'dir'], join(dir, 'data', 'dev-issuer'));
-  const providers = doc.getIn(['trustProviders']) as { items: { get(k: string): unknown }[] };
-  const devIndex = providers.items.findIndex((p) => p.get('name') === 'dev');
-  expect(devIndex).toBeGreaterThanOrEqual(0);
-  doc.setIn(['trustProviders', devIndex, 'config', 'jwksFile'], join(dir, 'data', 'dev-issuer', 'jwks.json'));
-  edit?.(doc);
-  const file = join(dir, 'agent-sts.yaml');
-  writeFileSync(file, doc.toString());
-  return file;
-}
 
 const tempDirs: string[] = [];
 function tempDir(prefix: string): string {
