@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RawServerDefault } 
 import type { CallContext } from '../core/types.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { Logger } from '../log/logger.js';
-import type { ProviderRecord, ProviderSet } from '../trust-providers/provider-set.js';
+import type { ProviderRecord, ProviderSet, ProviderStats } from '../trust-providers/provider-set.js';
 import { ProviderChangeRefused, type ChangeContext, type ProviderAdmin } from '../trust-providers/provider-admin.js';
 import { problem } from './http-errors.js';
 import type { RoleAuth } from './role-auth.js';
@@ -12,7 +12,7 @@ import type { RoleAuth } from './role-auth.js';
 const CreateBody = z.object({ name: z.string(), type: z.string(), config: z.unknown(), enabled: z.boolean().default(true) }).strict();
 const UpdateBody = z.object({ type: z.string().optional(), config: z.unknown(), enabled: z.boolean().optional() }).strict();
 
-export function providerJson(r: ProviderRecord) {
+export function providerJson(r: ProviderRecord, stats?: ProviderStats) {
   return {
     name: r.name,
     type: r.type,
@@ -21,6 +21,7 @@ export function providerJson(r: ProviderRecord) {
     enabled: r.enabled,
     ...(r.config !== undefined ? { config: r.config } : {}),
     ...(r.updatedAt ? { updated_at: r.updatedAt.toISOString(), updated_by: r.updatedBy } : {}),
+    ...(stats ? { stats } : {}),
   };
 }
 
@@ -76,13 +77,13 @@ export function registerProviderAdmin(
 
   app.get(base, async (req, reply) => {
     if (!(await admin(req, reply))) return reply;
-    return { trust_providers: deps.providers.records().map(providerJson) };
+    return { trust_providers: deps.providers.records().map((r) => providerJson(r, deps.providers.stats(r.name))) };
   });
 
   app.get<{ Params: { name: string } }>(`${base}/:name`, async (req, reply) => {
     if (!(await admin(req, reply))) return reply;
     const r = deps.providers.record(req.params.name);
-    return r ? providerJson(r) : send(reply, 404, 'trust provider not found');
+    return r ? providerJson(r, deps.providers.stats(r.name)) : send(reply, 404, 'trust provider not found');
   });
 
   app.post(base, async (req, reply) => {

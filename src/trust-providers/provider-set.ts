@@ -1,5 +1,6 @@
 import type { Db } from '../storage/prisma-client.js';
 import type { Logger } from '../log/logger.js';
+import { SubjectTokenRejected, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { trustProviderCatalog } from './catalog.js';
 import { createTrustRegistry, type TrustRegistry } from './registry.js';
 import type { ProviderDeps, TrustProvider } from './trust-provider.js';
@@ -25,6 +26,15 @@ export class ProviderValidationError extends Error {
   }
 }
 
+/** Verification outcomes of one provider since start (this replica), for admins. */
+export interface ProviderStats {
+  verified: number;
+  rejected: number;
+  /** Failures on agent-sts's own side, by UpstreamCause. */
+  upstream: Record<string, number>;
+  lastUpstreamFailure?: { cause: string; at: string; detail: Record<string, unknown> };
+}
+
 interface Built {
   key: string;
   instance: TrustProvider;
@@ -44,7 +54,38 @@ export function createProviderSet(opts: {
   logger: Logger;
   depsFor: (name: string) => ProviderDeps;
 }) {
-  const fixed = opts.configured.map((p) => trustProviderCatalog.get(p.type).create(p.name, p.config, opts.depsFor(p.name)));
+  const stats = new Map<string, ProviderStats>();
+
+  /**
+   * Counts each verification's outcome and logs failures on agent-sts's side with their cause:
+   * callers only see a generic temporary error, admins must see which side broke.
+   */
+  function instrument(p: TrustProvider): TrustProvider {
+    const verify = p.verify.bind(p);
+    return {
+      ...p,
+      verify: async (input, ctx) => {
+        const s = stats.get(p.name) ?? { verified: 0, rejected: 0, upstream: {} };
+        stats.set(p.name, s);
+        try {
+          const id = await verify(input, ctx);
+          s.verified++;
+          return id;
+        } catch (e) {
+          if (e instanceof UpstreamUnavailable) {
+            const cause = String(e.detail?.cause ?? 'unclassified');
+            s.upstream[cause] = (s.upstream[cause] ?? 0) + 1;
+            s.lastUpstreamFailure = { cause, at: ctx.now.toISOString(), detail: e.detail ?? {} };
+            opts.logger.warn({ provider: p.name, providerType: p.type, requestId: ctx.requestId, cause, detail: e.detail }, 'trust provider could not verify: the failure is on agent-sts\'s side');
+          } else if (e instanceof SubjectTokenRejected) s.rejected++;
+          throw e;
+        }
+      },
+    };
+  }
+  const create = (name: string, type: string, config: unknown) => instrument(trustProviderCatalog.get(type).create(name, config, opts.depsFor(name)));
+
+  const fixed = opts.configured.map((p) => create(p.name, p.type, p.config));
   let registry: TrustRegistry = createTrustRegistry(fixed);
   let built = new Map<string, Built>();
   let records: ProviderRecord[] = [];
@@ -68,9 +109,8 @@ export function createProviderSet(opts: {
     const key = `${row.type}\u0000${row.config}`;
     const old = reuse.get(row.name);
     if (old && old.key === key) return old;
-    const plugin = trustProviderCatalog.get(row.type);
-    const parsed = plugin.configSchema.parse(JSON.parse(row.config));
-    return { key, instance: plugin.create(row.name, parsed, opts.depsFor(row.name)) };
+    const parsed = trustProviderCatalog.get(row.type).configSchema.parse(JSON.parse(row.config));
+    return { key, instance: create(row.name, row.type, parsed) };
   }
 
   async function reload(force = false): Promise<void> {
@@ -121,6 +161,7 @@ export function createProviderSet(opts: {
     /** Every provider, config-file ones first. */
     records: (): ProviderRecord[] => [...configured, ...records],
     record: (name: string): ProviderRecord | undefined => [...configured, ...records].find((r) => r.name === name),
+    stats: (name: string): ProviderStats => stats.get(name) ?? { verified: 0, rejected: 0, upstream: {} },
     // The TrustRegistry surface, always the current set.
     resolveFor: (token: string, tokenType: string) => registry.resolveFor(token, tokenType),
     get: (name: string) => registry.get(name),

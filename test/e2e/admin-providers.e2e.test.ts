@@ -157,6 +157,19 @@ describe('trust providers registered at runtime', () => {
     await api(noBootstrap, 'DELETE', '/runtime-two', undefined, `Bearer ${adminToken}`);
   });
 
+  it("a failure on agent-sts's side is a generic 503 for the caller, and classified for admins (stats, log)", async () => {
+    expect((await api(broker, 'POST', '', { name: 'keys-down', type: 'oidc', config: { issuer: 'https://down.test', jwksUri: 'http://127.0.0.1:9/jwks', audience: 'sts' } })).status).toBe(201);
+    const token = await runtime.sign({ iss: 'https://down.test', sub: 'x', aud: 'sts' });
+    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: JWT_TYPE });
+    expect(r.status).toBe(503);
+    expect(r.json).toEqual({ error: 'temporarily_unavailable', error_description: expect.not.stringMatching(/127\.0\.0\.1|jwks|keys-unavailable/) });
+    const got = await api(broker, 'GET', '/keys-down');
+    expect(got.json.stats).toMatchObject({ verified: 0, rejected: 0, upstream: { 'keys-unavailable': 1 }, lastUpstreamFailure: { cause: 'keys-unavailable' } });
+    expect(broker.logs.some((l) => l.includes('"cause":"keys-unavailable"') && l.includes('"provider":"keys-down"'))).toBe(true);
+    expect(broker.logs.join('\n')).not.toContain(token);
+    await api(broker, 'DELETE', '/keys-down');
+  });
+
   it('a verified identity without the role gets 403; a bad credential 401; an auditor credential is not an admin one', async () => {
     const staging = await platform.sign({ sub: 'deploy-bot', aud: 'agent-sts-admin', environment: 'staging' });
     const other = await platform.sign({ sub: 'someone-else', aud: 'agent-sts-admin', environment: 'prod' });
