@@ -62,8 +62,12 @@ export function renderSubject(template: string, claims: JWTPayload): string {
 const stringList = (v: unknown): string[] =>
   Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : typeof v === 'string' ? [v] : [];
 
-/** Builds a verifier for one issuer; used by the oidc plugin and by plugins built on it. */
-export function createOidcVerifier(config: OidcConfig, deps: ProviderDeps) {
+/**
+ * Builds a verifier for one issuer; used by the oidc plugin and by plugins built on it.
+ * `opts.issuers`: accept exactly this set of `iss` values (one key set) instead of `config.issuer`
+ * alone, e.g. Azure tenants x token versions; `config.issuer` still drives discovery.
+ */
+export function createOidcVerifier(config: OidcConfig, deps: ProviderDeps, opts: { issuers?: readonly string[] } = {}) {
   const source = createJwksSource({
     issuer: config.issuer,
     jwksUri: config.jwksUri,
@@ -79,7 +83,7 @@ export function createOidcVerifier(config: OidcConfig, deps: ProviderDeps) {
     source,
     verify: (token: string) =>
       verifyJwt(token, source.getKey, {
-        issuer: config.issuer,
+        issuer: opts.issuers?.length ? [...opts.issuers] : config.issuer,
         audience: config.audience,
         algorithms: [...config.algorithms],
         clockToleranceSeconds: clockTolerance,
@@ -105,6 +109,9 @@ export const oidcPlugin: TrustProviderPlugin<OidcConfig> = {
       type: 'oidc',
       name,
       issuer: config.issuer,
+      // Lets an instance share its issuer with another one on a different audience (an IdP used
+      // for people and for workloads, e.g. accounts.google.com with the gcp provider).
+      audiences: typeof config.audience === 'string' ? [config.audience] : config.audience,
       acceptedTokenTypes: JWT_TOKEN_TYPES,
       refreshKeys: () => verifier.source.refresh(),
       async verify(input, ctx): Promise<VerifiedIdentity> {

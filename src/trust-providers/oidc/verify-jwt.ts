@@ -2,7 +2,8 @@ import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { StsError, SubjectTokenRejected, UpstreamUnavailable } from '../../errors/sts-errors.js';
 
 export interface JwtVerifyPolicy {
-  issuer: string;
+  /** The accepted `iss` value, or the exact set of accepted values (an instance trusting several issuers). */
+  issuer: string | string[];
   audience: string | string[];
   algorithms: string[];
   clockToleranceSeconds: number;
