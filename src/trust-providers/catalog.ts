@@ -4,6 +4,9 @@ import { oidcPlugin } from './oidc/oidc-provider.js';
 import { githubActionsPlugin } from './github-actions/github-actions-provider.js';
 import { gcpPlugin } from './gcp/gcp-provider.js';
 import { azurePlugin } from './azure/azure-provider.js';
+import { kubernetesPlugin } from './kubernetes/kubernetes-provider.js';
+import { awsIamPlugin } from './aws-iam/aws-iam-provider.js';
+import { awsEc2Plugin } from './aws-ec2/aws-ec2-provider.js';
 
 /** type -> plugin. Adding a provider = one folder + one line here. */
-export const trustProviderCatalog = createPluginCatalog<TrustProviderPlugin<any>>([oidcPlugin, githubActionsPlugin, gcpPlugin, azurePlugin]); // eslint-disable-line @typescript-eslint/no-explicit-any
+export const trustProviderCatalog = createPluginCatalog<TrustProviderPlugin<any>>([oidcPlugin, githubActionsPlugin, gcpPlugin, azurePlugin, kubernetesPlugin, awsIamPlugin, awsEc2Plugin]); // eslint-disable-line @typescript-eslint/no-explicit-any
