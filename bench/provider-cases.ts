@@ -7,6 +7,14 @@ import { gcpPlugin, GcpConfigSchema } from '../src/trust-providers/gcp/gcp-provi
 import { azurePlugin, AzureConfigSchema } from '../src/trust-providers/azure/azure-provider.js';
 import { startFakeOidcIssuer } from '../test/fakes/oidc-issuer.js';
 import { startFakeCloudKeys } from '../test/fakes/gcp-azure-keys.js';
+import { kubernetesPlugin, KubernetesConfigSchema } from '../src/trust-providers/kubernetes/kubernetes-provider.js';
+import { awsIamPlugin, AwsIamConfigSchema } from '../src/trust-providers/aws-iam/aws-iam-provider.js';
+import { createAwsIamAttestation } from '../src/trust-providers/aws-iam/attest.js';
+import { awsEc2Plugin, AwsEc2ConfigSchema } from '../src/trust-providers/aws-ec2/aws-ec2-provider.js';
+import { TOKEN_TYPE } from '../src/lib/urns.js';
+import { startFakeKubernetesApi } from '../test/fakes/kubernetes-api.js';
+import { startFakeSts } from '../test/fakes/aws-sts.js';
+import { createEc2Signer, documentText, ec2Document, ec2Token } from '../test/fakes/aws-ec2-documents.js';
 
 export interface ProviderCase {
   type: string;
@@ -72,6 +80,48 @@ export const providerCases: ProviderCase[] = [
         xms_mirid: '/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/vm',
       });
       return { provider, attestation: { token, tokenType: JWT }, close: () => keys.close() };
+    },
+  },
+  {
+    type: 'kubernetes',
+    label: 'kubernetes (jwks, offline)',
+    async setup(deps) {
+      const k8s = await startFakeKubernetesApi();
+      const provider = kubernetesPlugin.create('bench', KubernetesConfigSchema.parse({ clusterName: 'prod', audience: 'sts', issuer: k8s.issuer, mode: 'jwks', jwksUri: k8s.publicJwksUri }), deps);
+      return { provider, attestation: { token: await k8s.mint({ audiences: ['sts'] }), tokenType: JWT }, close: () => k8s.close() };
+    },
+  },
+  {
+    type: 'kubernetes',
+    label: 'kubernetes (tokenreview over HTTPS)',
+    notes: 'one TokenReview round trip per verification (fake API server in-process); reviewCacheTtl 0',
+    async setup(deps) {
+      const k8s = await startFakeKubernetesApi();
+      const provider = kubernetesPlugin.create('bench', KubernetesConfigSchema.parse({ clusterName: 'prod', audience: 'sts', issuer: k8s.issuer, mode: 'tokenreview', kubeconfig: k8s.kubeconfigPath, jwksUri: k8s.publicJwksUri }), deps);
+      return { provider, attestation: { token: await k8s.mint({ audiences: ['sts'] }), tokenType: JWT }, close: () => k8s.close() };
+    },
+  },
+  {
+    type: 'aws-iam',
+    label: 'aws-iam (signed GetCallerIdentity)',
+    notes: 'one STS round trip; the in-process fake recomputes SigV4; attestations are single-use',
+    async setup(deps) {
+      const key = { accessKeyId: 'AKIABENCHBENCHBENCH1', secretAccessKey: 'bench/secret/key/0123456789abcdefghijklmn' };
+      const sts = await startFakeSts({ keys: [{ ...key, identity: { type: 'assumed-role', account: '111122223333', roleName: 'agent', roleId: 'AROABENCH', sessionName: 's' } }] });
+      const provider = awsIamPlugin.create('bench', AwsIamConfigSchema.parse({ stsEndpoint: sts.url }), deps);
+      const fresh = async () => ({ token: await createAwsIamAttestation({ serverId: deps.serverId(), credentials: key }), tokenType: TOKEN_TYPE.awsSigv4Gci });
+      return { provider, fresh, close: () => sts.close() };
+    },
+  },
+  {
+    type: 'aws-ec2',
+    label: 'aws-ec2 (RSA-2048 PKCS#7 document)',
+    notes: 'allowReuse: true (single use would stop the loop after one)',
+    async setup(deps) {
+      const signer = createEc2Signer();
+      const provider = awsEc2Plugin.create('bench', AwsEc2ConfigSchema.parse({ certificates: { 'us-east-1': signer.certificatePem }, allowReuse: true }), deps);
+      const text = documentText(ec2Document());
+      return { provider, attestation: { token: ec2Token(text, signer.sign(text)), tokenType: TOKEN_TYPE.awsEc2Identity }, close: async () => {} };
     },
   },
 ];
