@@ -9,6 +9,7 @@ import { openTrust } from '../compose.js';
 import type { AppConfig } from '../config/load-config.js';
 import { StsError, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { TOKEN_TYPE } from '../lib/urns.js';
+import { createAwsIamAttestation } from '../trust-providers/aws-iam/attest.js';
 import { createProviderAdmin, ProviderChangeRefused } from '../trust-providers/provider-admin.js';
 import type { WithCore } from './main.js';
 
@@ -107,6 +108,30 @@ export function registerProviderCommands(program: Command, h: { withCore: WithCo
         console.log(`removed ${name}`);
       }),
     );
+
+  program
+    .command('attest')
+    .description('produce an attestation for agent-sts from this machine\'s platform identity (printed to stdout, for subject_token)')
+    .argument('<kind>', 'aws-iam: a signed sts:GetCallerIdentity request from the default AWS credential chain')
+    .requiredOption('--server-id <url>', "agent-sts's issuer URL (signed into the request; the server refuses any other)")
+    .option('--sts-url <url>', 'STS URL to sign for (default https://sts.amazonaws.com/; regional: https://sts.<region>.amazonaws.com/)')
+    .option('--region <region>', 'signing region (default: from a regional STS URL, else us-east-1)')
+    .action(async (kind: string, o: { serverId: string; stsUrl?: string; region?: string }) => {
+      if (kind !== 'aws-iam') {
+        h.say(`agent-sts: unknown attestation kind "${kind}" (known: aws-iam)`);
+        process.exitCode = 2;
+        return;
+      }
+      try {
+        const token = await createAwsIamAttestation({ serverId: o.serverId.replace(/\/$/, ''), stsUrl: o.stsUrl, region: o.region });
+        process.stdout.write(`${token}\n`);
+        h.say(`send it as subject_token with subject_token_type=${TOKEN_TYPE.awsSigv4Gci}; it is valid for a few minutes and once`);
+      } catch (e) {
+        h.say(`agent-sts: could not sign with the AWS credential chain: ${(e as Error).message}`);
+        h.say('Check AWS_PROFILE / AWS_ACCESS_KEY_ID or the instance role (`aws sts get-caller-identity` should work).');
+        process.exitCode = 1;
+      }
+    });
 
   providers
     .command('test')

@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { describeRun, runAgentSts, writeDevConfig } from '../support/cli.js';
+import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
+
+const AWS_KEY = { accessKeyId: 'AKIACLITESTCLITEST01', secretAccessKey: 'cli/test/secret/0123456789abcdefghijklmnop' };
 
 describe('agent-sts providers', { timeout: 60_000 }, () => {
   let dir: string;
@@ -94,6 +97,36 @@ describe('agent-sts providers', { timeout: 60_000 }, () => {
     const r = await run('providers', 'test', file('down.jwt', token));
     expect(r.code, describeRun(r)).toBe(3);
     expect(r.stderr).toContain('cause: keys-unavailable');
+  });
+
+  it('attest aws-iam signs GetCallerIdentity with the AWS credential chain; providers test verifies it through STS', async () => {
+    const sts: FakeSts = await startFakeSts({ keys: [{ ...AWS_KEY, identity: { type: 'assumed-role', account: '111122223333', roleName: 'ci-runner', roleId: 'AROACLI', sessionName: 'job-1' } }] });
+    try {
+      const added = await run('providers', 'add', file('aws.yaml', `name: aws\ntype: aws-iam\nconfig:\n  stsEndpoint: ${sts.url}\n  accounts: ["111122223333"]\n`));
+      expect(added.code, describeRun(added)).toBe(0);
+      const env = { AWS_ACCESS_KEY_ID: AWS_KEY.accessKeyId, AWS_SECRET_ACCESS_KEY: AWS_KEY.secretAccessKey, AWS_PROFILE: '', AWS_CONFIG_FILE: join(dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none') };
+      const att = await runAgentSts(['attest', 'aws-iam', '--server-id', 'http://127.0.0.1:8787'], { cwd: dir, env });
+      expect(att.code, describeRun(att)).toBe(0);
+      const token = att.stdout.trim();
+      const blob = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { method: string; url: string; headers: Record<string, string> };
+      expect(blob).toMatchObject({ method: 'POST', url: 'https://sts.amazonaws.com/' });
+      expect(JSON.stringify(blob.headers)).toMatch(/AWS4-HMAC-SHA256 Credential=AKIACLITESTCLITEST01\/.*SignedHeaders=[^,]*x-agent-sts-server-id/);
+      expect(att.stdout + att.stderr).not.toContain(AWS_KEY.secretAccessKey);
+      const t = await run('providers', 'test', file('aws.att', token), '--token-type', 'urn:agent-sts:token-type:aws-sigv4-gci');
+      expect(t.code, describeRun(t)).toBe(0);
+      expect(JSON.parse(t.stdout)).toMatchObject({ provider: 'aws', identity: { subject: 'aws://111122223333/role/ci-runner', attributes: { session_name: 'job-1' } } });
+      // Single use: the same attestation again is a replay.
+      const again = await run('providers', 'test', file('aws.att', token), '--token-type', 'urn:agent-sts:token-type:aws-sigv4-gci');
+      expect(again.code).toBe(1);
+      // Signed for another server: refused.
+      const other = await runAgentSts(['attest', 'aws-iam', '--server-id', 'https://other.example'], { cwd: dir, env });
+      const o = await run('providers', 'test', file('other.att', other.stdout.trim()), '--token-type', 'urn:agent-sts:token-type:aws-sigv4-gci');
+      expect(o.code).toBe(1);
+      expect(o.stderr).toContain('REJECTED by trust provider "aws"');
+      expect((await run('providers', 'remove', 'aws')).code).toBe(0);
+    } finally {
+      await sts.close();
+    }
   });
 
   it('disable, enable and remove take effect and are audited', async () => {
