@@ -2,6 +2,8 @@ import type { z } from 'zod';
 import type { CallContext, VerifiedIdentity } from '../core/types.js';
 import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
+import { StsError } from '../errors/sts-errors.js';
+import { fingerprint } from '../lib/crypto.js';
 
 /** The token as presented: `subject_token`/`actor_token` and its declared type URN. */
 export interface Attestation {
@@ -86,4 +88,19 @@ export interface TrustProviderPlugin<Config = unknown> {
   readonly type: string;
   readonly configSchema: z.ZodType<Config>;
   create(name: string, config: Config, deps: ProviderDeps): TrustProvider;
+}
+
+/**
+ * Wraps a plugin's verification so every refusal is logged at debug level with the provider, the
+ * error and its detail, and a fingerprint of the attestation — never the attestation itself.
+ */
+export function logRefusals(type: string, name: string, logger: Logger, verify: (input: Attestation, ctx: CallContext) => Promise<VerifiedIdentity>) {
+  return async (input: Attestation, ctx: CallContext): Promise<VerifiedIdentity> => {
+    try {
+      return await verify(input, ctx);
+    } catch (e) {
+      if (e instanceof StsError) logger.debug({ provider: name, tokenFingerprint: fingerprint(input.token), error: e.name, detail: e.detail }, `${type} attestation not accepted`);
+      throw e;
+    }
+  };
 }

@@ -26,10 +26,10 @@ import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { parseDuration } from '../../lib/clock.js';
-import { fingerprint, sha256Hex } from '../../lib/crypto.js';
-import { StsError, SubjectTokenRejected } from '../../errors/sts-errors.js';
+import { sha256Hex } from '../../lib/crypto.js';
+import { SubjectTokenRejected } from '../../errors/sts-errors.js';
 import type { WorkloadIdentity } from '../../core/types.js';
-import type { Attestation, TrustProvider, TrustProviderPlugin } from '../trust-provider.js';
+import { logRefusals, type Attestation, type TrustProvider, type TrustProviderPlugin } from '../trust-provider.js';
 
 const duration = z.union([z.number().int().positive(), z.string().regex(/^\d+\s*(s|m|h|d)?$/)]);
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
@@ -215,16 +215,10 @@ export const awsEc2Plugin: TrustProviderPlugin<AwsEc2Config> = {
         const d = decode(input.token);
         return !!d && accountAllowed(d.document.accountId) && regionAllowed(d.document.region);
       },
-      async verify(input, ctx) {
-        try {
-          if (input.tokenType !== TOKEN_TYPE.awsEc2Identity) throw reject('token type is not aws-ec2-identity');
-          return await verifyToken(input.token, ctx.now);
-        } catch (e) {
-          if (e instanceof StsError)
-            deps.logger.debug({ provider: name, tokenFingerprint: fingerprint(input.token), error: e.name, detail: e.detail }, 'aws-ec2 attestation not accepted');
-          throw e;
-        }
-      },
+      verify: logRefusals('aws-ec2', name, deps.logger, async (input, ctx) => {
+      if (input.tokenType !== TOKEN_TYPE.awsEc2Identity) throw reject('token type is not aws-ec2-identity');
+      return await verifyToken(input.token, ctx.now);
+      }),
     };
   },
 };

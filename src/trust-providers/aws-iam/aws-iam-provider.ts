@@ -34,10 +34,10 @@ import { request as httpsRequest } from 'node:https';
 import { XMLParser } from 'fast-xml-parser';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { parseDuration } from '../../lib/clock.js';
-import { fingerprint, sha256Hex } from '../../lib/crypto.js';
-import { StsError, SubjectTokenRejected, UpstreamUnavailable } from '../../errors/sts-errors.js';
+import { sha256Hex } from '../../lib/crypto.js';
+import { SubjectTokenRejected, UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { WorkloadIdentity } from '../../core/types.js';
-import type { Attestation, TrustProvider, TrustProviderPlugin, UpstreamCause } from '../trust-provider.js';
+import { logRefusals, type Attestation, type TrustProvider, type TrustProviderPlugin, type UpstreamCause } from '../trust-provider.js';
 import { GCI_BODY, SERVER_ID_HEADER } from './attest.js';
 
 const duration = z.union([z.number().int().positive(), z.string().regex(/^\d+\s*(s|m|h|d)?$/)]);
@@ -336,17 +336,10 @@ export const awsIamPlugin: TrustProviderPlugin<AwsIamConfig> = {
         const url = blob && parseClientUrl(blob.url);
         return !!url && allowedHosts.has(url.host.toLowerCase());
       },
-      async verify(input, ctx) {
-        try {
-          if (input.tokenType !== TOKEN_TYPE.awsSigv4Gci) throw reject('token type is not aws-sigv4-gci');
-          return await verifyBlob(input.token, ctx.now);
-        } catch (e) {
-          // Fingerprint only: the signed request never reaches a log line.
-          if (e instanceof StsError)
-            deps.logger.debug({ provider: name, tokenFingerprint: fingerprint(input.token), error: e.name, detail: e.detail }, 'aws-iam attestation not accepted');
-          throw e;
-        }
-      },
+      verify: logRefusals('aws-iam', name, deps.logger, async (input, ctx) => {
+      if (input.tokenType !== TOKEN_TYPE.awsSigv4Gci) throw reject('token type is not aws-sigv4-gci');
+      return await verifyBlob(input.token, ctx.now);
+      }),
     };
   },
 };

@@ -20,10 +20,9 @@
  */
 import { z } from 'zod';
 import { JWT_TOKEN_TYPES } from '../../lib/urns.js';
-import { fingerprint } from '../../lib/crypto.js';
-import { StsError, SubjectTokenRejected } from '../../errors/sts-errors.js';
+import { SubjectTokenRejected } from '../../errors/sts-errors.js';
 import type { WorkloadIdentity } from '../../core/types.js';
-import type { TrustProvider, TrustProviderPlugin } from '../trust-provider.js';
+import { logRefusals, type TrustProvider, type TrustProviderPlugin } from '../trust-provider.js';
 import { claimString, createOidcVerifier, expiryOf, OidcConfigSchema } from '../oidc/oidc-provider.js';
 
 export const AZURE_JWKS_URI = 'https://login.microsoftonline.com/common/discovery/v2.0/keys';
@@ -147,16 +146,9 @@ export const azurePlugin: TrustProviderPlugin<AzureConfig> = {
       audiences,
       acceptedTokenTypes: JWT_TOKEN_TYPES,
       refreshKeys: () => verifier.source.refresh(),
-      async verify(input, ctx) {
-        try {
-          return await verifyToken(input.token, ctx.now);
-        } catch (e) {
-          // Fingerprint only: the token itself never reaches a log line.
-          if (e instanceof StsError)
-            deps.logger.debug({ provider: name, tokenFingerprint: fingerprint(input.token), error: e.name, detail: e.detail }, 'azure attestation not accepted');
-          throw e;
-        }
-      },
+      verify: logRefusals('azure', name, deps.logger, async (input, ctx) => {
+      return await verifyToken(input.token, ctx.now);
+      }),
     };
   },
 };
