@@ -31,3 +31,25 @@ export function testProviderDeps(over: Partial<ProviderDeps> = {}): ProviderDeps
     ...over,
   };
 }
+
+/**
+ * Verifies `token` and expects a refusal of class `error` whose detail contains `detail`; the
+ * message and detail must not contain the token's payload. Returns the error.
+ */
+export async function expectRefusal(
+  provider: { verify(i: { token: string; tokenType: string }, ctx: { requestId: string; now: Date }): Promise<unknown> },
+  token: string,
+  tokenType: string,
+  error: abstract new (...args: never[]) => Error,
+  detail: Record<string, unknown>,
+): Promise<Error> {
+  const { expect } = await import('vitest');
+  const err = await provider.verify({ token, tokenType }, { requestId: 'test', now: new Date() }).then(
+    () => undefined,
+    (e: unknown) => e as Error,
+  );
+  expect(err).toBeInstanceOf(error);
+  expect((err as { detail?: unknown }).detail).toMatchObject(detail);
+  expect(JSON.stringify({ m: err!.message, d: (err as { detail?: unknown }).detail })).not.toContain(token.split('.')[1] ?? token);
+  return err!;
+}
