@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
 import { applyMigrations } from '../../src/storage/migrate.js';
@@ -18,6 +19,14 @@ export interface TestPostgresDatabase {
   url: string;
   name: string;
   /** Disconnects everyone from the database and drops it. Safe to call more than once. */
+  drop(): Promise<void>;
+}
+
+export interface TestMysqlDatabase {
+  /** Connection URL of the new database (same server and credentials as MYSQL_URL). */
+  url: string;
+  name: string;
+  /** Drops the database. Safe to call more than once. */
   drop(): Promise<void>;
 }
 
@@ -62,6 +71,27 @@ export async function createTestPostgresDatabase(prefix: string): Promise<TestPo
         );
         await c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(name)} WITH (FORCE)`);
       }),
+  };
+}
+
+async function withMysqlAdmin<T>(fn: (conn: mysql.Connection) => Promise<T>): Promise<T> {
+  const conn = await mysql.createConnection({ uri: MYSQL_URL, connectTimeout: 5000 });
+  try {
+    return await fn(conn);
+  } finally {
+    await conn.end();
+  }
+}
+
+export async function createTestMysqlDatabase(prefix: string): Promise<TestMysqlDatabase> {
+  const name = uniqueName(prefix); // <= 63 characters; MySQL allows 64
+  await withMysqlAdmin((c) => c.query(`CREATE DATABASE ${mysql.escapeId(name)}`));
+  const u = new URL(MYSQL_URL);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    name,
+    drop: () => withMysqlAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${mysql.escapeId(name)}`)).then(() => undefined),
   };
 }
 

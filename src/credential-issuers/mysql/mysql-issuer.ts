@@ -1,0 +1,307 @@
+import mysql from 'mysql2/promise';
+import { z } from 'zod';
+import { Secret } from '../../core/secret.js';
+import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/crypto.js';
+import { TOKEN_TYPE } from '../../lib/urns.js';
+import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { UpstreamUnavailable } from '../../errors/sts-errors.js';
+import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+
+/** MySQL ≥ 5.7.8 allows 32 characters in a user name; MariaDB more. We stay within 32 (STANDARDS §7.2). */
+export const MYSQL_MAX_USER_LENGTH = 32;
+const RANDOM_SUFFIX_LENGTH = 10;
+
+/**
+ * Privileges a configuration may grant: object-level data and schema privileges only. Global or
+ * administrative ones (ALL, GRANT OPTION, SUPER, FILE, PROCESS, CREATE USER, RELOAD, SHUTDOWN, ...)
+ * are deliberately absent: an agent's login must never be able to widen its own or others' rights.
+ */
+export const MYSQL_GRANTABLE_PRIVILEGES = [
+  'SELECT',
+  'INSERT',
+  'UPDATE',
+  'DELETE',
+  'CREATE',
+  'DROP',
+  'ALTER',
+  'INDEX',
+  'REFERENCES',
+  'CREATE VIEW',
+  'SHOW VIEW',
+  'CREATE TEMPORARY TABLES',
+  'LOCK TABLES',
+  'EXECUTE',
+  'CREATE ROUTINE',
+  'ALTER ROUTINE',
+  'TRIGGER',
+  'EVENT',
+] as const;
+
+/** Schemas no grant may target: the grant tables (password hashes) and the server's own schemas. */
+const SYSTEM_SCHEMAS = new Set(['mysql', 'information_schema', 'performance_schema', 'sys']);
+
+const objectName = '[A-Za-z0-9_$]{1,64}';
+const GrantOnSchema = z
+  .string()
+  .regex(new RegExp(`^${objectName}\\.(\\*|${objectName})$`), '`db.*` or `db.table`, identifier characters [A-Za-z0-9_$] only')
+  .refine((on) => !SYSTEM_SCHEMAS.has(on.split('.')[0]!.toLowerCase()), 'grants on the system schemas (mysql, information_schema, performance_schema, sys) are not allowed');
+
+const PrivilegeGrantSchema = z
+  .object({
+    privileges: z.array(z.enum(MYSQL_GRANTABLE_PRIVILEGES)).min(1),
+    /** `db.*` (every table of a database) or `db.table`; never `*.*`. */
+    on: GrantOnSchema,
+  })
+  .strict();
+
+const RoleGrantSchema = z
+  .object({
+    /** An existing role (MySQL 8 / MariaDB ≥ 10.0.5), made the login's default role. */
+    role: z.string().regex(/^[A-Za-z0-9_]{1,32}$/, 'a role name of identifier characters [A-Za-z0-9_] only'),
+  })
+  .strict();
+
+const GrantSchema = z.union([PrivilegeGrantSchema, RoleGrantSchema]);
+export type MysqlGrant = z.infer<typeof GrantSchema>;
+
+export const MysqlIssuerConfigSchema = z
+  .object({
+    /**
+     * Admin connection, a reference, never inline: a login with CREATE USER, GRANT OPTION on what
+     * it grants (or the roles, WITH ADMIN OPTION), PROCESS (to see other users' sessions) and
+     * CONNECTION_ADMIN / SUPER (MySQL) or CONNECTION ADMIN / SUPER (MariaDB) for KILL.
+     */
+    adminUrl: SecretRefSchema,
+    /** scope -> what a login granted that scope receives. */
+    grants: z
+      .record(z.string().min(1), z.array(GrantSchema).min(1))
+      .refine((g) => Object.keys(g).length > 0, 'map at least one scope to grants'),
+    /** Prefix of generated user names; sweeps recognise agent-sts's accounts by it. */
+    userPrefix: z.string().regex(/^[a-z][a-z0-9_]{0,9}$/, 'lower-case, [a-z][a-z0-9_]*, at most 10 characters').default('ags_'),
+    /** Host part of the account (`'user'@'host'`): `%` = any host, or a name, address or netmask pattern. */
+    host: z.string().regex(/^[A-Za-z0-9.%_:/-]{1,255}$/, 'a host pattern ([A-Za-z0-9.%_:/-])').default('%'),
+    /** MAX_USER_CONNECTIONS of each login. */
+    maxConnections: z.number().int().min(1).max(1000).default(5),
+    /** Host/port/database reported to the agent (defaults: from adminUrl). */
+    publicHost: z.string().optional(),
+    publicPort: z.number().int().optional(),
+    database: z.string().optional(),
+  })
+  .strict();
+export type MysqlIssuerConfig = z.infer<typeof MysqlIssuerConfigSchema>;
+
+export interface MysqlHandle {
+  user: string;
+  host: string;
+  [key: string]: unknown;
+}
+
+/** Network-level failures: the server is down or unreachable, not a bug. */
+function isConnectivityError(e: unknown): boolean {
+  const code = (e as { code?: string }).code ?? '';
+  return [
+    'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE',
+    'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN', 'ER_SERVER_GONE_ERROR',
+  ].includes(code);
+}
+
+/**
+ * mysql2 errors carry the statement text (`sql`), which for CREATE USER contains the password.
+ * Returns an error with the same code/errno/sqlState and message, minus the statement and the secrets.
+ */
+function scrubbed(e: unknown, secrets: readonly string[]): Error {
+  const src = e as { message?: string; code?: string; errno?: number; sqlState?: string; sqlMessage?: string };
+  const clean = (s: string | undefined) => secrets.reduce((acc, x) => (x ? acc.split(x).join('[redacted]') : acc), s ?? '');
+  const out = new Error(clean(src.message) || 'mysql error') as Error & Record<string, unknown>;
+  out.name = 'MysqlError';
+  if (src.code !== undefined) out.code = src.code;
+  if (src.errno !== undefined) out.errno = src.errno;
+  if (src.sqlState !== undefined) out.sqlState = src.sqlState;
+  return out;
+}
+
+const ER_PARSE_ERROR = 1064;
+const ER_NO_SUCH_THREAD = 1094;
+
+/**
+ * Ephemeral MySQL / MariaDB logins (STANDARDS §7.2): one account per grant, `<prefix><task>_<random>`
+ * (≤ 32 characters, from agent-sts's own ids only), a random password, MAX_USER_CONNECTIONS and the
+ * GRANTs (object privileges or roles) of the granted scopes.
+ *
+ * MySQL and MariaDB have no expiry for an account (`PASSWORD EXPIRE INTERVAL` only forces a password
+ * change, in days), so nothing upstream ends the credential by itself: the expiry is enforced by the
+ * sweep calling revoke() (needsActiveRevocation). Revocation: ACCOUNT LOCK (no new logins), KILL every
+ * session of the user (DROP USER leaves open sessions working), DROP USER IF EXISTS — idempotent.
+ *
+ * The password travels in the CREATE USER statement (as a bound value, never concatenated); MySQL
+ * rewrites such statements in its logs, for MariaDB keep the general log off for the admin login.
+ */
+export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
+  type: 'mysql',
+  configSchema: MysqlIssuerConfigSchema as z.ZodType<MysqlIssuerConfig>,
+  create(name, config, deps): CredentialIssuer {
+    let pool: mysql.Pool | undefined;
+    let flavor: Promise<'mariadb' | 'mysql'> | undefined;
+    const adminUrl = () => resolveSecretRef(config.adminUrl, deps.env, `credentialIssuers.${name}.adminUrl`);
+    const getPool = () =>
+      (pool ??= mysql.createPool({ uri: adminUrl().reveal(), connectionLimit: 4, connectTimeout: 5000, multipleStatements: false, enableKeepAlive: true }));
+    const target = () => {
+      const u = new URL(adminUrl().reveal());
+      return {
+        host: config.publicHost ?? u.hostname,
+        port: config.publicPort ?? Number(u.port || 3306),
+        database: config.database ?? (decodeURIComponent(u.pathname.slice(1)) || undefined),
+      };
+    };
+    const unavailable = (e: unknown, secrets: readonly string[]) =>
+      new UpstreamUnavailable('the target database is unavailable; try again later', {
+        cause: scrubbed(e, secrets),
+        detail: { issuer: name, code: (e as { code?: string }).code },
+      });
+
+    async function withAdmin<T>(fn: (c: mysql.PoolConnection) => Promise<T>, secrets: readonly string[] = []): Promise<T> {
+      let conn: mysql.PoolConnection;
+      try {
+        conn = await getPool().getConnection();
+      } catch (e) {
+        throw unavailable(e, secrets);
+      }
+      try {
+        return await fn(conn);
+      } catch (e) {
+        if (e instanceof UpstreamUnavailable) throw e;
+        if (isConnectivityError(e)) throw unavailable(e, secrets);
+        throw scrubbed(e, secrets);
+      } finally {
+        conn.release();
+      }
+    }
+
+    async function serverFlavor(c: mysql.PoolConnection): Promise<'mariadb' | 'mysql'> {
+      flavor ??= c.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v').then(([rows]) => (/mariadb/i.test(String(rows[0]?.v)) ? 'mariadb' : 'mysql'));
+      return flavor.catch((e: unknown) => {
+        flavor = undefined;
+        throw e;
+      });
+    }
+
+    /** Kills every session of `user` except our own; returns how many were killed. */
+    async function killSessions(c: mysql.PoolConnection, user: string): Promise<number> {
+      const [rows] = await c.query<mysql.RowDataPacket[]>('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()', [user]);
+      let killed = 0;
+      for (const r of rows) {
+        try {
+          await c.query('KILL CONNECTION ?', [Number(r.id)]);
+          killed++;
+        } catch (e) {
+          if ((e as { errno?: number }).errno !== ER_NO_SUCH_THREAD) throw e; // it ended on its own meanwhile
+        }
+      }
+      return killed;
+    }
+
+    /** The user name is derived from our own ids only, never from request input; <= 32 characters. */
+    function planHandle(req: { taskId: string }): MysqlHandle {
+      const room = MYSQL_MAX_USER_LENGTH - config.userPrefix.length - 1 - RANDOM_SUFFIX_LENGTH;
+      const task = req.taskId.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, Math.min(12, room));
+      return { user: `${config.userPrefix}${task}_${randomLowerId(RANDOM_SUFFIX_LENGTH)}`, host: config.host };
+    }
+
+    function grantStatements(grants: readonly MysqlGrant[], flavorOf: 'mariadb' | 'mysql', account: string): string[] {
+      const out: string[] = [];
+      const roles: string[] = [];
+      for (const g of grants) {
+        if ('role' in g) {
+          out.push(`GRANT ${mysql.escapeId(g.role)} TO ${account}`);
+          roles.push(g.role);
+          continue;
+        }
+        const [db, table] = g.on.split('.') as [string, string];
+        // At database level `_` and `%` are wildcards in GRANT (MYSQL-DOCS GRANT); `\_` is a literal `_`.
+        const object = table === '*' ? `${mysql.escapeId(db.replace(/_/g, '\\_'))}.*` : `${mysql.escapeId(db)}.${mysql.escapeId(table)}`;
+        const privileges = [...new Set(g.privileges)].join(', '); // keywords from the allow-list only
+        out.push(`GRANT ${privileges} ON ${object} TO ${account}`);
+      }
+      const distinctRoles = [...new Set(roles)];
+      if (distinctRoles.length) {
+        if (flavorOf === 'mysql') out.push(`SET DEFAULT ROLE ALL TO ${account}`);
+        else if (distinctRoles.length === 1) out.push(`SET DEFAULT ROLE ${mysql.escapeId(distinctRoles[0]!)} FOR ${account}`);
+        else throw new Error(`mysql issuer ${name}: MariaDB allows one default role per user; the granted scopes map to ${distinctRoles.length}`);
+      }
+      return out;
+    }
+
+    function checkHandle(h: unknown): MysqlHandle {
+      const handle = h as MysqlHandle;
+      if (typeof handle.user !== 'string' || !handle.user.startsWith(config.userPrefix) || !/^[a-z0-9_]{1,32}$/.test(handle.user))
+        throw new Error(`mysql issuer ${name}: refusing to revoke a user without the ${config.userPrefix} prefix`);
+      if (typeof handle.host !== 'string' || !/^[A-Za-z0-9.%_:/-]{1,255}$/.test(handle.host))
+        throw new Error(`mysql issuer ${name}: the revocation handle has no valid host`);
+      return handle;
+    }
+
+    return {
+      type: 'mysql',
+      name,
+      issuedTokenTypes: [TOKEN_TYPE.mysqlCredentials],
+      needsActiveRevocation: true,
+      planHandle,
+      async issue(req, ctx) {
+        const handle = (req.plannedHandle ?? planHandle(req)) as MysqlHandle;
+        const grants = req.decision.grantedScopes.flatMap((s) => config.grants[s] ?? []);
+        if (!grants.length) throw new Error(`mysql issuer ${name}: granted scopes map to no grants`);
+        const password = randomBase62(32);
+        const expiresAt = new Date(ctx.now.getTime() + req.ttlSeconds * 1000);
+        await withAdmin(async (c) => {
+          const account = mysql.format('?@?', [handle.user, handle.host]);
+          const statements = grantStatements(grants, await serverFlavor(c), account);
+          // DDL commits implicitly: on any failure, drop what was created so issuance stays all-or-nothing.
+          let created = false;
+          try {
+            await c.query(
+              `CREATE USER ${account} IDENTIFIED BY ? WITH MAX_USER_CONNECTIONS ${config.maxConnections} PASSWORD EXPIRE NEVER`,
+              [password],
+            );
+            created = true;
+            for (const s of statements) await c.query(s);
+          } catch (e) {
+            if (created) await c.query(`DROP USER IF EXISTS ${account}`).catch(() => {});
+            throw e;
+          }
+        }, [password]);
+        const t = target();
+        return {
+          id: req.credentialId,
+          issuedTokenType: TOKEN_TYPE.mysqlCredentials,
+          tokenType: 'N_A',
+          expiresAt,
+          fingerprint: credentialFingerprint(password),
+          accessToken: new Secret(password),
+          structured: new Secret({ ...t, username: handle.user, password, expires_at: expiresAt.toISOString() }),
+          revocationHandle: handle,
+        };
+      },
+      async revoke(h) {
+        const handle = checkHandle(h);
+        await withAdmin(async (c) => {
+          const account = mysql.format('?@?', [handle.user, handle.host]);
+          try {
+            await c.query(`ALTER USER IF EXISTS ${account} ACCOUNT LOCK`); // stop new logins now
+          } catch (e) {
+            if ((e as { errno?: number }).errno !== ER_PARSE_ERROR) throw e; // servers without ACCOUNT LOCK: drop comes next anyway
+            deps.logger.warn({ issuer: name, user: handle.user }, 'ACCOUNT LOCK is not supported by this server; dropping the user directly');
+          }
+          let killed = await killSessions(c, handle.user);
+          await c.query(`DROP USER IF EXISTS ${account}`);
+          killed += await killSessions(c, handle.user); // a session that was mid-login when we looked
+          deps.logger.debug({ issuer: name, user: handle.user, killed }, 'mysql login revoked');
+        });
+      },
+      async close() {
+        await pool?.end();
+        pool = undefined;
+        flavor = undefined;
+      },
+    };
+  },
+};
