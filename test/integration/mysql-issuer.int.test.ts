@@ -200,7 +200,7 @@ describe('mysql credential issuer (real server)', () => {
     await issuer.revoke(cred.revocationHandle!, ctx());
     await expect(a.query('SELECT * FROM items')).rejects.toThrow();
     await expect(b.query('SELECT 1')).rejects.toThrow();
-    await expect(connectAs(l)).rejects.toMatchObject({ code: 'ER_ACCESS_DENIED_ERROR' });
+    await expect(connectAs(l)).rejects.toMatchObject({ code: expect.stringMatching(/^ER_ACCESS_DENIED/) });
     expect(await userExists(l.username)).toBe(false);
 
     await expect(issuer.revoke(cred.revocationHandle!, ctx())).resolves.toBeUndefined();
