@@ -9,6 +9,10 @@ export const TOKEN_TYPE = {
   saml2: 'urn:ietf:params:oauth:token-type:saml2',
   postgresCredentials: 'urn:agent-sts:token-type:postgres-credentials',
   mysqlCredentials: 'urn:agent-sts:token-type:mysql-credentials',
+  githubInstallationToken: 'urn:agent-sts:token-type:github-installation',
+  /** STS session credentials; `credentials` = the `credential_process` JSON (Version 1). */
+  awsCredentials: 'urn:agent-sts:token-type:aws-credentials',
+  vaultSecret: 'urn:agent-sts:token-type:vault-secret',
   /** A SigV4-signed sts:GetCallerIdentity request (STANDARDS §5.1): base64url(JSON {method,url,body,headers}). */
   awsSigv4Gci: 'urn:agent-sts:token-type:aws-sigv4-gci',
   /** An EC2 instance identity document with its signature (STANDARDS §5.2): base64url(JSON {document,rsa2048|signature,...}). */

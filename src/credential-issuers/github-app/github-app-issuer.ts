@@ -1,0 +1,315 @@
+import { createAppAuth, type InstallationAccessTokenAuthentication } from '@octokit/auth-app';
+import { request as octokitRequest } from '@octokit/request';
+import { z } from 'zod';
+import { Secret } from '../../core/secret.js';
+import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
+import { TOKEN_TYPE } from '../../lib/urns.js';
+import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
+import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+
+/** GitHub permission levels, weakest first (STANDARDS §8.2: read/write, some permissions accept admin). */
+const LEVELS = ['read', 'write', 'admin'] as const;
+type Level = (typeof LEVELS)[number];
+const rank = (l: Level): number => LEVELS.indexOf(l);
+
+/** GitHub caps `repository_ids` at 500 per token request (STANDARDS §8.2). */
+const MAX_REPOSITORIES = 500;
+
+const PermissionsSchema = z
+  .record(z.string().regex(/^[a-z][a-z0-9_]*$/, 'a GitHub permission name (e.g. contents, issues, pull_requests)'), z.enum(LEVELS))
+  .refine((p) => Object.keys(p).length > 0, 'name at least one permission');
+
+const RepositorySchema = z
+  .object({
+    /** The repository id: what is sent to GitHub. Names are informational only (repositories can be renamed and names reused). */
+    id: z.number().int().positive(),
+    name: z.string().min(1).optional(),
+  })
+  .strict();
+
+const ScopeSchema = z
+  .object({
+    /** GitHub permission -> level a token for this scope carries. */
+    permissions: PermissionsSchema,
+    /** Repository ids (a subset of `repositories`) this scope covers; omitted = every allow-listed repository. */
+    repositories: z.array(z.number().int().positive()).min(1).max(MAX_REPOSITORIES).optional(),
+  })
+  .strict();
+
+export const GithubAppIssuerConfigSchema = z
+  .object({
+    /** The GitHub App's numeric ID (the JWT `iss`). */
+    appId: z.union([z.number().int().positive(), z.string().regex(/^[0-9]+$/, 'the numeric App ID')]),
+    /** The App's private key (PEM, PKCS#1 as downloaded from GitHub, or PKCS#8). A reference, never inline. */
+    privateKey: SecretRefSchema,
+    installationId: z.number().int().positive(),
+    /** REST API root: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server. */
+    baseUrl: z
+      .string()
+      .url()
+      .refine((u) => {
+        const url = new URL(u);
+        return url.protocol === 'https:' || (url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname));
+      }, 'https (plain http only for a loopback address)')
+      .refine((u) => !new URL(u).search && !new URL(u).hash, 'no query or fragment')
+      .default('https://api.github.com'),
+    /** Every repository this issuer may ever put into a token. */
+    repositories: z
+      .array(RepositorySchema)
+      .min(1)
+      .max(MAX_REPOSITORIES)
+      .refine((r) => new Set(r.map((x) => x.id)).size === r.length, 'repository ids must be unique'),
+    /** scope -> what a token granted that scope may do, and where. */
+    scopes: z.record(z.string().min(1), ScopeSchema).refine((s) => Object.keys(s).length > 0, 'map at least one scope'),
+    /** Timeout of each GitHub API call, milliseconds. */
+    timeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const allowed = new Set(c.repositories.map((r) => r.id));
+    for (const [scope, s] of Object.entries(c.scopes))
+      for (const id of s.repositories ?? [])
+        if (!allowed.has(id)) ctx.addIssue({ code: 'custom', path: ['scopes', scope, 'repositories'], message: `repository ${id} is not in the issuer's repositories allow-list` });
+  });
+export type GithubAppIssuerConfig = z.infer<typeof GithubAppIssuerConfigSchema>;
+
+/** Sealed by the host with the KEK (it holds the token: revocation needs the token itself). */
+export interface GithubAppHandle {
+  token: string;
+  /** GitHub's own expiry: after it nothing is left to revoke. */
+  githubExpiresAt: string;
+  installationId: number;
+  [key: string]: unknown;
+}
+
+/**
+ * The library shares in-flight token requests process-wide (a module-level map keyed by installation
+ * id, repository ids and permission names only — not by App, host or `refresh`). Two identical
+ * concurrent requests would get the same token: one task's revocation would kill the other's token,
+ * and two Apps with the same installation id on different hosts could even swap tokens. So identical
+ * (or colliding) requests are serialised here; the key is at least as coarse as the library's.
+ */
+const inFlight = new Map<string, Promise<unknown>>();
+async function oneAtATime<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const run = (inFlight.get(key) ?? Promise.resolve()).then(fn);
+  const tail = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  inFlight.set(key, tail);
+  try {
+    return await run;
+  } finally {
+    if (inFlight.get(key) === tail) inFlight.delete(key);
+  }
+}
+
+/** Never stores or returns anything: every token comes fresh from GitHub (see issue()). */
+const NO_CACHE = { get: (): string => '', set: (): void => {} };
+
+const TOKEN_PATTERN = /\b(gh[opsuvr]_[A-Za-z0-9_]+|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|v1\.[0-9a-f]{40})\b/g;
+const PEM_PATTERN = /-----BEGIN[^-]*-----[\s\S]*?(-----END[^-]*-----|$)/g;
+
+/** A description of an upstream error with anything token- or key-shaped removed; never the original object. */
+function scrubbed(e: unknown, secrets: readonly string[] = []): Error {
+  const src = e as { message?: string; status?: number; name?: string; cause?: { code?: string; cause?: { code?: string } } };
+  let message = String(src.message ?? 'error');
+  for (const s of secrets) if (s) message = message.split(s).join('[redacted]');
+  message = message.replace(PEM_PATTERN, '[redacted]').replace(TOKEN_PATTERN, '[redacted]');
+  const out = new Error(message.slice(0, 500)) as Error & Record<string, unknown>;
+  out.name = 'GitHubError';
+  if (typeof src.status === 'number') out.status = src.status;
+  const code = src.cause?.code ?? src.cause?.cause?.code;
+  if (code) out.code = code;
+  return out;
+}
+
+const statusOf = (e: unknown): number | undefined =>
+  (e as { name?: string }).name === 'HttpError' && typeof (e as { status?: unknown }).status === 'number' ? (e as { status: number }).status : undefined;
+
+/**
+ * GitHub App installation access tokens (STANDARDS §8): per grant, a token narrowed by repository
+ * id and permission to the union of what the granted scopes map to — never wider than configured.
+ *
+ * Lifetime: GitHub fixes a token at about one hour and it cannot be shortened. The credential's
+ * expiresAt is min(GitHub's expires_at, now + ttlSeconds); when the shorter bound applies, the sweep
+ * revokes the token at that time (needsActiveRevocation), and task end revokes it earlier.
+ * Revocation is `DELETE /installation/token` authenticated with the token itself, so the handle
+ * carries the token (the host seals handles with the KEK). There is no planHandle: the token exists
+ * only once GitHub answered, so a crash between GitHub's answer and the host's commit leaves a token
+ * that nothing revokes; it lapses at GitHub's expiry (≤ 1 h) and was never handed out.
+ *
+ * Scopes with different repositories or permissions are merged into one token: GitHub tokens carry
+ * one permission set for all their repositories, so the union applies to every repository in it.
+ */
+export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig> = {
+  type: 'github-app',
+  configSchema: GithubAppIssuerConfigSchema as unknown as z.ZodType<GithubAppIssuerConfig>,
+  create(name, config, deps): CredentialIssuer {
+    const baseUrl = (config.baseUrl ?? 'https://api.github.com').replace(/\/+$/, '');
+    const timeoutMs = config.timeoutMs ?? 10_000;
+    const allowedRepos = new Map(config.repositories.map((r) => [r.id, r]));
+    const request = octokitRequest.defaults({
+      baseUrl,
+      headers: { 'user-agent': 'agent-sts', accept: 'application/vnd.github+json', 'x-github-api-version': '2022-11-28' },
+      request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) }) },
+    });
+    const log = {
+      warn: (message: unknown) => deps.logger.warn({ issuer: name }, `@octokit/auth-app: ${scrubbed({ message }).message}`),
+      debug: () => {},
+      info: () => {},
+      error: (message: unknown) => deps.logger.error({ issuer: name }, `@octokit/auth-app: ${scrubbed({ message }).message}`),
+    };
+
+    const unavailable = (e: unknown, cause: string, secrets: readonly string[] = []) =>
+      new UpstreamUnavailable('GitHub is unavailable; try again later', {
+        cause: scrubbed(e, secrets),
+        detail: { issuer: name, status: statusOf(e), cause },
+      });
+
+    function issueError(e: unknown): Error {
+      const status = statusOf(e);
+      if (status === undefined) return unavailable(e, 'own-credentials-invalid'); // the JWT could not be signed: unusable private key
+      if (status === 401) return unavailable(e, 'own-credentials-rejected'); // GitHub refused the App JWT: wrong key or App ID
+      if (status === 404) return unavailable(e, 'installation-not-found');
+      if (status === 403 || status === 429) return unavailable(e, status === 429 ? 'rate-limited' : 'installation-forbidden');
+      if (status === 422)
+        return new TargetNotAllowed('the requested repositories or permissions are not available to this GitHub App installation', {
+          cause: scrubbed(e),
+          detail: { issuer: name, status },
+        });
+      return unavailable(e, status >= 500 || status === 0 ? 'upstream-error' : 'unexpected-response');
+    }
+
+    /** Repositories and permissions of the granted scopes, merged; refuses anything outside the configuration. */
+    function narrow(grantedScopes: readonly string[]): { repositoryIds: number[]; permissions: Record<string, Level> } {
+      if (!grantedScopes.length) throw new ScopeNotAllowed('no scope was granted for this GitHub App target', { detail: { issuer: name } });
+      const repos = new Set<number>();
+      const permissions: Record<string, Level> = {};
+      // A token has one permission set for all its repositories: merging scopes that name
+      // different repositories would give each repository the other scopes' permissions.
+      const repoSets = new Set(grantedScopes.map((scope) => JSON.stringify([...(config.scopes[scope]?.repositories ?? allowedRepos.keys())].sort((a, b) => a - b))));
+      if (repoSets.size > 1)
+        throw new ScopeNotAllowed('these scopes cover different repositories; request them in separate exchanges', { detail: { issuer: name, scopes: [...grantedScopes] } });
+      for (const scope of grantedScopes) {
+        const s = Object.hasOwn(config.scopes, scope) ? config.scopes[scope] : undefined;
+        if (!s) throw new ScopeNotAllowed('a granted scope is not configured for this GitHub App target', { detail: { issuer: name, scope } });
+        for (const id of s.repositories ?? allowedRepos.keys()) {
+          if (!allowedRepos.has(id))
+            throw new TargetNotAllowed('a granted scope names a repository outside the allow-list', { detail: { issuer: name, scope, repositoryId: id } });
+          repos.add(id);
+        }
+        for (const [p, level] of Object.entries(s.permissions)) {
+          if (!LEVELS.includes(level)) throw new ScopeNotAllowed('a granted scope names an unknown permission level', { detail: { issuer: name, scope, permission: p } });
+          const had = permissions[p];
+          if (!had || rank(level) > rank(had)) permissions[p] = level;
+        }
+      }
+      if (!repos.size || repos.size > MAX_REPOSITORIES || !Object.keys(permissions).length)
+        throw new ScopeNotAllowed('the granted scopes map to no usable repositories or permissions', { detail: { issuer: name } });
+      return { repositoryIds: [...repos].sort((a, b) => a - b), permissions };
+    }
+
+    async function deleteToken(token: string): Promise<'revoked' | 'gone'> {
+      try {
+        await request('DELETE /installation/token', { headers: { authorization: `Bearer ${token}` } });
+        return 'revoked';
+      } catch (e) {
+        // 401: the token is already revoked or expired, which is what revocation wants.
+        if (statusOf(e) === 401) return 'gone';
+        throw unavailable(e, statusOf(e) === undefined || statusOf(e)! >= 500 || statusOf(e) === 0 ? 'upstream-error' : 'unexpected-response', [token]);
+      }
+    }
+
+    function checkHandle(h: unknown): GithubAppHandle {
+      const handle = h as Partial<GithubAppHandle>;
+      if (typeof handle.token !== 'string' || !/^[A-Za-z0-9_.-]{10,255}$/.test(handle.token))
+        throw new Error(`github-app issuer ${name}: the revocation handle holds no token`);
+      return handle as GithubAppHandle;
+    }
+
+    return {
+      type: 'github-app',
+      name,
+      issuedTokenTypes: [TOKEN_TYPE.githubInstallationToken, TOKEN_TYPE.accessToken],
+      needsActiveRevocation: true,
+      async issue(req, ctx) {
+        const { repositoryIds, permissions } = narrow(req.decision.grantedScopes);
+        const privateKey = resolveSecretRef(config.privateKey, deps.env, `credentialIssuers.${name}.privateKey`);
+        // A new auth instance per call with a cache that stores nothing, and refresh: true. The
+        // library's default cache would hand the same token to the next identical request for 59
+        // minutes, including one we have since revoked (DELETE /installation/token) — a dead or,
+        // worse, another task's token. Per grant, one token, straight from GitHub.
+        const appAuth = createAppAuth({ appId: config.appId, privateKey: privateKey.reveal(), installationId: config.installationId, request, cache: NO_CACHE, log });
+        const key = `${config.installationId}|${repositoryIds.join(',')}|${Object.keys(permissions).sort().join(',')}`;
+        let inst: InstallationAccessTokenAuthentication;
+        try {
+          // Copies: the library sorts repositoryIds in place.
+          inst = await oneAtATime(key, () => appAuth({ type: 'installation', repositoryIds: [...repositoryIds], permissions: { ...permissions }, refresh: true }));
+        } catch (e) {
+          throw issueError(e);
+        }
+        const token = inst.token;
+        const githubExpiresAt = new Date(inst.expiresAt);
+        const revokeNow = async (why: string) => {
+          await deleteToken(token).catch((re: unknown) =>
+            deps.logger.error({ issuer: name, fingerprint: fingerprint(token), err: { message: (re as Error).message } }, 'could not revoke a refused GitHub token; it lapses at its GitHub expiry'),
+          );
+          deps.logger.warn({ issuer: name, fingerprint: fingerprint(token), reason: why }, 'GitHub token refused after issuance');
+        };
+
+        // GitHub must have narrowed exactly as asked; anything wider is revoked at once.
+        const got = (inst.repositoryIds ?? []).map(Number);
+        const wider =
+          !inst.repositoryIds || got.some((id) => !repositoryIds.includes(id)) ||
+          Object.entries(inst.permissions ?? {}).some(([p, l]) => {
+            if (p === 'metadata' && l === 'read') return false; // GitHub adds metadata:read to every installation token
+            const asked = permissions[p];
+            return !asked || !LEVELS.includes(l as Level) || rank(l as Level) > rank(asked);
+          });
+        if (wider) {
+          await revokeNow('wider-than-requested');
+          throw new UpstreamUnavailable('GitHub returned a token wider than requested', { detail: { issuer: name, cause: 'token-wider-than-requested' } });
+        }
+        if (!(githubExpiresAt.getTime() > ctx.now.getTime() + 1000)) {
+          await revokeNow('expiry-in-the-past');
+          throw new UpstreamUnavailable('GitHub returned a token that has already expired (clock skew?)', { detail: { issuer: name, cause: 'token-already-expired', githubExpiresAt: inst.expiresAt } });
+        }
+
+        const expiresAt = new Date(Math.min(githubExpiresAt.getTime(), ctx.now.getTime() + req.ttlSeconds * 1000));
+        const granted = repositoryIds.map((id) => ({ id, ...(allowedRepos.get(id)?.name ? { name: allowedRepos.get(id)!.name } : {}) }));
+        deps.logger.debug(
+          { issuer: name, installationId: config.installationId, repositoryIds, permissions, fingerprint: fingerprint(token), expiresAt, githubExpiresAt },
+          'GitHub installation token issued',
+        );
+        const handle: GithubAppHandle = { token, githubExpiresAt: githubExpiresAt.toISOString(), installationId: config.installationId };
+        return {
+          id: req.credentialId,
+          issuedTokenType: TOKEN_TYPE.githubInstallationToken,
+          tokenType: 'Bearer',
+          expiresAt,
+          fingerprint: credentialFingerprint(token),
+          accessToken: new Secret(token),
+          structured: new Secret({
+            token,
+            api_url: baseUrl,
+            installation_id: config.installationId,
+            repositories: granted,
+            permissions: inst.permissions,
+            expires_at: expiresAt.toISOString(),
+            github_expires_at: githubExpiresAt.toISOString(),
+          }),
+          revocationHandle: handle,
+        };
+      },
+      async revoke(h, ctx) {
+        const handle = checkHandle(h);
+        const lapsed = Date.parse(handle.githubExpiresAt);
+        if (Number.isFinite(lapsed) && lapsed <= ctx.now.getTime()) return; // GitHub has already ended it
+        const outcome = await deleteToken(handle.token);
+        deps.logger.debug({ issuer: name, fingerprint: fingerprint(handle.token), outcome }, 'GitHub installation token revoked');
+      },
+    };
+  },
+};

@@ -1,0 +1,340 @@
+// The `aws-sts` credential issuer against a fake STS that recomputes SigV4 and validates AssumeRole
+// parameters like AWS: the exact RoleArn / RoleSessionName / SourceIdentity / tags / session policy /
+// DurationSeconds sent, credentials in `credential_process` shape with AWS's own Expiration (and
+// usable: the fake accepts them for GetCallerIdentity), refusals before any call (lifetime < 900 s,
+// rendered policy too large, several scopes), own-credentials-rejected for bad signing keys or trust,
+// UpstreamUnavailable when STS is down, the revocation limits, and no secret in logs or errors.
+import { inspect } from 'node:util';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
+import {
+  awsStsIssuerPlugin,
+  AwsStsIssuerConfigSchema,
+  AwsSessionRevocationUnavailable,
+  AwsStsRequestRejected,
+  type AwsStsHandle,
+} from '../../src/credential-issuers/aws-sts/aws-sts-issuer.js';
+import type { CredentialIssuer, IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
+import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js';
+import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
+import { MalformedRequest, ScopeNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
+import { credentialFingerprint } from '../../src/lib/crypto.js';
+import { systemClock } from '../../src/lib/clock.js';
+import { TOKEN_TYPE } from '../../src/lib/urns.js';
+import { createLogger } from '../../src/log/logger.js';
+
+const REGION = 'eu-west-1';
+const AGENT_KEY = { accessKeyId: 'AKIAAGENTSTS00000001', secretAccessKey: 'agent-sts-own-secret/abcdefghijklmnopqrstuv' };
+const UNTRUSTED_KEY = { accessKeyId: 'AKIAUNTRUSTED0000001', secretAccessKey: 'untrusted-secret/abcdefghijklmnopqrstuvw' };
+const DEPLOY_ARN = 'arn:aws:iam::111122223333:role/agents/deploy';
+const READ_ARN = 'arn:aws:iam::111122223333:role/reader';
+const LONG_ARN = 'arn:aws:iam::111122223333:role/long';
+const XACCT_ARN = 'arn:aws:iam::444455556666:role/partner';
+
+const logLines: string[] = [];
+const logger = createLogger({ level: 'trace', destination: { write: (s: string) => void logLines.push(s) } });
+const ctx = (now = new Date()): CallContext => ({ requestId: 'test', now });
+const env = { AGS_AWS_SECRET: AGENT_KEY.secretAccessKey, AGS_WRONG_SECRET: 'not-the-right-secret/abcdefghijklmnopq', AGS_UNTRUSTED_SECRET: UNTRUSTED_KEY.secretAccessKey };
+const deps: IssuerDeps = { logger, clock: systemClock, signer: {} as IssuerDeps['signer'], issuerUrl: 'https://sts.test.invalid', env };
+
+/** Every secret that passed through this file; none may appear in a log line or an error. */
+const secrets: string[] = [AGENT_KEY.secretAccessKey, UNTRUSTED_KEY.secretAccessKey, env.AGS_WRONG_SECRET];
+const errors: unknown[] = [];
+
+const workload = (subject = 'github://acme/payments@refs/heads/main'): BlendedIdentity['workload'] => ({
+  kind: 'workload', provider: 'gha', providerType: 'github-actions', subject, attributes: {}, claims: {}, expiresAt: new Date(Date.now() + 3600_000),
+});
+const human = (subject = 'alice@example.com'): NonNullable<BlendedIdentity['human']> => ({
+  kind: 'human', provider: 'okta', issuer: 'https://idp.example.com', subject, groups: [], roles: [], expiresAt: new Date(Date.now() + 3600_000),
+});
+
+const SESSION_POLICY = {
+  Version: '2012-10-17',
+  Statement: [
+    { Effect: 'Allow', Action: ['s3:GetObject', 's3:PutObject'], Resource: 'arn:aws:s3:::deploy-artifacts/${task_id}/*' },
+    { Effect: 'Allow', Action: 's3:ListBucket', Resource: 'arn:aws:s3:::deploy-artifacts', Condition: { StringLike: { 's3:prefix': ['${task_id}/*', '${aws:PrincipalTag/agent-sts:task}/*'] } } },
+    { Sid: 'Who', Effect: 'Deny', Action: 'iam:*', Resource: '*', Condition: { StringNotEquals: { 'aws:SourceIdentity': '${source_identity}' } } },
+  ],
+};
+
+describe('aws-sts credential issuer (AssumeRole against a SigV4-checking fake STS)', () => {
+  let sts: FakeSts;
+  const make = (extra: Record<string, unknown> = {}, name = 'aws'): CredentialIssuer =>
+    awsStsIssuerPlugin.create(
+      name,
+      AwsStsIssuerConfigSchema.parse({
+        region: REGION,
+        endpoint: sts.url,
+        credentials: { accessKeyId: AGENT_KEY.accessKeyId, secretAccessKey: { fromEnv: 'AGS_AWS_SECRET' } },
+        roles: {
+          'aws:deploy': { roleArn: DEPLOY_ARN, sessionPolicy: SESSION_POLICY, transitiveTags: true },
+          'aws:read': { roleArn: READ_ARN },
+          'aws:long': { roleArn: LONG_ARN, maxDuration: '2h' },
+          'aws:partner': { roleArn: XACCT_ARN, externalId: 'partner-ext-id-42' },
+          'aws:big': { roleArn: READ_ARN, sessionPolicy: { Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:GetObject', Resource: `arn:aws:s3:::b/${'${workload}/'.repeat(60)}*` }] } },
+        },
+        ...extra,
+      }),
+      deps,
+    );
+
+  async function issue(issuer: CredentialIssuer, scopes: string[], over: { ttl?: number; taskId?: string; identity?: Partial<BlendedIdentity> } = {}): Promise<Credential> {
+    const taskId = over.taskId ?? 't_abcdefghij0123456789';
+    const cred = await issuer.issue(
+      {
+        decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: over.ttl ?? 1800, reasons: [] },
+        identity: { workload: workload(), human: human(), priorActors: [], ...over.identity },
+        taskId,
+        credentialId: 'cred-1',
+        requestedTarget: 'aws',
+        ttlSeconds: over.ttl ?? 1800,
+      },
+      ctx(),
+    );
+    const s = cred.structured!.reveal();
+    secrets.push(String(s.SecretAccessKey), String(s.SessionToken));
+    return cred;
+  }
+  async function failure(p: Promise<unknown>): Promise<Error> {
+    const e = await p.then(
+      () => {
+        throw new Error('expected a failure');
+      },
+      (x: unknown) => x as Error,
+    );
+    errors.push(e);
+    return e;
+  }
+  const last = () => sts.assumeRoleCalls.at(-1)!;
+
+  beforeAll(async () => {
+    sts = await startFakeSts({
+      region: REGION,
+      keys: [
+        { ...AGENT_KEY, identity: { type: 'user', account: '111122223333', userName: 'agent-sts', userId: 'AIDAAGENTSTS' } },
+        { ...UNTRUSTED_KEY, identity: { type: 'user', account: '999988887777', userName: 'intruder', userId: 'AIDAINTRUDER' } },
+      ],
+      roles: [
+        { arn: DEPLOY_ARN, roleId: 'AROADEPLOYROLE0000001', trustedAccessKeyIds: [AGENT_KEY.accessKeyId] },
+        { arn: READ_ARN, roleId: 'AROAREADROLE00000001' },
+        { arn: LONG_ARN, roleId: 'AROALONGROLE00000001', maxSessionDuration: 7200 },
+        { arn: XACCT_ARN, roleId: 'AROAPARTNER000000001', externalId: 'partner-ext-id-42' },
+      ],
+    });
+  });
+  afterAll(async () => {
+    await sts.close();
+    // No secret key, session token or own secret in any log line or error.
+    expect(secrets.length).toBeGreaterThan(6);
+    const leaks = logLines.filter((l) => secrets.some((s) => l.includes(s)));
+    expect(leaks).toEqual([]);
+    for (const e of errors) {
+      const text = `${(e as Error).message}\n${(e as Error).stack}\n${inspect(e, { depth: 10 })}\n${JSON.stringify(e)}`;
+      for (const s of secrets) expect(text).not.toContain(s);
+    }
+  });
+
+  it('is registered in the catalog as aws-sts', () => {
+    expect(credentialIssuerCatalog.get('aws-sts')).toBe(awsStsIssuerPlugin);
+    expect(make().issuedTokenTypes).toEqual([TOKEN_TYPE.awsCredentials]);
+    expect(TOKEN_TYPE.awsCredentials).toBe('urn:agent-sts:token-type:aws-credentials');
+  });
+
+  it('assumes the scope\'s role with the exact agent-sts parameters and returns credential_process credentials', async () => {
+    const before = Date.now();
+    const cred = await issue(make(), ['aws:deploy']);
+    const call = last();
+    expect(call).toMatchObject({
+      status: 200,
+      callerAccessKeyId: AGENT_KEY.accessKeyId,
+      RoleArn: DEPLOY_ARN,
+      RoleSessionName: 'ags-t_abcdefghij0123456789',
+      SourceIdentity: 'alice@example.com', // the human, when present
+      DurationSeconds: 1800,
+      ExternalId: undefined,
+    });
+    expect(call.Tags).toEqual([
+      { Key: 'agent-sts:task', Value: 't_abcdefghij0123456789' },
+      { Key: 'agent-sts:subject', Value: 'github://acme/payments@refs/heads/main' },
+      { Key: 'agent-sts:human', Value: 'alice@example.com' },
+    ]);
+    expect(call.TransitiveTagKeys).toEqual(['agent-sts:task', 'agent-sts:subject', 'agent-sts:human']);
+    // Placeholders substituted inside the JSON strings; IAM's own ${aws:...} variables untouched.
+    expect(JSON.parse(call.Policy!)).toEqual({
+      Version: '2012-10-17',
+      Statement: [
+        { Effect: 'Allow', Action: ['s3:GetObject', 's3:PutObject'], Resource: 'arn:aws:s3:::deploy-artifacts/t_abcdefghij0123456789/*' },
+        { Effect: 'Allow', Action: 's3:ListBucket', Resource: 'arn:aws:s3:::deploy-artifacts', Condition: { StringLike: { 's3:prefix': ['t_abcdefghij0123456789/*', '${aws:PrincipalTag/agent-sts:task}/*'] } } },
+        { Sid: 'Who', Effect: 'Deny', Action: 'iam:*', Resource: '*', Condition: { StringNotEquals: { 'aws:SourceIdentity': 'alice@example.com' } } },
+      ],
+    });
+
+    const s = cred.structured!.reveal();
+    expect(Object.keys(s)).toEqual(['Version', 'AccessKeyId', 'SecretAccessKey', 'SessionToken', 'Expiration']);
+    expect(s).toMatchObject({ Version: 1, AccessKeyId: call.issuedAccessKeyId, Expiration: new Date(call.expiration!).toISOString() });
+    expect(cred).toMatchObject({ id: 'cred-1', issuedTokenType: TOKEN_TYPE.awsCredentials, tokenType: 'N_A' });
+    expect(cred.accessToken.reveal()).toBe(s.SessionToken);
+    expect(cred.fingerprint).toBe(credentialFingerprint(String(s.SessionToken)));
+    // Truthful expiry: AWS's Expiration, which is the granted 1800 s.
+    expect(cred.expiresAt.toISOString()).toBe(new Date(call.expiration!).toISOString());
+    expect(cred.expiresAt.getTime()).toBeGreaterThan(before + 1790_000);
+    expect(cred.expiresAt.getTime()).toBeLessThanOrEqual(Date.now() + 1800_000);
+    expect(cred.revocationHandle).toEqual({
+      roleArn: DEPLOY_ARN,
+      roleSessionName: 'ags-t_abcdefghij0123456789',
+      sourceIdentity: 'alice@example.com',
+      assumedRoleId: 'AROADEPLOYROLE0000001:ags-t_abcdefghij0123456789',
+      accessKeyId: s.AccessKeyId,
+      expiresAt: cred.expiresAt.toISOString(),
+    });
+
+    // The credentials work: the same (SigV4-checking) STS knows the caller as the assumed role.
+    const asRole = new STSClient({ region: REGION, endpoint: sts.url, credentials: { accessKeyId: String(s.AccessKeyId), secretAccessKey: String(s.SecretAccessKey), sessionToken: String(s.SessionToken) } });
+    const who = await asRole.send(new GetCallerIdentityCommand({}));
+    expect(who.Arn).toBe('arn:aws:sts::111122223333:assumed-role/deploy/ags-t_abcdefghij0123456789');
+    asRole.destroy();
+  });
+
+  it('uses the workload as SourceIdentity without a human, sanitises it, and caps the duration at the role maximum', async () => {
+    const issuer = make();
+    const cred = await issue(issuer, ['aws:read'], { ttl: 7200, identity: { human: undefined } });
+    expect(last()).toMatchObject({
+      status: 200,
+      RoleArn: READ_ARN,
+      SourceIdentity: 'github___acme_payments@refs_heads_main',
+      DurationSeconds: 3600, // maxDuration default 1h, not the 7200 s asked for
+      Policy: undefined,
+      TransitiveTagKeys: [],
+    });
+    expect(last().Tags.map((t) => t.Key)).toEqual(['agent-sts:task', 'agent-sts:subject']);
+    expect(cred.expiresAt.getTime() - Date.now()).toBeLessThanOrEqual(3600_000);
+    expect(cred.expiresAt.getTime() - Date.now()).toBeGreaterThan(3590_000);
+
+    await issue(issuer, ['aws:long'], { ttl: 7200, identity: { human: undefined } });
+    expect(last()).toMatchObject({ status: 200, RoleArn: LONG_ARN, DurationSeconds: 7200 });
+    await issue(issuer, ['aws:partner'], { identity: { human: undefined } });
+    expect(last()).toMatchObject({ status: 200, RoleArn: XACCT_ARN, ExternalId: 'partner-ext-id-42' });
+  });
+
+  it('keeps long or odd subjects and task ids within AWS limits (the fake enforces them)', async () => {
+    const longSubject = `spiffe://cluster.local/ns/${'very-long-namespace-'.repeat(8)}/sa/ünïcödé agent#1`;
+    const longHuman = `aws:${'x'.repeat(300)}`;
+    await issue(make(), ['aws:deploy'], { taskId: `t_${'z'.repeat(80)}`, identity: { workload: workload(longSubject), human: human(longHuman) } });
+    const c = last();
+    expect(c.status).toBe(200);
+    expect(c.RoleSessionName!.length).toBeLessThanOrEqual(64);
+    expect(c.RoleSessionName).toMatch(/^ags-t_z+\.[0-9a-f]{10}$/);
+    expect(c.SourceIdentity!.length).toBeLessThanOrEqual(64);
+    expect(c.SourceIdentity).toMatch(/^[A-Za-z0-9_=,.@-]{2,64}$/);
+    expect(c.SourceIdentity!.toLowerCase().startsWith('aws:')).toBe(false);
+    for (const t of c.Tags) expect(t.Value.length).toBeLessThanOrEqual(256);
+    expect(c.Tags.find((t) => t.Key === 'agent-sts:subject')!.Value).toContain('ünïcödé agent_1'); // letters and spaces are AWS tag characters, '#' is not
+
+    await issue(make(), ['aws:read'], { identity: { human: human('a') } });
+    expect(last()).toMatchObject({ status: 200, SourceIdentity: 'a_' });
+  });
+
+  it('refuses a lifetime under 900 s before calling AWS', async () => {
+    const n = sts.assumeRoleCalls.length;
+    const e = await failure(issue(make(), ['aws:read'], { ttl: 899 }));
+    expect(e).toBeInstanceOf(MalformedRequest);
+    expect((e as MalformedRequest).publicMessage).toBe('AWS sessions last at least 900 s; ask for requested_lifetime >= 900 or change the policy');
+    expect(sts.assumeRoleCalls.length).toBe(n);
+  });
+
+  it('refuses a session policy that renders over 2048 characters before calling AWS', async () => {
+    const n = sts.assumeRoleCalls.length;
+    const e = await failure(issue(make(), ['aws:big']));
+    expect(e).toBeInstanceOf(AwsStsRequestRejected);
+    expect(e.message).toMatch(/session policy of scope aws:big renders to \d+ characters; AWS allows 2048/);
+    expect(sts.assumeRoleCalls.length).toBe(n);
+  });
+
+  it('refuses several scopes, no scope, or an unmapped scope', async () => {
+    const n = sts.assumeRoleCalls.length;
+    for (const scopes of [['aws:read', 'aws:deploy'], [], ['aws:unknown']]) {
+      const e = await failure(issue(make(), scopes));
+      expect(e).toBeInstanceOf(ScopeNotAllowed);
+    }
+    expect(sts.assumeRoleCalls.length).toBe(n);
+  });
+
+  it('rejects bad configuration at load time', () => {
+    const base = { region: REGION, roles: { s: { roleArn: READ_ARN } } };
+    expect(AwsStsIssuerConfigSchema.safeParse(base).success).toBe(true);
+    expect(AwsStsIssuerConfigSchema.parse(base).maxDuration).toBe(3600);
+    const bad = (over: Record<string, unknown>) => AwsStsIssuerConfigSchema.safeParse({ ...base, ...over }).success;
+    expect(bad({ extra: 1 })).toBe(false);
+    expect(bad({ roles: {} })).toBe(false);
+    expect(bad({ roles: { s: { roleArn: 'arn:aws:iam::1:user/x' } } })).toBe(false);
+    expect(bad({ roles: { s: { roleArn: READ_ARN, sessionPolicy: { Version: '2012-10-17', Statement: [{ Resource: '${taskid}' }] } } } })).toBe(false); // typo'd placeholder
+    expect(bad({ roles: { s: { roleArn: READ_ARN, sessionPolicy: { Version: '2012-10-17', Statement: [{ Resource: 'x'.repeat(2100) }] } } } })).toBe(false);
+    expect(bad({ maxDuration: '10m' })).toBe(false);
+    expect(bad({ maxDuration: '13h' })).toBe(false);
+    expect(bad({ credentials: { accessKeyId: AGENT_KEY.accessKeyId, secretAccessKey: 'inline-secret' } })).toBe(false);
+  });
+
+  it('maps wrong signing keys, untrusted callers and AccessDenied to own-credentials-rejected', async () => {
+    for (const credentials of [
+      { accessKeyId: AGENT_KEY.accessKeyId, secretAccessKey: { fromEnv: 'AGS_WRONG_SECRET' } }, // SignatureDoesNotMatch
+      { accessKeyId: 'AKIANOBODY0000000001', secretAccessKey: { fromEnv: 'AGS_AWS_SECRET' } }, // InvalidClientTokenId
+      { accessKeyId: UNTRUSTED_KEY.accessKeyId, secretAccessKey: { fromEnv: 'AGS_UNTRUSTED_SECRET' } }, // AccessDenied (trust policy)
+    ]) {
+      const e = await failure(issue(make({ credentials }), ['aws:deploy']));
+      expect(e).toBeInstanceOf(UpstreamUnavailable);
+      expect((e as UpstreamUnavailable).detail).toMatchObject({ cause: 'own-credentials-rejected', issuer: 'aws', roleArn: DEPLOY_ARN });
+    }
+    expect(sts.calls.slice(-3).map((c) => c.code)).toEqual(['SignatureDoesNotMatch', 'InvalidClientTokenId', 'AccessDenied']);
+    expect(logLines.some((l) => l.includes('AWS STS refused agent-sts credentials'))).toBe(true);
+  });
+
+  it('reports AWS refusing the packed policy as a clear configuration error', async () => {
+    const small = await startFakeSts({ region: REGION, keys: [{ ...AGENT_KEY, identity: { type: 'user', account: '111122223333', userName: 'a', userId: 'AIDAX' } }], roles: [{ arn: DEPLOY_ARN, roleId: 'AROAX' }], packedPolicyBudget: 300 });
+    try {
+      const e = await failure(issue(make({ endpoint: small.url }), ['aws:deploy']));
+      expect(e).toBeInstanceOf(AwsStsRequestRejected);
+      expect(e.message).toMatch(/AWS STS rejected AssumeRole \(PackedPolicyTooLarge(Exception)?\): Packed policy consumes/);
+      expect(small.assumeRoleCalls.at(-1)).toMatchObject({ status: 400, code: 'PackedPolicyTooLarge' });
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('maps STS down or failing to UpstreamUnavailable', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const down = await failure(issue(make({ endpoint: `http://127.0.0.1:${port}` }), ['aws:read']));
+    expect(down).toBeInstanceOf(UpstreamUnavailable);
+    expect((down as UpstreamUnavailable).detail).toMatchObject({ cause: 'api-unreachable' });
+
+    sts.failWith(500);
+    try {
+      const e = await failure(issue(make(), ['aws:read']));
+      expect(e).toBeInstanceOf(UpstreamUnavailable);
+      expect((e as UpstreamUnavailable).detail).toMatchObject({ cause: 'api-error', httpStatus: 500 });
+    } finally {
+      sts.failWith(null);
+    }
+  });
+
+  it('revoke: refuses clearly before Expiration (not built), resolves once the session has lapsed', async () => {
+    const issuer = make();
+    expect(issuer.needsActiveRevocation).toBe(true);
+    const cred = await issue(issuer, ['aws:read']);
+    const handle = cred.revocationHandle as AwsStsHandle;
+    const e = await failure(issuer.revoke(handle, ctx()));
+    expect(e).toBeInstanceOf(AwsSessionRevocationUnavailable);
+    expect(e.message).toMatch(/@aws-sdk\/client-iam/);
+    expect(e.message).toContain(`stays valid until ${handle.expiresAt}`);
+    await expect(issuer.revoke(handle, ctx(new Date(Date.parse(handle.expiresAt) + 1000)))).resolves.toBeUndefined();
+    await expect(issuer.revoke({ user: 'x' }, ctx())).rejects.toThrow(/not an AWS session handle/);
+    await issuer.close?.();
+  });
+});
