@@ -2,7 +2,9 @@
 // depends on it (STANDARDS §8): the App JWT is verified (RS256 with the App's public key, iss = App
 // ID, exp at most 10 minutes ahead), requested repositories/permissions must be within the
 // installation's (else 422), tokens are real bearer tokens for GET /installation/repositories and die
-// on DELETE /installation/token (401 afterwards).
+// on DELETE /installation/token (401 afterwards). Tokens also work at GET /repos/{owner}/{repo}
+// (404 for a repository the token does not cover) and PUT /repos/{owner}/{repo}/contents/{path}
+// (403 without contents:write). Faults: failWith (status), delayMs (slow), malformed (200, not JSON).
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -57,6 +59,13 @@ export interface FakeGitHub {
   isLive(token: string): boolean;
   /** When set, every request is answered with this status (e.g. 503: GitHub having a bad day). */
   failWith: number | null;
+  /**
+   * When > 0, every request is held this long before it is handled (a slow GitHub). A request whose
+   * caller has given up (disconnected) meanwhile is dropped unprocessed, as by a gateway queue.
+   */
+  delayMs: number;
+  /** When true, every request is answered 200 with a body that is not JSON (a misbehaving proxy). */
+  malformed: boolean;
   close(): Promise<void>;
 }
 
@@ -79,7 +88,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const repoJson = (r: FakeRepo) => ({ id: r.id, name: r.name, full_name: `${owner}/${r.name}`, private: true });
   const calls: GitHubCall[] = [];
   const tokens: string[] = [];
-  const state = { failWith: null as number | null };
+  const state = { failWith: null as number | null, delayMs: 0, malformed: false };
 
   const authOf = (req: IncomingMessage): { scheme: string; credential: string } => {
     const m = /^(\S+)\s+(\S+)$/.exec(req.headers.authorization ?? '');
@@ -111,6 +120,14 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
 
   async function handle(req: IncomingMessage, res: ServerResponse, call: GitHubCall): Promise<number> {
     const url = new URL(req.url ?? '/', 'http://x');
+    if (state.delayMs > 0) {
+      await new Promise((r) => setTimeout(r, state.delayMs));
+      if (res.destroyed || req.socket.destroyed) return 0; // the caller gave up: nothing happens
+    }
+    if (state.malformed) {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end('<html><body>502 Bad Gateway</body></html>');
+      return 200;
+    }
     if (state.failWith) return (json(res, state.failWith, { message: 'Service Unavailable' }), state.failWith);
     if (!req.headers['user-agent'])
       return (json(res, 403, { message: 'Request forbidden by administrative rules. Please make sure your request has a User-Agent header' }), 403);
@@ -194,6 +211,20 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       return 200;
     }
 
+    // A repository through an installation token: 404 (not 403) for one the token does not cover, as GitHub.
+    const repoRoute = /^(GET|PUT) \/repos\/([^/]+)\/([^/]+)(\/contents\/.+)?$/.exec(route);
+    if (repoRoute && (repoRoute[1] === 'GET') === !repoRoute[4]) {
+      const t = liveToken(req);
+      if (!t) return (json(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest' }), 401);
+      const r = repoRoute[2] === owner ? opts.repositories.find((x) => x.name === repoRoute[3] && t.repositoryIds.includes(x.id)) : undefined;
+      if (!r) return (json(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' }), 404);
+      if (repoRoute[1] === 'GET') return (json(res, 200, repoJson(r)), 200);
+      await readBody(req);
+      const level = t.permissions.contents;
+      if (!level || RANK[level] < RANK.write) return (json(res, 403, { message: 'Resource not accessible by integration', documentation_url: 'https://docs.github.com/rest' }), 403);
+      return (json(res, 201, { content: { path: repoRoute[4]!.slice('/contents/'.length) } }), 201);
+    }
+
     json(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' });
     return 404;
   }
@@ -223,6 +254,18 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     },
     set failWith(v: number | null) {
       state.failWith = v;
+    },
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(v: number) {
+      state.delayMs = v;
+    },
+    get malformed() {
+      return state.malformed;
+    },
+    set malformed(v: boolean) {
+      state.malformed = v;
     },
     close: () =>
       new Promise<void>((r) => {

@@ -250,6 +250,10 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
         } catch (e) {
           throw issueError(e);
         }
+        // An answer without a token (GitHub or a proxy answering something that is not the
+        // access-token JSON) is an upstream failure: there is nothing to hand out or revoke.
+        if (typeof inst?.token !== 'string' || !inst.token || Number.isNaN(Date.parse(String(inst.expiresAt))))
+          throw new UpstreamUnavailable('GitHub could not issue a token; try again later', { detail: { issuer: name, cause: 'api-error', reason: 'malformed access-token answer' } });
         const token = inst.token;
         const githubExpiresAt = new Date(inst.expiresAt);
         const revokeNow = async (why: string) => {

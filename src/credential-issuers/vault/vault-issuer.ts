@@ -150,7 +150,9 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
       endpoint: config.endpoint,
       debug: () => undefined, // node-vault's debug output includes request bodies (AppRole secret_id)
       requestOptions: { timeout: config.timeoutMs, strictSSL: true },
-    });
+      // node-vault 0.12 (axios) ignores requestOptions in client.request(); rpDefaults is applied.
+      rpDefaults: { timeout: config.timeoutMs },
+    } as Parameters<typeof nodeVault>[0]);
     // node-vault falls back to VAULT_TOKEN / VAULT_NAMESPACE / VAULT_PREFIX from the process
     // environment; agent-sts sends only what its configuration says.
     Object.assign(client as unknown as Record<string, unknown>, { token: '', namespace: '', pathPrefix: '' });
@@ -293,6 +295,8 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
         if (!path) throw new ScopeNotAllowed('the requested scope is not available for this target', { detail: { issuer: name, scope } });
 
         const res = await call<VaultSecretResponse>('secret read', { path: `/${path}`, method: 'GET' });
+        if (res === null || typeof res !== 'object' || Array.isArray(res))
+          throw new UpstreamUnavailable('the secret store answered something unusable; try again later', { detail: { issuer: name, cause: 'api-error', reason: 'the answer is not a Vault JSON envelope' } });
         const leaseId = res.lease_id;
         const leaseDuration = res.lease_duration;
         const data = res.data;
