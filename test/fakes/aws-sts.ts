@@ -5,6 +5,13 @@
 // With `roles` it also answers sts:AssumeRole (Query protocol, as the SDK sends it): parameters are
 // validated like AWS does (STANDARDS §5.3), the parsed request is recorded in `assumeRoleCalls`, and
 // the minted session keys are accepted by this same fake afterwards (GetCallerIdentity as the role).
+// The same server also speaks the IAM Query API (requests signed for service "iam", as
+// @aws-sdk/client-iam sends them to an endpoint override): GetRolePolicy / PutRolePolicy /
+// DeleteRolePolicy on the roles' inline policies. Those policies are enforced on the sessions this
+// fake issued: an explicit Deny whose Action and Condition match (aws:userid, aws:SourceIdentity,
+// aws:CurrentTime, aws:TokenIssueTime, aws:PrincipalArn; String*/Date* operators) refuses the call
+// with 403 AccessDenied. Like AWS, sts:GetCallerIdentity is never refused by a policy; use
+// sts:GetAccessKeyInfo (a policy-checked call that needs nothing else) to see whether a session is alive.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomUUID } from 'node:crypto';
@@ -20,6 +27,19 @@ export interface FakeStsKey {
   secretAccessKey: string;
   sessionToken?: string;
   identity: FakeStsIdentity;
+  /** Set on sessions minted by AssumeRole (policy condition keys). */
+  sourceIdentity?: string;
+  issuedAt?: Date;
+}
+
+/** One signed IAM request as the fake parsed it, and how it answered. */
+export interface FakeIamCall {
+  action: string;
+  callerAccessKeyId: string;
+  roleName?: string;
+  policyName?: string;
+  status: number;
+  code?: string;
 }
 
 export interface FakeStsCall {
@@ -75,6 +95,8 @@ export interface FakeStsOptions {
   /** Region the endpoint is in (credential scope must match); default us-east-1. */
   region?: string;
   now?: () => Date;
+  /** Access keys allowed iam:GetRolePolicy / PutRolePolicy / DeleteRolePolicy; default: every key in `keys` (not minted sessions). */
+  iamAccessKeyIds?: string[];
 }
 
 export interface FakeSts {
@@ -84,14 +106,26 @@ export interface FakeSts {
   assumeRoleCalls: FakeAssumeRoleCall[];
   /** Force every answer to this status (e.g. 500) until reset with null. */
   failWith(status: number | null): void;
+  /** The IAM endpoint (the same server; requests are told apart by their SigV4 service). */
+  iamUrl: string;
+  iamCalls: FakeIamCall[];
+  /** Force IAM answers only (STS keeps working) to this status until reset with null. */
+  failIamWith(status: number | null): void;
+  /** The inline policies of a role (by ARN): name -> policy document JSON. */
+  rolePolicies(roleArn: string): Record<string, string>;
+  /** Sets (or with null deletes) an inline role policy directly, bypassing IAM's API checks. */
+  setRolePolicy(roleArn: string, policyName: string, document: string | null): void;
   close(): Promise<void>;
 }
 
 const NS = 'https://sts.amazonaws.com/doc/2011-06-15/';
+const IAM_NS = 'https://iam.amazonaws.com/doc/2010-05-08/';
+/** IAM's inline role policy quota, characters not counting whitespace. */
+const IAM_ROLE_POLICY_MAX = 10_240;
 const SIG_WINDOW_MS = 15 * 60 * 1000;
 
-function errorXml(type: 'Sender' | 'Receiver', code: string, message: string): string {
-  return `<ErrorResponse xmlns="${NS}">\n  <Error>\n    <Type>${type}</Type>\n    <Code>${code}</Code>\n    <Message>${message}</Message>\n  </Error>\n  <RequestId>${randomUUID()}</RequestId>\n</ErrorResponse>\n`;
+function errorXml(type: 'Sender' | 'Receiver', code: string, message: string, ns = NS): string {
+  return `<ErrorResponse xmlns="${ns}">\n  <Error>\n    <Type>${type}</Type>\n    <Code>${code}</Code>\n    <Message>${message}</Message>\n  </Error>\n  <RequestId>${randomUUID()}</RequestId>\n</ErrorResponse>\n`;
 }
 
 function identityXml(id: FakeStsIdentity): string {
@@ -204,6 +238,55 @@ function assumeRoleProblem(c: FakeAssumeRoleCall, role: FakeStsRole | undefined,
   return undefined;
 }
 
+/** `*` / `?` glob of IAM action names and String*Like values. */
+function glob(pattern: string, value: string, caseInsensitive: boolean): boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, caseInsensitive ? 'i' : '');
+  return re.test(value);
+}
+const asList = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : v === undefined ? [] : [String(v)]);
+
+/** One condition operator block against the request context (AWS semantics for the operators the fake knows; unknown ones never match). */
+function conditionHolds(op: string, block: Record<string, unknown>, context: Record<string, string | undefined>): boolean {
+  const base = op.replace(/IfExists$/, '');
+  const ifExists = base !== op;
+  return Object.entries(block).every(([key, expected]) => {
+    const actual = Object.entries(context).find(([k]) => k.toLowerCase() === key.toLowerCase())?.[1];
+    const values = asList(expected);
+    if (actual === undefined) return ifExists || base.startsWith('StringNot');
+    switch (base) {
+      case 'StringEquals': return values.includes(actual);
+      case 'StringNotEquals': return !values.includes(actual);
+      case 'StringEqualsIgnoreCase': return values.some((v) => v.toLowerCase() === actual.toLowerCase());
+      case 'StringLike': return values.some((v) => glob(v, actual, false));
+      case 'StringNotLike': return !values.some((v) => glob(v, actual, false));
+      case 'DateLessThan': return values.some((v) => Date.parse(actual) < Date.parse(v));
+      case 'DateGreaterThan': return values.some((v) => Date.parse(actual) > Date.parse(v));
+      default: return false;
+    }
+  });
+}
+
+/** Whether an explicit Deny of these policy documents matches the action in this context (Resource is not evaluated: every call here is on "*"). */
+function explicitlyDenied(documents: string[], action: string, context: Record<string, string | undefined>): boolean {
+  for (const doc of documents) {
+    let parsed: { Statement?: unknown };
+    try {
+      parsed = JSON.parse(doc) as { Statement?: unknown };
+    } catch {
+      continue;
+    }
+    const statements = (Array.isArray(parsed.Statement) ? parsed.Statement : [parsed.Statement]) as Record<string, unknown>[];
+    for (const st of statements) {
+      if (!st || st.Effect !== 'Deny') continue;
+      const actionMatches = st.Action !== undefined ? asList(st.Action).some((a) => glob(a, action, true)) : !asList(st.NotAction).some((a) => glob(a, action, true));
+      if (!actionMatches) continue;
+      const cond = (st.Condition ?? {}) as Record<string, Record<string, unknown>>;
+      if (Object.entries(cond).every(([op, block]) => conditionHolds(op, block, context))) return true;
+    }
+  }
+  return false;
+}
+
 const randomUpper = (n: number) => randomUUID().replace(/-/g, '').toUpperCase().slice(0, n);
 
 const one = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v.join(',') : v);
@@ -216,10 +299,34 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
   const assumeRoleCalls: FakeAssumeRoleCall[] = [];
   const roles = new Map((opts.roles ?? []).map((r) => [r.arn, r] as const));
   let forced: number | null = null;
+  let forcedIam: number | null = null;
+  const iamCalls: FakeIamCall[] = [];
+  const iamAdmins = new Set(opts.iamAccessKeyIds ?? opts.keys.map((k) => k.accessKeyId));
+  /** role ARN -> policy name -> document */
+  const policies = new Map<string, Map<string, string>>();
+  const roleByName = (roleName: string) => [...roles.values()].find((r) => r.arn.slice(r.arn.lastIndexOf('/') + 1) === roleName);
+
+  /** For a session this fake minted: whether its role's inline policies explicitly deny `action` now. */
+  function sessionDenied(key: FakeStsKey, action: string): boolean {
+    if (key.identity.type !== 'assumed-role' || !key.issuedAt) return false;
+    const id = key.identity;
+    const role = [...roles.values()].find((r) => r.roleId === id.roleId);
+    if (!role) return false;
+    const docs = [...(policies.get(role.arn)?.values() ?? [])];
+    return explicitlyDenied(docs, action, {
+      'aws:userid': `${id.roleId}:${id.sessionName}`,
+      'aws:SourceIdentity': key.sourceIdentity,
+      'aws:CurrentTime': now().toISOString(),
+      'aws:TokenIssueTime': key.issuedAt.toISOString(),
+      'aws:PrincipalArn': role.arn,
+    });
+  }
 
   async function handle(req: IncomingMessage, body: string): Promise<{ status: number; xml: string; code?: string; accessKeyId?: string }> {
     const sender = (status: number, code: string, message: string, accessKeyId?: string) => ({ status, xml: errorXml('Sender', code, message), code, accessKeyId });
     if (forced !== null) return { status: forced, xml: errorXml('Receiver', 'InternalFailure', 'forced failure'), code: 'InternalFailure' };
+    if (forcedIam !== null && /\/iam\/aws4_request/.test(one(req.headers.authorization) ?? ''))
+      return { status: forcedIam, xml: errorXml('Receiver', 'ServiceFailure', 'forced failure', IAM_NS), code: 'ServiceFailure' };
     const url = new URL(req.url ?? '/', 'http://x');
     if (req.method !== 'POST' || url.pathname !== '/') return sender(400, 'InvalidAction', 'Could not find operation');
 
@@ -240,7 +347,9 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
     if (t - date.getTime() > SIG_WINDOW_MS)
       return sender(403, 'SignatureDoesNotMatch', `Signature expired: ${amzDate} is now earlier than ${new Date(t - SIG_WINDOW_MS).toISOString()}`, accessKeyId);
     if (date.getTime() - t > SIG_WINDOW_MS) return sender(403, 'SignatureDoesNotMatch', `Signature not yet current: ${amzDate}`, accessKeyId);
-    if (scopeDate !== amzDate!.slice(0, 8) || scopeService !== 'sts' || scopeRegion !== region)
+    // IAM is global: AWS signs it for us-east-1; the SDK signs an endpoint override with the client's region.
+    const regionOk = scopeRegion === region || (scopeService === 'iam' && scopeRegion === 'us-east-1');
+    if (scopeDate !== amzDate!.slice(0, 8) || (scopeService !== 'sts' && scopeService !== 'iam') || !regionOk)
       return sender(403, 'SignatureDoesNotMatch', 'Credential should be scoped to a valid region, service and date.', accessKeyId);
 
     const signed = signedHeaderList!.split(';');
@@ -259,8 +368,8 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
     for (const [k, v] of url.searchParams) query[k] = k in query ? [...[query[k]!].flat(), v] : v;
     const signer = new SignatureV4({
       credentials: { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey, sessionToken: key.sessionToken },
-      region,
-      service: 'sts',
+      region: scopeRegion!,
+      service: scopeService!,
       sha256: Sha256,
       applyChecksum: false,
     });
@@ -273,6 +382,16 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
       return sender(403, 'SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.', accessKeyId);
 
     const form = new URLSearchParams(body);
+    if (scopeService === 'iam') return iamAction(form, key);
+    const action = form.get('Action') ?? '';
+    if (action !== 'GetCallerIdentity' && sessionDenied(key, `sts:${action}`)) // AWS never refuses GetCallerIdentity by policy
+      return sender(403, 'AccessDenied', `User: ${callerArn(key.identity)} is not authorized to perform: sts:${action} with an explicit deny in an identity-based policy`, accessKeyId);
+    if (action === 'GetAccessKeyInfo' && form.get('Version') === '2011-06-15')
+      return {
+        status: 200,
+        xml: `<GetAccessKeyInfoResponse xmlns="${NS}">\n  <GetAccessKeyInfoResult>\n    <Account>${key.identity.account}</Account>\n  </GetAccessKeyInfoResult>\n  <ResponseMetadata>\n    <RequestId>${randomUUID()}</RequestId>\n  </ResponseMetadata>\n</GetAccessKeyInfoResponse>\n`,
+        accessKeyId,
+      };
     if (form.get('Action') === 'AssumeRole' && opts.roles && form.get('Version') === '2011-06-15') return assumeRole(form, key);
     if (form.get('Action') !== 'GetCallerIdentity') return sender(400, 'InvalidAction', `Could not find operation ${form.get('Action') ?? ''} for version ${form.get('Version') ?? ''}`, accessKeyId);
     if (form.get('Version') !== '2011-06-15') return sender(400, 'InvalidAction', 'Unsupported version', accessKeyId);
@@ -281,6 +400,59 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
 
   function callerArn(id: FakeStsIdentity): string {
     return id.type === 'user' ? `arn:aws:iam::${id.account}:user/${id.path ?? ''}${id.userName}` : `arn:aws:sts::${id.account}:assumed-role/${id.roleName}/${id.sessionName}`;
+  }
+
+  /** IAM Query API (Version 2010-05-08): inline role policies. */
+  function iamAction(form: URLSearchParams, caller: FakeStsKey): { status: number; xml: string; code?: string; accessKeyId?: string } {
+    const action = form.get('Action') ?? '';
+    const roleName = form.get('RoleName') ?? undefined;
+    const policyName = form.get('PolicyName') ?? undefined;
+    const call: FakeIamCall = { action, callerAccessKeyId: caller.accessKeyId, roleName, policyName, status: 0 };
+    iamCalls.push(call);
+    const answer = (status: number, xml: string, code?: string) => {
+      Object.assign(call, { status, code });
+      return { status, xml, code, accessKeyId: caller.accessKeyId };
+    };
+    const fail = (status: number, code: string, message: string) => answer(status, errorXml(status >= 500 ? 'Receiver' : 'Sender', code, xmlEscape(message), IAM_NS), code);
+    const ok = (inner: string) =>
+      answer(200, `<${action}Response xmlns="${IAM_NS}">\n${inner}  <ResponseMetadata>\n    <RequestId>${randomUUID()}</RequestId>\n  </ResponseMetadata>\n</${action}Response>\n`);
+    if (form.get('Version') !== '2010-05-08' || !['GetRolePolicy', 'PutRolePolicy', 'DeleteRolePolicy'].includes(action))
+      return fail(400, 'InvalidAction', `Could not find operation ${action} for version ${form.get('Version') ?? ''}`);
+    const role = roleName ? roleByName(roleName) : undefined;
+    const account = role ? /^arn:aws:iam::(\d{12}):/.exec(role.arn)?.[1] ?? '000000000000' : '000000000000';
+    const resource = `arn:aws:iam::${account}:role/${roleName ?? ''}`;
+    if (!iamAdmins.has(caller.accessKeyId) || sessionDenied(caller, `iam:${action}`))
+      return fail(403, 'AccessDenied', `User: ${callerArn(caller.identity)} is not authorized to perform: iam:${action} on resource: ${resource} because no identity-based policy allows the iam:${action} action`);
+    if (!roleName) return fail(400, 'ValidationError', validation('null', 'roleName', 'Member must not be null'));
+    if (!policyName || !/^[\w+=,.@-]{1,128}$/.test(policyName)) return fail(400, 'ValidationError', validation(policyName ?? 'null', 'policyName', 'Member must satisfy regular expression pattern: [\\w+=,.@-]+'));
+    if (!role) return fail(404, 'NoSuchEntity', `The role with name ${roleName} cannot be found.`);
+    const inline = policies.get(role.arn) ?? new Map<string, string>();
+    policies.set(role.arn, inline);
+    if (action === 'GetRolePolicy') {
+      const doc = inline.get(policyName);
+      if (doc === undefined) return fail(404, 'NoSuchEntity', `The role policy with name ${policyName} cannot be found.`);
+      return ok(
+        `  <GetRolePolicyResult>\n    <PolicyName>${xmlEscape(policyName)}</PolicyName>\n    <RoleName>${xmlEscape(roleName)}</RoleName>\n` +
+          `    <PolicyDocument>${xmlEscape(encodeURIComponent(doc))}</PolicyDocument>\n  </GetRolePolicyResult>\n`,
+      );
+    }
+    if (action === 'DeleteRolePolicy') {
+      if (!inline.delete(policyName)) return fail(404, 'NoSuchEntity', `The role policy with name ${policyName} cannot be found.`);
+      return ok('');
+    }
+    const doc = form.get('PolicyDocument');
+    if (!doc) return fail(400, 'ValidationError', validation('null', 'policyDocument', 'Member must not be null'));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(doc);
+    } catch {
+      return fail(400, 'MalformedPolicyDocument', 'This policy contains invalid Json');
+    }
+    if (!parsed || typeof parsed !== 'object' || !('Statement' in parsed)) return fail(400, 'MalformedPolicyDocument', 'Syntax errors in policy.');
+    const others = [...inline.entries()].filter(([n]) => n !== policyName).reduce((n, [, d]) => n + d.replace(/\s/g, '').length, 0);
+    if (others + doc.replace(/\s/g, '').length > IAM_ROLE_POLICY_MAX) return fail(409, 'LimitExceeded', `Maximum policy size of ${IAM_ROLE_POLICY_MAX} bytes exceeded for role ${roleName}`);
+    inline.set(policyName, doc);
+    return ok('');
   }
 
   function assumeRole(form: URLSearchParams, caller: FakeStsKey): { status: number; xml: string; code?: string; accessKeyId?: string } {
@@ -298,6 +470,8 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
       secretAccessKey: randomUUID() + randomUUID(),
       sessionToken: `FQoGZXIvYXdzE${Buffer.from(randomUUID() + randomUUID()).toString('base64')}`,
       identity: { type: 'assumed-role', account: account ?? '000000000000', roleName: roleName ?? 'role', roleId: role.roleId, sessionName: c.RoleSessionName! },
+      ...(c.SourceIdentity !== undefined ? { sourceIdentity: c.SourceIdentity } : {}),
+      issuedAt: now(),
     };
     keys.set(session.accessKeyId, session);
     const expiration = new Date(Math.floor(now().getTime() / 1000) * 1000 + (c.DurationSeconds ?? 3600) * 1000).toISOString().replace('.000Z', 'Z');
@@ -338,6 +512,18 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
     assumeRoleCalls,
     failWith: (status) => {
       forced = status;
+    },
+    iamUrl: url,
+    iamCalls,
+    failIamWith: (status) => {
+      forcedIam = status;
+    },
+    rolePolicies: (roleArn) => Object.fromEntries(policies.get(roleArn) ?? []),
+    setRolePolicy: (roleArn, policyName, document) => {
+      const inline = policies.get(roleArn) ?? new Map<string, string>();
+      policies.set(roleArn, inline);
+      if (document === null) inline.delete(policyName);
+      else inline.set(policyName, document);
     },
     close: () =>
       new Promise<void>((r) => {

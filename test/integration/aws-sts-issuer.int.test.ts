@@ -3,11 +3,12 @@
 // DurationSeconds sent, credentials in `credential_process` shape with AWS's own Expiration (and
 // usable: the fake accepts them for GetCallerIdentity), refusals before any call (lifetime < 900 s,
 // rendered policy too large, several scopes), own-credentials-rejected for bad signing keys or trust,
-// UpstreamUnavailable when STS is down, the revocation limits, and no secret in logs or errors.
+// UpstreamUnavailable when STS is down, early revocation through an inline deny statement on the role
+// (the fake's IAM stores it and enforces it on the sessions it issued), and no secret in logs or errors.
 import { inspect } from 'node:util';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { GetAccessKeyInfoCommand, GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
 import {
@@ -15,6 +16,8 @@ import {
   AwsStsIssuerConfigSchema,
   AwsSessionRevocationUnavailable,
   AwsStsRequestRejected,
+  REVOCATION_POLICY_NAME,
+  revocationStatement,
   type AwsStsHandle,
 } from '../../src/credential-issuers/aws-sts/aws-sts-issuer.js';
 import type { CredentialIssuer, IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
@@ -68,6 +71,7 @@ describe('aws-sts credential issuer (AssumeRole against a SigV4-checking fake ST
       AwsStsIssuerConfigSchema.parse({
         region: REGION,
         endpoint: sts.url,
+        iamEndpoint: sts.iamUrl,
         credentials: { accessKeyId: AGENT_KEY.accessKeyId, secretAccessKey: { fromEnv: 'AGS_AWS_SECRET' } },
         roles: {
           'aws:deploy': { roleArn: DEPLOY_ARN, sessionPolicy: SESSION_POLICY, transitiveTags: true },
@@ -113,6 +117,7 @@ describe('aws-sts credential issuer (AssumeRole against a SigV4-checking fake ST
   beforeAll(async () => {
     sts = await startFakeSts({
       region: REGION,
+      iamAccessKeyIds: [AGENT_KEY.accessKeyId], // the untrusted key signs fine but may not touch IAM
       keys: [
         { ...AGENT_KEY, identity: { type: 'user', account: '111122223333', userName: 'agent-sts', userId: 'AIDAAGENTSTS' } },
         { ...UNTRUSTED_KEY, identity: { type: 'user', account: '999988887777', userName: 'intruder', userId: 'AIDAINTRUDER' } },
@@ -324,17 +329,174 @@ describe('aws-sts credential issuer (AssumeRole against a SigV4-checking fake ST
     }
   });
 
-  it('revoke: refuses clearly before Expiration (not built), resolves once the session has lapsed', async () => {
-    const issuer = make();
-    expect(issuer.needsActiveRevocation).toBe(true);
-    const cred = await issue(issuer, ['aws:read']);
-    const handle = cred.revocationHandle as AwsStsHandle;
-    const e = await failure(issuer.revoke(handle, ctx()));
-    expect(e).toBeInstanceOf(AwsSessionRevocationUnavailable);
-    expect(e.message).toMatch(/@aws-sdk\/client-iam/);
-    expect(e.message).toContain(`stays valid until ${handle.expiresAt}`);
-    await expect(issuer.revoke(handle, ctx(new Date(Date.parse(handle.expiresAt) + 1000)))).resolves.toBeUndefined();
-    await expect(issuer.revoke({ user: 'x' }, ctx())).rejects.toThrow(/not an AWS session handle/);
-    await issuer.close?.();
+  describe('revoke (inline deny statement on the role, enforced by the fake)', () => {
+    const sessionClient = (cred: Credential) => {
+      const s = cred.structured!.reveal();
+      return new STSClient({ region: REGION, endpoint: sts.url, credentials: { accessKeyId: String(s.AccessKeyId), secretAccessKey: String(s.SecretAccessKey), sessionToken: String(s.SessionToken) } });
+    };
+    /** Whether AWS (the fake) still lets the session do anything: GetAccessKeyInfo is policy-checked, GetCallerIdentity never is. */
+    async function alive(cred: Credential): Promise<boolean> {
+      const c = sessionClient(cred);
+      try {
+        await c.send(new GetAccessKeyInfoCommand({ AccessKeyId: String(cred.structured!.reveal().AccessKeyId) }));
+        return true;
+      } catch (e) {
+        if ((e as { name?: string }).name === 'AccessDenied' && (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 403) return false;
+        throw e;
+      } finally {
+        c.destroy();
+      }
+    }
+    const revocationPolicy = (arn: string) => {
+      const doc = sts.rolePolicies(arn)[REVOCATION_POLICY_NAME];
+      return doc === undefined ? undefined : (JSON.parse(doc) as { Version: string; Statement: Record<string, unknown>[] });
+    };
+
+    it('ends exactly that session (aws:userid deny), leaves other sessions of the role working, and is idempotent', async () => {
+      const issuer = make();
+      expect(issuer.needsActiveRevocation).toBe(true);
+      const a = await issue(issuer, ['aws:read'], { taskId: 't_revokeA' });
+      const b = await issue(issuer, ['aws:read'], { taskId: 't_revokeB' }); // same role, same SourceIdentity (alice)
+      const ha = a.revocationHandle as AwsStsHandle;
+      expect(ha.assumedRoleId).toBe('AROAREADROLE00000001:ags-t_revokeA');
+
+      // The session works at the fake: it is the assumed role, and policy-checked calls pass.
+      const ca = sessionClient(a);
+      expect((await ca.send(new GetCallerIdentityCommand({}))).Arn).toBe('arn:aws:sts::111122223333:assumed-role/reader/ags-t_revokeA');
+      expect(await alive(a)).toBe(true);
+      expect(await alive(b)).toBe(true);
+
+      const iamBefore = sts.iamCalls.length;
+      await expect(issuer.revoke(ha, ctx())).resolves.toBeUndefined();
+      expect(sts.iamCalls.slice(iamBefore).map((c) => [c.action, c.roleName, c.policyName, c.status])).toEqual([
+        ['GetRolePolicy', 'reader', REVOCATION_POLICY_NAME, 404], // no policy yet: empty
+        ['PutRolePolicy', 'reader', REVOCATION_POLICY_NAME, 200],
+        ['GetRolePolicy', 'reader', REVOCATION_POLICY_NAME, 200], // verified after the write
+      ]);
+      expect(revocationPolicy(READ_ARN)).toEqual({ Version: '2012-10-17', Statement: [revocationStatement(ha)] });
+      expect(revocationStatement(ha)).toEqual({
+        Sid: expect.stringMatching(/^AgsRevokedagstrevokeA[0-9a-f]{12}$/),
+        Effect: 'Deny',
+        Action: '*',
+        Resource: '*',
+        Condition: { StringEquals: { 'aws:userid': 'AROAREADROLE00000001:ags-t_revokeA' }, DateLessThan: { 'aws:CurrentTime': ha.expiresAt } },
+      });
+
+      // Dead after revocation; the other session of the same role (and the same human) keeps working.
+      expect(await alive(a)).toBe(false);
+      expect(sts.calls.at(-1)).toMatchObject({ status: 403, code: 'AccessDenied', accessKeyId: ha.accessKeyId });
+      expect(await alive(b)).toBe(true);
+      // Like AWS, GetCallerIdentity is never refused by a policy (it grants nothing).
+      expect((await ca.send(new GetCallerIdentityCommand({}))).Arn).toContain('ags-t_revokeA');
+      ca.destroy();
+
+      // Twice: fine, and no write.
+      const n = sts.iamCalls.length;
+      await expect(issuer.revoke(ha, ctx())).resolves.toBeUndefined();
+      expect(sts.iamCalls.slice(n).map((c) => c.action)).toEqual(['GetRolePolicy']);
+      expect(revocationPolicy(READ_ARN)!.Statement).toHaveLength(1);
+
+      // After the Expiration: no IAM call at all.
+      const m = sts.iamCalls.length;
+      await expect(issuer.revoke(b.revocationHandle!, ctx(new Date(b.expiresAt.getTime() + 1000)))).resolves.toBeUndefined();
+      expect(sts.iamCalls.length).toBe(m);
+      expect(await alive(b)).toBe(true);
+      await expect(issuer.revoke({ user: 'x' }, ctx())).rejects.toThrow(/not an AWS session handle/);
+      expect(logLines.some((l) => l.includes('aws session revoked'))).toBe(true);
+      await issuer.close?.();
+      sts.setRolePolicy(READ_ARN, REVOCATION_POLICY_NAME, null);
+    });
+
+    it('prunes statements of lapsed sessions on the next revoke and keeps foreign and live statements', async () => {
+      const issuer = make();
+      const foreign = { Sid: 'HandWritten', Effect: 'Deny', Action: 's3:DeleteBucket', Resource: '*' };
+      sts.setRolePolicy(LONG_ARN, REVOCATION_POLICY_NAME, JSON.stringify({ Version: '2012-10-17', Id: 'kept', Statement: foreign }));
+      const short = await issue(issuer, ['aws:long'], { taskId: 't_prune_short', ttl: 900 });
+      const long = await issue(issuer, ['aws:long'], { taskId: 't_prune_long', ttl: 7200 });
+      const hs = short.revocationHandle as AwsStsHandle;
+      const hl = long.revocationHandle as AwsStsHandle;
+      await issuer.revoke(hs, ctx());
+      expect(revocationPolicy(LONG_ARN)!.Statement).toEqual([foreign, revocationStatement(hs)]);
+      // Later, once the short session has lapsed, the next revocation drops its statement.
+      await issuer.revoke(hl, ctx(new Date(Date.parse(hs.expiresAt) + 1000)));
+      expect(revocationPolicy(LONG_ARN)).toEqual({ Version: '2012-10-17', Id: 'kept', Statement: [foreign, revocationStatement(hl)] });
+      expect(await alive(long)).toBe(false); // still live at AWS's clock, so still denied
+      await issuer.close?.();
+      sts.setRolePolicy(LONG_ARN, REVOCATION_POLICY_NAME, null);
+    });
+
+    it('fails clearly rather than dropping live statements when the policy would exceed IAM\'s quota', async () => {
+      const issuer = make();
+      const big = JSON.stringify({ Version: '2012-10-17', Statement: [{ Sid: 'Big', Effect: 'Deny', Action: 's3:*', Resource: Array.from({ length: 370 }, (_, i) => `arn:aws:s3:::bucket-${String(i).padStart(4, '0')}`) }] });
+      expect(big.length).toBeGreaterThan(10_000); // valid on its own (≤ 10,240), too big with one more statement
+      expect(big.length).toBeLessThanOrEqual(10_240);
+      sts.setRolePolicy(LONG_ARN, REVOCATION_POLICY_NAME, big);
+      const cred = await issue(issuer, ['aws:long'], { taskId: 't_full' });
+      const e = await failure(issuer.revoke(cred.revocationHandle!, ctx()));
+      expect(e).toBeInstanceOf(AwsSessionRevocationUnavailable);
+      expect(e.message).toMatch(/inline policy agent-sts-revoked-sessions would be \d+ characters with only live deny statements \(IAM allows 10240\)/);
+      expect(sts.rolePolicies(LONG_ARN)[REVOCATION_POLICY_NAME]).toBe(big); // untouched
+      expect(await alive(cred)).toBe(true);
+      await issuer.close?.();
+      sts.setRolePolicy(LONG_ARN, REVOCATION_POLICY_NAME, null);
+    });
+
+    it('lands every statement when replicas revoke sessions of one role concurrently', async () => {
+      const replicas = [make(), make(), make(), make()];
+      const creds: Credential[] = [];
+      for (const [i] of replicas.entries()) creds.push(await issue(replicas[0]!, ['aws:long'], { taskId: `t_race${i}` }));
+      // Typically all read the (absent) policy before any writes, so later writes overwrite earlier ones; the re-read after each write makes the losers retry.
+      await Promise.all(replicas.map((r, i) => r.revoke(creds[i]!.revocationHandle!, ctx())));
+      const statements = revocationPolicy(LONG_ARN)!.Statement;
+      expect(statements).toHaveLength(4);
+      for (const c of creds) {
+        expect(statements).toContainEqual(revocationStatement(c.revocationHandle as AwsStsHandle));
+        expect(await alive(c)).toBe(false);
+      }
+      for (const r of replicas) await r.close?.();
+      sts.setRolePolicy(LONG_ARN, REVOCATION_POLICY_NAME, null);
+    });
+
+    it('denies by session name on the role for a handle without the assumed-role id', async () => {
+      const issuer = make();
+      const cred = await issue(issuer, ['aws:long'], { taskId: 't_noid' });
+      const { assumedRoleId: _id, ...handle } = cred.revocationHandle as AwsStsHandle;
+      await issuer.revoke(handle, ctx());
+      expect(revocationPolicy(LONG_ARN)!.Statement[0]!.Condition).toEqual({ StringLike: { 'aws:userid': '*:ags-t_noid' }, DateLessThan: { 'aws:CurrentTime': handle.expiresAt } });
+      expect(await alive(cred)).toBe(false);
+      await issuer.close?.();
+      sts.setRolePolicy(LONG_ARN, REVOCATION_POLICY_NAME, null);
+    });
+
+    it('maps IAM down or failing to UpstreamUnavailable and IAM AccessDenied to own-credentials-rejected', async () => {
+      const cred = await issue(make(), ['aws:read'], { taskId: 't_iamdown' });
+      const port = await new Promise<number>((resolve) => {
+        const s = createServer().listen(0, '127.0.0.1', () => {
+          const p = (s.address() as AddressInfo).port;
+          s.close(() => resolve(p));
+        });
+      });
+      const down = await failure(make({ iamEndpoint: `http://127.0.0.1:${port}` }).revoke(cred.revocationHandle!, ctx()));
+      expect(down).toBeInstanceOf(UpstreamUnavailable);
+      expect((down as UpstreamUnavailable).detail).toMatchObject({ cause: 'api-unreachable', issuer: 'aws', roleArn: READ_ARN });
+
+      sts.failIamWith(500);
+      try {
+        const e = await failure(make().revoke(cred.revocationHandle!, ctx()));
+        expect(e).toBeInstanceOf(UpstreamUnavailable);
+        expect((e as UpstreamUnavailable).detail).toMatchObject({ cause: 'api-error', httpStatus: 500 });
+      } finally {
+        sts.failIamWith(null);
+      }
+
+      const denied = await failure(make({ credentials: { accessKeyId: UNTRUSTED_KEY.accessKeyId, secretAccessKey: { fromEnv: 'AGS_UNTRUSTED_SECRET' } } }).revoke(cred.revocationHandle!, ctx()));
+      expect(denied).toBeInstanceOf(UpstreamUnavailable);
+      expect((denied as UpstreamUnavailable).detail).toMatchObject({ cause: 'own-credentials-rejected', code: 'AccessDenied', httpStatus: 403 });
+      expect(sts.iamCalls.at(-1)).toMatchObject({ action: 'GetRolePolicy', callerAccessKeyId: UNTRUSTED_KEY.accessKeyId, status: 403, code: 'AccessDenied' });
+      expect(logLines.some((l) => l.includes('AWS IAM refused agent-sts credentials'))).toBe(true);
+
+      expect(await alive(cred)).toBe(true); // nothing was written
+      expect(revocationPolicy(READ_ARN)).toBeUndefined();
+    });
   });
 });

@@ -1,4 +1,6 @@
 import { AssumeRoleCommand, STSClient, type AssumeRoleCommandInput, type Tag } from '@aws-sdk/client-sts';
+import { GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
+import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
 import type { BlendedIdentity } from '../../core/types.js';
@@ -16,6 +18,14 @@ export const AWS_MAX_SESSION_POLICY_CHARS = 2048;
 const SESSION_NAME_MAX = 64;
 const TAG_KEY_MAX = 128;
 const TAG_VALUE_MAX = 256;
+/** The inline role policy holding agent-sts's per-session deny statements (STANDARDS §5.4). */
+export const REVOCATION_POLICY_NAME = 'agent-sts-revoked-sessions';
+/** IAM's inline role policy quota (characters, whitespace not counted). */
+export const AWS_MAX_ROLE_POLICY_CHARS = 10_240;
+/** Sid prefix marking the statements agent-sts owns (and prunes) in that policy. */
+export const REVOCATION_SID_PREFIX = 'AgsRevoked';
+/** Read-modify-write attempts of one revocation when a concurrent writer overwrote the policy. */
+const REVOKE_ATTEMPTS = 4;
 
 /** Placeholders a session-policy template may use; anything else of this shape (no `:`) is a typo. */
 export const SESSION_POLICY_PLACEHOLDERS = ['task_id', 'workload', 'human', 'source_identity'] as const;
@@ -79,6 +89,8 @@ export const AwsStsIssuerConfigSchema = z
     region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'an AWS region such as us-east-1'),
     /** STS endpoint override (VPC endpoint, tests); default: the regional endpoint. */
     endpoint: z.url().optional(),
+    /** IAM endpoint override (VPC endpoint, tests) for early revocation; default: the partition's global IAM endpoint. */
+    iamEndpoint: z.url().optional(),
     /** agent-sts's own credentials; default: the SDK's provider chain (env, profile, web identity, ECS, IMDS). */
     credentials: z
       .object({ accessKeyId: z.string().regex(/^[A-Z0-9]{16,128}$/, 'an AWS access key id'), secretAccessKey: SecretRefSchema, sessionToken: SecretRefSchema.optional() })
@@ -125,7 +137,12 @@ export class AwsStsRequestRejected extends Error {
   }
 }
 
-/** Raised by revoke() before the session's Expiration: see the issuer's doc comment. */
+/**
+ * revoke() could not add the session's deny statement for a reason retrying soon will not fix: the
+ * role's revocation policy would exceed IAM's inline-policy size with only live statements in it,
+ * or its current content is not a policy agent-sts can safely rewrite. The sweep retries (statements
+ * lapse with their sessions); the message says what to do.
+ */
 export class AwsSessionRevocationUnavailable extends Error {
   constructor(
     message: string,
@@ -177,13 +194,60 @@ function renderPolicy(template: unknown, values: PlaceholderValues): unknown {
   return template;
 }
 
+type PolicyStatement = Record<string, unknown>;
+interface RoleInlinePolicy {
+  /** Top-level members other than Statement (Version, Id), kept as they are. */
+  rest: Record<string, unknown>;
+  statements: PolicyStatement[];
+}
+
+/** The role name of a role ARN (IAM's RoleName parameter: the last path segment). */
+export function roleNameOf(roleArn: string): string {
+  return roleArn.slice(roleArn.lastIndexOf('/') + 1);
+}
+
+/** The deny statement that ends one session: its Sid is derived from the session name (plus a hash of its `aws:userid`, so cut names stay distinct). */
+export function revocationStatement(handle: Pick<AwsStsHandle, 'roleArn' | 'roleSessionName' | 'assumedRoleId' | 'expiresAt'>): PolicyStatement {
+  const userid = handle.assumedRoleId ?? `*:${handle.roleSessionName}`;
+  const alnum = handle.roleSessionName.replace(/[^A-Za-z0-9]/g, '').slice(0, 48);
+  return {
+    Sid: `${REVOCATION_SID_PREFIX}${alnum}${sha256Hex(`${handle.roleArn}\n${userid}`).slice(0, 12)}`,
+    Effect: 'Deny',
+    Action: '*',
+    Resource: '*',
+    Condition: {
+      // aws:userid of an assumed-role session is `<RoleId>:<RoleSessionName>`: this session only. Without the
+      // RoleId (handles from before AssumedRoleId was recorded) the session name, unique per task, on this role.
+      [handle.assumedRoleId ? 'StringEquals' : 'StringLike']: { 'aws:userid': userid },
+      // Both a no-op once the session lapsed and the marker the pruning reads.
+      DateLessThan: { 'aws:CurrentTime': handle.expiresAt },
+    },
+  };
+}
+
+/** When one of agent-sts's statements stops mattering (its session's Expiration), or undefined for statements that are not ours. */
+function revocationStatementExpiry(st: PolicyStatement): number | undefined {
+  if (typeof st.Sid !== 'string' || !st.Sid.startsWith(REVOCATION_SID_PREFIX)) return undefined;
+  const cond = st.Condition as { DateLessThan?: Record<string, unknown> } | undefined;
+  const t = cond?.DateLessThan?.['aws:CurrentTime'];
+  const ms = typeof t === 'string' ? Date.parse(t) : NaN;
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** IAM's policy-size measure: characters outside whitespace (JSON.stringify output has none outside strings, so this is conservative). */
+const policyChars = (text: string) => text.replace(/\s/g, '').length;
+
 /** Codes meaning AWS refused agent-sts's own credentials or the trust relationship (not retryable by the caller). */
 const OWN_CREDENTIALS_REJECTED = new Set([
   'AccessDenied', 'AccessDeniedException', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'IncompleteSignature',
   'MissingAuthenticationToken', 'UnrecognizedClientException', 'ExpiredToken', 'ExpiredTokenException', 'InvalidAccessKeyId',
   'CredentialsProviderError',
 ]);
-const REQUEST_REJECTED = new Set(['MalformedPolicyDocument', 'MalformedPolicyDocumentException', 'PackedPolicyTooLarge', 'PackedPolicyTooLargeException', 'ValidationError', 'InvalidParameterValue']);
+const REQUEST_REJECTED = new Set([
+  'MalformedPolicyDocument', 'MalformedPolicyDocumentException', 'PackedPolicyTooLarge', 'PackedPolicyTooLargeException', 'ValidationError', 'InvalidParameterValue',
+  // IAM (revocation): policy over quota, service-linked role
+  'LimitExceeded', 'LimitExceededException', 'UnmodifiableEntity', 'UnmodifiableEntityException', 'InvalidInput', 'InvalidInputException',
+]);
 
 /** A copy of an SDK error with only its name, message (secrets cut out) and HTTP status: never the request or response. */
 function scrubbed(e: unknown, secrets: readonly string[]): Error {
@@ -222,37 +286,68 @@ function scrubbed(e: unknown, secrets: readonly string[]): Error {
  * MalformedPolicyDocument, PackedPolicyTooLarge, ValidationError → AwsStsRequestRejected (a
  * configuration problem; server_error to the caller). Secret keys and session tokens are never logged.
  *
- * Revocation — LIMITS: STS sessions cannot be deleted; they end at `Expiration`. Ending one early
- * (STANDARDS §5.4, IAM-REVOKE) means adding an inline deny policy to the *role* (iam:PutRolePolicy)
- * conditioned on `aws:SourceIdentity` or on `aws:userid` = `<RoleId>:<RoleSessionName>` (or, coarser,
- * `aws:TokenIssueTime` like the console's "Revoke active sessions"), and removing that statement after
- * the Expiration passed. That needs `@aws-sdk/client-iam`, which is not a dependency of agent-sts, so
- * it is NOT BUILT: revoke() before the Expiration throws AwsSessionRevocationUnavailable (the task end
- * reports the credential as revocation pending; the sweep retries and settles it once the session
- * has lapsed). After the Expiration revoke() resolves: nothing upstream is left. Keep granted
- * lifetimes short accordingly. No planHandle(): AssumeRole creates nothing upstream that outlives an
- * interrupted issuance except an unreturned session, which lapses by itself.
+ * Revocation (STANDARDS §5.4, IAM-REVOKE): STS sessions cannot be deleted; they end at `Expiration`.
+ * revoke() before the Expiration ends one session early by adding to the *role's* inline policy
+ * `agent-sts-revoked-sessions` (IAM GetRolePolicy, NoSuchEntity = empty, then PutRolePolicy, with
+ * `@aws-sdk/client-iam`: same region, credentials and timeouts as STS; `iamEndpoint` overrides the
+ * endpoint for VPC endpoints and tests) the statement
+ *   { Sid: "AgsRevoked<session name, alphanumerics><hash>", Effect: Deny, Action: *, Resource: *,
+ *     Condition: { StringEquals: { aws:userid: "<RoleId>:<RoleSessionName>" },
+ *                  DateLessThan: { aws:CurrentTime: "<the session's Expiration>" } } }
+ * `aws:userid` of an assumed-role session names that session only (SourceIdentity would not: it is
+ * the human's or workload's, shared by their other sessions). A handle without the AssumedRoleId
+ * falls back to `StringLike aws:userid "*:<RoleSessionName>"` (the session name is per task). The
+ * DateLessThan makes the statement a no-op once the session lapsed and is the marker the pruning
+ * reads: every revoke drops agent-sts's statements (Sid prefix `AgsRevoked`) whose Expiration has
+ * passed and keeps every other statement untouched. Idempotent: when the statement is already there
+ * (and nothing is to prune) no write happens. After the Expiration revoke() makes no call and resolves.
+ * LIMITS:
+ * - IAM is eventually consistent: the deny takes effect within seconds, not at once.
+ * - agent-sts needs iam:GetRolePolicy and iam:PutRolePolicy on every configured role (and the roles
+ *   must not be service-linked). An own-credentials refusal (AccessDenied …) → UpstreamUnavailable
+ *   (own-credentials-rejected); IAM unreachable / 5xx → UpstreamUnavailable (api-unreachable /
+ *   api-error); the task end reports revocation pending and the sweep retries.
+ * - Inline role policies are capped at 10,240 characters (whitespace not counted, all inline policies
+ *   of the role together); a statement is ~250, so roughly 35 sessions revoked and still live per role.
+ *   If only live statements would not fit, revoke() throws AwsSessionRevocationUnavailable (clear
+ *   message; nothing dropped, nothing written) and the session lives to its Expiration unless the
+ *   sweep's retry finds room after older statements lapse. Keep granted lifetimes short.
+ * - The policy is one document per role shared by all replicas, and IAM has no conditional write:
+ *   concurrent revocations on one role race (read-modify-write). After PutRolePolicy revoke() re-reads
+ *   the policy and, when its statement is missing (overwritten), starts over (up to 4 attempts with
+ *   jittered back-off; then UpstreamUnavailable, the sweep retries). This closes the window in
+ *   practice but is not a transaction: a writer whose read predates another's verified write can still
+ *   drop that statement, and an eventually consistent read may miss a just-written one.
+ * No planHandle(): AssumeRole creates nothing upstream that outlives an interrupted issuance except
+ * an unreturned session, which lapses by itself.
  */
 export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
   type: 'aws-sts',
   configSchema: AwsStsIssuerConfigSchema as unknown as z.ZodType<AwsStsIssuerConfig>,
   create(name, config, deps): CredentialIssuer {
     let client: STSClient | undefined;
+    let iamClient: IAMClient | undefined;
     /** Values that must never appear in an error message or log line. */
     let ownSecrets: string[] = [];
     const where = `credentialIssuers.${name}.credentials`;
+    let resolved: { accessKeyId: string; secretAccessKey: string; sessionToken?: string } | undefined | null = null;
     /** Resolves agent-sts's own credentials on first use (a missing secret is a configuration error, thrown as such). */
-    function getClient(): STSClient {
-      if (client) return client;
+    function ownCredentials() {
+      if (resolved !== null) return resolved;
       const own = config.credentials;
-      const credentials = own
+      resolved = own
         ? {
             accessKeyId: own.accessKeyId,
             secretAccessKey: resolveSecretRef(own.secretAccessKey, deps.env, `${where}.secretAccessKey`).reveal(),
             ...(own.sessionToken ? { sessionToken: resolveSecretRef(own.sessionToken, deps.env, `${where}.sessionToken`).reveal() } : {}),
           }
         : undefined;
-      ownSecrets = credentials ? [credentials.secretAccessKey, credentials.sessionToken ?? ''].filter(Boolean) : [];
+      ownSecrets = resolved ? [resolved.secretAccessKey, resolved.sessionToken ?? ''].filter(Boolean) : [];
+      return resolved;
+    }
+    function getClient(): STSClient {
+      if (client) return client;
+      const credentials = ownCredentials();
       client = new STSClient({
         region: config.region,
         ...(config.endpoint ? { endpoint: config.endpoint } : {}),
@@ -262,24 +357,69 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
       });
       return client;
     }
+    /** IAM, for early revocation: same credentials and timeouts; the SDK signs for the partition's IAM region. */
+    function getIamClient(): IAMClient {
+      if (iamClient) return iamClient;
+      const credentials = ownCredentials();
+      iamClient = new IAMClient({
+        region: config.region,
+        ...(config.iamEndpoint ? { endpoint: config.iamEndpoint } : {}),
+        ...(credentials ? { credentials } : {}),
+        requestHandler: { connectionTimeout: config.timeoutMs, requestTimeout: config.timeoutMs },
+        maxAttempts: 2,
+      });
+      return iamClient;
+    }
 
-    function classify(e: unknown, secrets: readonly string[], fields: Record<string, unknown>): Error {
+    function classify(e: unknown, secrets: readonly string[], fields: Record<string, unknown>, api = 'AWS STS', action = 'AssumeRole'): Error {
       const err = e as { name?: string; code?: string; $fault?: string; $metadata?: { httpStatusCode?: number } };
       const code = err.name === 'Error' || !err.name ? err.code : err.name;
       const status = err.$metadata?.httpStatusCode;
       const cause = scrubbed(e, secrets);
       const detail = { issuer: name, code, httpStatus: status, ...fields };
       if (code && REQUEST_REJECTED.has(code)) {
-        deps.logger.error({ ...detail, err: { message: cause.message } }, 'AWS STS rejected the AssumeRole request of this configuration');
-        return new AwsStsRequestRejected(`aws-sts issuer ${name}: AWS STS rejected AssumeRole (${code}): ${cause.message}`, detail);
+        deps.logger.error({ ...detail, err: { message: cause.message } }, `${api} rejected the ${action} request of this configuration`);
+        return new AwsStsRequestRejected(`aws-sts issuer ${name}: ${api} rejected ${action} (${code}): ${cause.message}`, detail);
       }
       if ((code && OWN_CREDENTIALS_REJECTED.has(code)) || status === 401 || status === 403) {
-        deps.logger.error({ ...detail, cause: 'own-credentials-rejected', err: { message: cause.message } }, 'AWS STS refused agent-sts credentials or the role trust policy');
+        deps.logger.error({ ...detail, cause: 'own-credentials-rejected', err: { message: cause.message } }, `${api} refused agent-sts credentials or the role trust policy`);
         return new UpstreamUnavailable('AWS refused agent-sts; try again later', { cause, detail: { ...detail, cause: 'own-credentials-rejected' } });
       }
       const why = status === undefined ? 'api-unreachable' : 'api-error';
-      deps.logger.warn({ ...detail, cause: why, err: { message: cause.message } }, 'AWS STS unavailable');
-      return new UpstreamUnavailable('AWS STS is unavailable; try again later', { cause, detail: { ...detail, cause: why } });
+      deps.logger.warn({ ...detail, cause: why, err: { message: cause.message } }, `${api} unavailable`);
+      return new UpstreamUnavailable(`${api} is unavailable; try again later`, { cause, detail: { ...detail, cause: why } });
+    }
+
+    const isNoSuchEntity = (e: unknown) => ['NoSuchEntity', 'NoSuchEntityException'].includes((e as { name?: string }).name ?? '') || (e as { Code?: string }).Code === 'NoSuchEntity';
+
+    /** The role's revocation policy (empty when it does not exist). */
+    async function readRevocationPolicy(roleName: string, fields: Record<string, unknown>): Promise<RoleInlinePolicy> {
+      let doc: string | undefined;
+      try {
+        const out = await getIamClient().send(new GetRolePolicyCommand({ RoleName: roleName, PolicyName: REVOCATION_POLICY_NAME }));
+        doc = out.PolicyDocument;
+      } catch (e) {
+        if (isNoSuchEntity(e)) return { rest: { Version: '2012-10-17' }, statements: [] };
+        throw classify(e, ownSecrets, fields, 'AWS IAM', 'GetRolePolicy');
+      }
+      let parsed: unknown;
+      try {
+        // IAM returns the document URL-encoded (RFC 3986).
+        const text = doc === undefined ? '' : doc.trimStart().startsWith('{') ? doc : decodeURIComponent(doc);
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      const p = parsed as { Statement?: unknown } | undefined;
+      const st = p && typeof p === 'object' ? p.Statement : undefined;
+      const statements = Array.isArray(st) ? st : st && typeof st === 'object' ? [st] : undefined;
+      if (!statements || !statements.every((x) => x && typeof x === 'object' && !Array.isArray(x)))
+        throw new AwsSessionRevocationUnavailable(
+          `aws-sts issuer ${name}: the inline policy ${REVOCATION_POLICY_NAME} of role ${roleName} is not a policy document agent-sts can extend; fix or delete it (agent-sts recreates it)`,
+          { ...fields, issuer: name, policyName: REVOCATION_POLICY_NAME },
+        );
+      const { Statement: _dropped, ...rest } = p as Record<string, unknown>;
+      return { rest, statements: statements as PolicyStatement[] };
     }
 
     function checkHandle(h: unknown): AwsStsHandle {
@@ -374,15 +514,67 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
       },
       async revoke(h, ctx) {
         const handle = checkHandle(h);
-        if (ctx.now.getTime() >= Date.parse(handle.expiresAt)) return; // the session has lapsed: nothing upstream is left
-        throw new AwsSessionRevocationUnavailable(
-          `aws-sts issuer ${name}: AWS sessions cannot be ended before their Expiration without an inline deny policy on the role (iam:PutRolePolicy via @aws-sdk/client-iam), which agent-sts does not implement yet; session ${handle.roleSessionName} of ${handle.roleArn} stays valid until ${handle.expiresAt}`,
-          { issuer: name, roleArn: handle.roleArn, roleSessionName: handle.roleSessionName, expiresAt: handle.expiresAt },
-        );
+        const now = ctx.now.getTime();
+        if (now >= Date.parse(handle.expiresAt)) return; // the session has lapsed: nothing upstream is left
+        const roleName = roleNameOf(handle.roleArn);
+        const statement = revocationStatement(handle);
+        const fields = {
+          roleArn: handle.roleArn, roleSessionName: handle.roleSessionName, assumedRoleId: handle.assumedRoleId, policyName: REVOCATION_POLICY_NAME,
+          sid: statement.Sid, expiresAt: handle.expiresAt, requestId: ctx.requestId,
+        };
+        const ours = (x: PolicyStatement) => isDeepStrictEqual(x, statement);
+        for (let attempt = 1; attempt <= REVOKE_ATTEMPTS; attempt++) {
+          const current = await readRevocationPolicy(roleName, fields);
+          // Prune agent-sts's statements whose session has lapsed; keep everything else (live ones, foreign ones).
+          const kept = current.statements.filter((x) => {
+            const until = revocationStatementExpiry(x);
+            return until === undefined || until > now;
+          });
+          const pruned = current.statements.length - kept.length;
+          const present = kept.some(ours);
+          if (present && pruned === 0) {
+            deps.logger.info({ issuer: name, ...fields, attempt }, 'aws session already revoked (deny statement present)');
+            return;
+          }
+          // A statement with our Sid but other content (edited by hand) is replaced, never duplicated.
+          const next = present ? kept : [...kept.filter((x) => x.Sid !== statement.Sid), statement];
+          const text = JSON.stringify({ Version: '2012-10-17', ...current.rest, Statement: next });
+          const size = policyChars(text);
+          if (size > AWS_MAX_ROLE_POLICY_CHARS)
+            throw new AwsSessionRevocationUnavailable(
+              `aws-sts issuer ${name}: cannot revoke session ${handle.roleSessionName} of ${handle.roleArn} yet: the role's inline policy ${REVOCATION_POLICY_NAME} would be ${size} characters with only live deny statements (IAM allows ${AWS_MAX_ROLE_POLICY_CHARS}); ` +
+                `the session stays valid until ${handle.expiresAt} unless older revoked sessions lapse first (the sweep retries) — shorten granted lifetimes or split the scope over several roles`,
+              { issuer: name, ...fields, policyChars: size, statements: next.length },
+            );
+          try {
+            await getIamClient().send(new PutRolePolicyCommand({ RoleName: roleName, PolicyName: REVOCATION_POLICY_NAME, PolicyDocument: text }));
+          } catch (e) {
+            if (isNoSuchEntity(e)) {
+              // The role itself is gone: its sessions have no permissions left to use.
+              deps.logger.warn({ issuer: name, ...fields }, 'aws role no longer exists; its sessions have no permissions left');
+              return;
+            }
+            throw classify(e, ownSecrets, fields, 'AWS IAM', 'PutRolePolicy');
+          }
+          // IAM has no conditional write: another replica revoking on this role at the same time may have
+          // overwritten us (or we it; it checks too). Re-read and retry until our statement is there.
+          const after = await readRevocationPolicy(roleName, fields);
+          if (after.statements.some(ours)) {
+            deps.logger.info({ issuer: name, ...fields, attempt, pruned, statements: next.length, policyChars: size }, 'aws session revoked (deny statement added to the role)');
+            return;
+          }
+          deps.logger.warn({ issuer: name, ...fields, attempt }, 'aws revocation policy changed concurrently; retrying');
+          await new Promise((r) => setTimeout(r, 50 * attempt + Math.floor(Math.random() * 100)));
+        }
+        throw new UpstreamUnavailable('AWS IAM revocation policy is being changed concurrently; try again later', {
+          detail: { issuer: name, ...fields, cause: 'api-error', reason: 'concurrent-policy-update' },
+        });
       },
       async close() {
         client?.destroy();
         client = undefined;
+        iamClient?.destroy();
+        iamClient = undefined;
       },
     };
   },
