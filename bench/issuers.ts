@@ -79,7 +79,7 @@ const cases: Case[] = [
       const arn = 'arn:aws:iam::111122223333:role/bench';
       const sts = await startFakeSts({ region: 'eu-west-1', keys: [{ ...key, identity: { type: 'user', account: '111122223333', userName: 'agent-sts', userId: 'AIDABENCH' } }], roles: [{ arn, roleId: 'AROABENCHROLE0000001' }] });
       return {
-        config: { region: 'eu-west-1', endpoint: sts.url, credentials: { accessKeyId: key.accessKeyId, secretAccessKey: { fromEnv: 'AK' } }, roles: { deploy: { roleArn: arn } } },
+        config: { region: 'eu-west-1', endpoint: sts.url, iamEndpoint: sts.iamUrl, credentials: { accessKeyId: key.accessKeyId, secretAccessKey: { fromEnv: 'AK' } }, roles: { deploy: { roleArn: arn } } },
         env: { AK: key.secretAccessKey },
         close: () => sts.close(),
       };
@@ -115,11 +115,14 @@ async function main() {
         );
         const t1 = performance.now();
         const handle = cred.revocationHandle ?? plannedHandle;
-        if (handle && issuer.needsActiveRevocation) await issuer.revoke(handle, ctx);
+        // aws-sts: each live revoked session is a statement in the role's inline policy (10,240
+        // characters, ~35 sessions): revoke only the first ones, the rest lapse at their expiry.
+        const revoke = handle && issuer.needsActiveRevocation && (c.type !== 'aws-sts' || i < 25);
+        if (revoke) await issuer.revoke(handle, ctx);
         const t2 = performance.now();
         if (i >= 5) {
           issueMs.push(t1 - t0);
-          if (handle && issuer.needsActiveRevocation) revokeMs.push(t2 - t1);
+          if (revoke) revokeMs.push(t2 - t1);
         }
       }
     } finally {
