@@ -1,0 +1,104 @@
+// AWS session credentials through the real broker (SQLite store): agent token -> AssumeRole via the
+// aws-sts issuer (fake STS checking SigV4) -> the session works at AWS (the fake) in the
+// credential_process shape -> task end cuts it off before its expiry (Deny on the role, enforced
+// by the fake) while a session of another task keeps working. A lifetime under AWS's 900 s
+// minimum is refused, not lengthened.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GetAccessKeyInfoCommand, GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { createTestSqliteUrl } from '../support/databases.js';
+import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
+import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+
+const AWS_CREDS = 'urn:agent-sts:token-type:aws-credentials';
+const REGION = 'eu-west-1';
+const OWN = { accessKeyId: 'AKIAE2EAGENTSTS00001', secretAccessKey: 'e2e-agent-sts-secret/abcdefghijklmnopqrst' };
+const ROLE = 'arn:aws:iam::111122223333:role/deploy';
+
+interface ProcessCreds { Version: number; AccessKeyId: string; SecretAccessKey: string; SessionToken: string; Expiration: string }
+
+describe('aws-sts sessions through the token endpoint', () => {
+  let issuer: FakeIssuer;
+  let sts: FakeSts;
+  let broker: TestBroker;
+  let drop: () => Promise<void>;
+
+  beforeAll(async () => {
+    issuer = await startFakeOidcIssuer();
+    sts = await startFakeSts({ region: REGION, keys: [{ ...OWN, identity: { type: 'user', account: '111122223333', userName: 'agent-sts', userId: 'AIDAE2E' } }], roles: [{ arn: ROLE, roleId: 'AROAE2EDEPLOY0000001' }] });
+    const s = createTestSqliteUrl('agsts-aws-e2e');
+    drop = s.drop;
+    broker = await startBroker(
+      {
+        storage: { url: s.url },
+        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+        credentialIssuers: [{ name: 'aws', type: 'aws-sts', config: { region: REGION, endpoint: sts.url, iamEndpoint: sts.iamUrl, credentials: { accessKeyId: OWN.accessKeyId, secretAccessKey: { fromEnv: 'OWN_SECRET' } }, roles: { deploy: { roleArn: ROLE } } } }],
+        targets: [{ name: 'aws-deploy', audiences: ['aws-deploy'], issuer: 'aws', scopes: ['deploy'] }],
+        policy: { rules: [{ id: 'r', workload: { subject: 'test://agent' }, agentToken: { maxTtl: '1h' }, grants: [{ target: 'aws-deploy', scopes: ['deploy'], maxTtl: '30m' }] }] },
+      },
+      { env: { OWN_SECRET: OWN.secretAccessKey } },
+    );
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await issuer?.close();
+    await sts?.close();
+    await drop?.();
+  });
+
+  const agent = async () => {
+    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub: 'agent', aud: 'sts' }), subject_token_type: JWT_TYPE });
+    expect(r.status, r.text).toBe(200);
+    return { token: String(r.json.access_token), task: String(r.json.task_id) };
+  };
+  const session = (token: string, lifetime = '900') =>
+    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'aws-deploy', scope: 'deploy', requested_token_type: AWS_CREDS, requested_lifetime: lifetime });
+  async function alive(c: ProcessCreds): Promise<boolean> {
+    const client = new STSClient({ region: REGION, endpoint: sts.url, credentials: { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken } });
+    try {
+      await client.send(new GetAccessKeyInfoCommand({ AccessKeyId: c.AccessKeyId }));
+      return true;
+    } catch (e) {
+      if ((e as { name?: string }).name === 'AccessDenied') return false;
+      throw e;
+    } finally {
+      client.destroy();
+    }
+  }
+
+  it('a session for the role, in credential_process shape, cut off at task end; another task keeps its own', async () => {
+    const a = await agent();
+    const b = await agent();
+    const ra = await session(a.token);
+    const rb = await session(b.token);
+    expect(ra.status, ra.text).toBe(200);
+    expect(rb.status, rb.text).toBe(200);
+    const ca = ra.json.credentials as ProcessCreds;
+    const cb = rb.json.credentials as ProcessCreds;
+    expect(ca).toMatchObject({ Version: 1, AccessKeyId: expect.any(String), SecretAccessKey: expect.any(String), SessionToken: expect.any(String) });
+    expect(Math.abs(Date.parse(ca.Expiration) - Date.now() - 900_000)).toBeLessThan(5_000);
+    expect(ra.json.expires_in).toBeLessThanOrEqual(900);
+    const who = new STSClient({ region: REGION, endpoint: sts.url, credentials: { accessKeyId: ca.AccessKeyId, secretAccessKey: ca.SecretAccessKey, sessionToken: ca.SessionToken } });
+    expect((await who.send(new GetCallerIdentityCommand({}))).Arn).toBe(`arn:aws:sts::111122223333:assumed-role/deploy/ags-${a.task}`);
+    who.destroy();
+    expect(sts.assumeRoleCalls.at(-2)).toMatchObject({ RoleArn: ROLE, SourceIdentity: expect.stringContaining('agent') });
+    expect(await alive(ca)).toBe(true);
+
+    const end = await fetch(`${broker.url}/v1/tasks/${a.task}`, { method: 'DELETE', headers: { authorization: `Bearer ${a.token}` } });
+    expect(end.status).toBe(200);
+    expect(await alive(ca)).toBe(false);
+    expect(await alive(cb)).toBe(true);
+    expect(broker.logs.join('\n')).not.toContain(ca.SecretAccessKey);
+    expect(broker.logs.join('\n')).not.toContain(OWN.secretAccessKey);
+  });
+
+  it('a lifetime under AWS minimum is refused with a clear error, not lengthened', async () => {
+    const a = await agent();
+    const calls = sts.assumeRoleCalls.length;
+    const r = await session(a.token, '300');
+    expect(r.status).toBe(400);
+    expect(r.json.error).toBe('invalid_request');
+    expect(String(r.json.error_description)).toMatch(/900/);
+    expect(sts.assumeRoleCalls.length).toBe(calls);
+  });
+});
