@@ -235,24 +235,24 @@ describe('github-app and vault credentials through the token endpoint', () => {
     {
       name: 'github-app: GitHub slower than the timeout',
       audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh',
-      fake: { live: githubLive, set: () => (gh.delayMs = SLOW_MS), reset: () => (gh.delayMs = 0), settleMs: SLOW_MS + 500 },
+      fake: { live: githubLive, set: () => (gh.faults.delayMs = SLOW_MS), reset: () => (gh.faults.delayMs = 0), settleMs: SLOW_MS + 500 },
       status: 503, error: 'temporarily_unavailable',
     },
-    { name: 'github-app: GitHub answers 502', audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh', fake: { live: githubLive, set: () => (gh.failWith = 502), reset: () => (gh.failWith = null) }, status: 503, error: 'temporarily_unavailable' },
-    { name: 'github-app: GitHub answers 500', audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh', fake: { live: githubLive, set: () => (gh.failWith = 500), reset: () => (gh.failWith = null) }, status: 503, error: 'temporarily_unavailable' },
+    { name: 'github-app: GitHub answers 502', audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh', fake: { live: githubLive, set: () => (gh.faults.failWith = 502), reset: () => (gh.faults.failWith = null) }, status: 503, error: 'temporarily_unavailable' },
+    { name: 'github-app: GitHub answers 500', audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh', fake: { live: githubLive, set: () => (gh.faults.failWith = 500), reset: () => (gh.faults.failWith = null) }, status: 503, error: 'temporarily_unavailable' },
     // Expected 503 like every other unusable GitHub answer; see the report: today a TypeError (500).
-    { name: 'github-app: GitHub answers 200 with a body that is not JSON', audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh', fake: { live: githubLive, set: () => (gh.malformed = true), reset: () => (gh.malformed = false) }, status: 503, error: 'temporarily_unavailable' },
+    { name: 'github-app: GitHub answers 200 with a body that is not JSON', audience: 'github', scope: 'payments:read', type: GITHUB_TOKEN_TYPE, issuer: 'gh', fake: { live: githubLive, set: () => (gh.faults.malformed = true), reset: () => (gh.faults.malformed = false) }, status: 503, error: 'temporarily_unavailable' },
     { name: 'vault: Vault down (closed port)', audience: 'vault-down', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault-down', fake: { live: vaultLive, set: noop, reset: noop }, status: 503, error: 'temporarily_unavailable' },
     {
       name: 'vault: Vault slower than the timeout',
       audience: 'vault', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault',
-      fake: { live: vaultLive, set: () => (vault.delayMs = SLOW_MS), reset: () => (vault.delayMs = 0), settleMs: SLOW_MS + 500 },
+      fake: { live: vaultLive, set: () => (vault.faults.delayMs = SLOW_MS), reset: () => (vault.faults.delayMs = 0), settleMs: SLOW_MS + 500 },
       status: 503, error: 'temporarily_unavailable',
     },
-    { name: 'vault: Vault answers 500', audience: 'vault', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault', fake: { live: vaultLive, set: () => (vault.failWith = 500), reset: () => (vault.failWith = null) }, status: 503, error: 'temporarily_unavailable' },
+    { name: 'vault: Vault answers 500', audience: 'vault', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault', fake: { live: vaultLive, set: () => (vault.faults.failWith = 500), reset: () => (vault.faults.failWith = null) }, status: 503, error: 'temporarily_unavailable' },
     { name: 'vault: Vault sealed (503)', audience: 'vault', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault', fake: { live: vaultLive, set: () => vault.setSealed(true), reset: () => vault.setSealed(false) }, status: 503, error: 'temporarily_unavailable' },
     // Not an UpstreamUnavailable in the issuer (a plain Error: "did not return a dynamic secret"), so 500.
-    { name: 'vault: Vault answers 200 with a body that is not JSON', audience: 'vault', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault', fake: { live: vaultLive, set: () => (vault.malformed = true), reset: () => (vault.malformed = false) }, status: 503, error: 'temporarily_unavailable' },
+    { name: 'vault: Vault answers 200 with a body that is not JSON', audience: 'vault', scope: 'read', type: VAULT_TOKEN_TYPE, issuer: 'vault', fake: { live: vaultLive, set: () => (vault.faults.malformed = true), reset: () => (vault.faults.malformed = false) }, status: 503, error: 'temporarily_unavailable' },
   ];
 
   describe('upstream failures', () => {

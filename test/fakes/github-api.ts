@@ -9,6 +9,7 @@ import { randomBytes, type KeyObject } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { applyFaults, noFaults, type FaultControls } from './http.js';
 
 export type GitHubLevel = 'read' | 'write' | 'admin';
 const RANK: Record<GitHubLevel, number> = { read: 0, write: 1, admin: 2 };
@@ -57,15 +58,8 @@ export interface FakeGitHub {
   /** Every token handed out, in order. */
   tokens: string[];
   isLive(token: string): boolean;
-  /** When set, every request is answered with this status (e.g. 503: GitHub having a bad day). */
-  failWith: number | null;
-  /**
-   * When > 0, every request is held this long before it is handled (a slow GitHub). A request whose
-   * caller has given up (disconnected) meanwhile is dropped unprocessed, as by a gateway queue.
-   */
-  delayMs: number;
-  /** When true, every request is answered 200 with a body that is not JSON (a misbehaving proxy). */
-  malformed: boolean;
+  /** Fault injection (status, delay, malformed body): see FaultControls. */
+  faults: FaultControls;
   close(): Promise<void>;
 }
 
@@ -88,7 +82,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const repoJson = (r: FakeRepo) => ({ id: r.id, name: r.name, full_name: `${owner}/${r.name}`, private: true });
   const calls: GitHubCall[] = [];
   const tokens: string[] = [];
-  const state = { failWith: null as number | null, delayMs: 0, malformed: false };
+  const state = noFaults();
 
   const authOf = (req: IncomingMessage): { scheme: string; credential: string } => {
     const m = /^(\S+)\s+(\S+)$/.exec(req.headers.authorization ?? '');
@@ -120,15 +114,9 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
 
   async function handle(req: IncomingMessage, res: ServerResponse, call: GitHubCall): Promise<number> {
     const url = new URL(req.url ?? '/', 'http://x');
-    if (state.delayMs > 0) {
-      await new Promise((r) => setTimeout(r, state.delayMs));
-      if (res.destroyed || req.socket.destroyed) return 0; // the caller gave up: nothing happens
-    }
-    if (state.malformed) {
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end('<html><body>502 Bad Gateway</body></html>');
-      return 200;
-    }
-    if (state.failWith) return (json(res, state.failWith, { message: 'Service Unavailable' }), state.failWith);
+    const fault = await applyFaults(state, req, res);
+    if (fault === 'handled') return res.statusCode;
+    if (fault) return (json(res, fault, { message: 'Service Unavailable' }), fault);
     if (!req.headers['user-agent'])
       return (json(res, 403, { message: 'Request forbidden by administrative rules. Please make sure your request has a User-Agent header' }), 403);
     if (!url.pathname.startsWith(`${prefix}/`)) return (json(res, 404, { message: 'Not Found' }), 404);
@@ -249,24 +237,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       const t = issued.get(token);
       return Boolean(t && !t.revoked && t.expiresAt > Date.now());
     },
-    get failWith() {
-      return state.failWith;
-    },
-    set failWith(v: number | null) {
-      state.failWith = v;
-    },
-    get delayMs() {
-      return state.delayMs;
-    },
-    set delayMs(v: number) {
-      state.delayMs = v;
-    },
-    get malformed() {
-      return state.malformed;
-    },
-    set malformed(v: boolean) {
-      state.malformed = v;
-    },
+    faults: state,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();

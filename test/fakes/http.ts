@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface RecordedCall {
@@ -28,4 +28,32 @@ export async function startRoutedServer(routes: Record<string, Route>): Promise<
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return { base, calls, server, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+/** Fault injection shared by the fakes: answer with a status, answer late, or answer 200 with a body that is not JSON. */
+export interface FaultControls {
+  /** Every request gets this HTTP status (null: off). */
+  failWith: number | null;
+  /** Every request is answered this late; a caller that gave up meanwhile gets nothing done. */
+  delayMs: number;
+  /** Every request gets 200 with an HTML body labelled JSON (a proxy error page). */
+  malformed: boolean;
+}
+
+export const noFaults = (): FaultControls => ({ failWith: null, delayMs: 0, malformed: false });
+
+/**
+ * Applies the faults to one request. Returns 'handled' when the fault answered (or the caller
+ * left), the status to fail with when `failWith` is set, or undefined to go on normally.
+ */
+export async function applyFaults(f: FaultControls, req: IncomingMessage, res: ServerResponse): Promise<'handled' | number | undefined> {
+  if (f.delayMs > 0) {
+    await new Promise((r) => setTimeout(r, f.delayMs));
+    if (res.destroyed || req.socket.destroyed) return 'handled';
+  }
+  if (f.malformed) {
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end('<html><body>502 Bad Gateway</body></html>');
+    return 'handled';
+  }
+  return f.failWith ?? undefined;
 }

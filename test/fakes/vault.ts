@@ -7,6 +7,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { applyFaults, noFaults, type FaultControls } from './http.js';
 
 export interface FakeVaultCall {
   method: string;
@@ -48,15 +49,8 @@ export interface FakeVault {
   issuedTokens: string[];
   isAlive(leaseId: string): boolean;
   setSealed(sealed: boolean): void;
-  /** When set, every request is answered with this status and a Vault error body. */
-  failWith: number | null;
-  /**
-   * When > 0, every request is held this long before it is handled (a slow Vault). A request whose
-   * caller has given up (disconnected) meanwhile is dropped unprocessed, as by a load balancer queue.
-   */
-  delayMs: number;
-  /** When true, every request is answered 200 with a body that is not JSON (a misbehaving proxy). */
-  malformed: boolean;
+  /** Fault injection (status, delay, malformed body): see FaultControls. */
+  faults: FaultControls;
   /** Invalidate a token (as `auth/token/revoke` would). */
   revokeToken(token: string): void;
   close(): Promise<void>;
@@ -107,7 +101,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
   const leases = new Map<string, FakeLease>();
   const issuedTokens: string[] = [];
   let sealed = false;
-  const faults = { failWith: null as number | null, delayMs: 0, malformed: false };
+  const faults = noFaults();
 
   const tokenValid = (t: string | undefined) => {
     if (!t) return false;
@@ -130,15 +124,9 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
       if (body !== 'invalid' && Object.keys(body).length) call.body = Object.fromEntries(Object.entries(body).map(([k, v]) => [k, k === 'secret_id' ? '[recorded-redacted]' : v]));
       calls.push(call);
 
-      if (faults.delayMs > 0) {
-        await new Promise((r) => setTimeout(r, faults.delayMs));
-        if (res.destroyed || req.socket.destroyed) return; // the caller gave up: nothing happens
-      }
-      if (faults.malformed) {
-        res.writeHead(200, { 'content-type': 'application/json' }).end('<html><body>502 Bad Gateway</body></html>');
-        return;
-      }
-      if (faults.failWith) return errors(res, faults.failWith, 'internal error');
+      const fault = await applyFaults(faults, req, res);
+      if (fault === 'handled') return;
+      if (fault) return errors(res, fault, 'internal error');
       if (sealed) return errors(res, 503, 'Vault is sealed');
       if (!url.pathname.startsWith('/v1/')) return errors(res, 404);
       if (body === 'invalid') return errors(res, 400, 'failed to parse JSON input');
@@ -212,24 +200,7 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
     leases,
     issuedTokens,
     isAlive: (id) => alive(leases.get(id)),
-    get failWith() {
-      return faults.failWith;
-    },
-    set failWith(v: number | null) {
-      faults.failWith = v;
-    },
-    get delayMs() {
-      return faults.delayMs;
-    },
-    set delayMs(v: number) {
-      faults.delayMs = v;
-    },
-    get malformed() {
-      return faults.malformed;
-    },
-    set malformed(v: boolean) {
-      faults.malformed = v;
-    },
+    faults: faults,
     setSealed: (s) => {
       sealed = s;
     },

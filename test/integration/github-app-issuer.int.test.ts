@@ -123,7 +123,7 @@ describe('github-app credential issuer (fake GitHub, real @octokit/auth-app)', (
     issuer = githubAppIssuerPlugin.create('gh', configFor(gh.baseUrl), deps());
   });
   afterEach(() => {
-    gh.failWith = null;
+    gh.faults.failWith = null;
   });
   afterAll(async () => {
     await gh?.close();
@@ -307,13 +307,13 @@ describe('github-app credential issuer (fake GitHub, real @octokit/auth-app)', (
 
   it('GitHub down (5xx or unreachable) is UpstreamUnavailable, for issue and revoke', async () => {
     const live = await issue(issuer, ['payments:read']);
-    gh.failWith = 503;
+    gh.faults.failWith = 503;
     const e1 = await rejection(issue(issuer, ['payments:read']));
     expect(e1).toBeInstanceOf(UpstreamUnavailable);
     expect((e1 as UpstreamUnavailable).detail).toMatchObject({ cause: 'upstream-error', status: 503 });
     const e2 = await rejection(issuer.revoke(live.revocationHandle!, ctx()));
     expect(e2).toBeInstanceOf(UpstreamUnavailable);
-    gh.failWith = null;
+    gh.faults.failWith = null;
     await issuer.revoke(live.revocationHandle!, ctx()); // the sweep's retry succeeds
     expect(gh.isLive(live.accessToken.reveal())).toBe(false);
 
