@@ -1,5 +1,6 @@
 import mysql from 'mysql2/promise';
 import { z } from 'zod';
+import { publicEndpointFields } from '../database-fields.js';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
@@ -82,10 +83,7 @@ export const MysqlIssuerConfigSchema = z
     host: z.string().regex(/^[A-Za-z0-9.%_:/-]{1,255}$/, 'a host pattern ([A-Za-z0-9.%_:/-])').default('%'),
     /** MAX_USER_CONNECTIONS of each login. */
     maxConnections: z.number().int().min(1).max(1000).default(5),
-    /** Host/port/database reported to the agent (defaults: from adminUrl). */
-    publicHost: z.string().optional(),
-    publicPort: z.number().int().optional(),
-    database: z.string().optional(),
+    ...publicEndpointFields,
   })
   .strict();
 export type MysqlIssuerConfig = z.infer<typeof MysqlIssuerConfigSchema>;

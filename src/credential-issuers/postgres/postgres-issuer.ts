@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { z } from 'zod';
+import { publicEndpointFields } from '../database-fields.js';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
@@ -19,10 +20,7 @@ export const PostgresIssuerConfigSchema = z
     /** Prefix of generated login roles; `doctor`/sweeps recognise agent-sts's roles by it. */
     rolePrefix: z.string().regex(/^[a-z][a-z0-9_]{0,11}$/).default('ags_'),
     connectionLimit: z.number().int().min(1).max(1000).default(5),
-    /** Host/port/database reported to the agent (defaults: from adminUrl). */
-    publicHost: z.string().optional(),
-    publicPort: z.number().int().optional(),
-    database: z.string().optional(),
+    ...publicEndpointFields,
   })
   .strict();
 export type PostgresIssuerConfig = z.infer<typeof PostgresIssuerConfigSchema>;
