@@ -14,6 +14,7 @@
  */
 import { generateKeyPair, exportJWK, type JWK } from 'jose';
 import Provider from 'oidc-provider';
+import { freePort } from './children.js';
 
 export const PEER_CLIENT_ID = 'bench-client';
 export const PEER_RESOURCE = 'https://api.bench.invalid/';
@@ -100,16 +101,3 @@ server.listen(port, '127.0.0.1', () => {
 const stop = () => server.close(() => process.exit(0));
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);
-
-async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port: p } = s.address() as { port: number };
-      s.close(() => resolve(p));
-    });
-  });
-}

@@ -34,7 +34,7 @@ export function providerJson(r: ProviderRecord, stats?: ProviderStats) {
  */
 export function registerProviderAdmin(
   app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger>,
-  deps: { roles: RoleAuth; providers: ProviderSet; admin: ProviderAdmin; audit: Pick<AuditLog, 'append'>; logger: Logger; ctxOf: (req: FastifyRequest) => CallContext },
+  deps: { roles: RoleAuth; providers: ProviderSet; admin: ProviderAdmin; audit: Pick<AuditLog, 'append'>; ctxOf: (req: FastifyRequest) => CallContext },
 ) {
   const send = (reply: FastifyReply, status: number, title: string, detail?: string) =>
     reply.code(status).type('application/problem+json').send(problem(status, title, detail));

@@ -166,7 +166,7 @@ export function createApp(deps: AppDeps) {
     }
   });
 
-  registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, logger: deps.logger, ctxOf });
+  registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, ctxOf });
 
   return app;
 }

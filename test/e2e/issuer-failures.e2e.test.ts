@@ -2,20 +2,12 @@
 // answering 500) gives an RFC 6749 error without internals, one audit record with outcome
 // `error`, and no credential row of that issuer left `active` or `issuing` (a planned row is
 // closed as `failed`). The github-app and vault cases are in issuers.e2e.test.ts.
-import { createServer } from 'node:net';
+import { closedPort } from '../fakes/http.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
-
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 const OWN = { accessKeyId: 'AKIAFAILAGENTSTS0001', secretAccessKey: 'fail-agent-sts-secret/abcdefghijklmnopqr' };
 const ROLE = 'arn:aws:iam::111122223333:role/deploy';

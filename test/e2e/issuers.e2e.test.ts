@@ -5,8 +5,7 @@
 // stack trace), an audit record with outcome `error`, no credential row left active/issuing, and
 // nothing live left at the fake. Finally: no token, lease, secret data or App key in the logs.
 import { generateKeyPairSync } from 'node:crypto';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { closedPort } from '../fakes/http.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
@@ -32,14 +31,6 @@ const app = (() => {
   return { privatePem: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(), publicKey };
 })();
 
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -57,3 +57,12 @@ export async function applyFaults(f: FaultControls, req: IncomingMessage, res: S
   }
   return f.failWith ?? undefined;
 }
+
+/** A loopback port nothing listens on (for "the upstream is unreachable"). */
+export async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}

@@ -123,14 +123,7 @@ function tlsMaterial() {
   return sharedTls;
 }
 
-/** A loopback port nothing listens on (for "API server unreachable"). */
-export async function closedPort(): Promise<number> {
-  const s = createHttpServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+export { closedPort } from './http.js';
 
 const readBody = (req: IncomingMessage) =>
   new Promise<string>((resolve, reject) => {
