@@ -55,6 +55,11 @@ export function createProviderSet(opts: {
   depsFor: (name: string) => ProviderDeps;
 }) {
   const stats = new Map<string, ProviderStats>();
+  const statsOf = (name: string): ProviderStats => {
+    let s = stats.get(name);
+    if (!s) stats.set(name, (s = { verified: 0, rejected: 0, upstream: {} }));
+    return s;
+  };
 
   /**
    * Counts each verification's outcome and logs failures on agent-sts's side with their cause:
@@ -65,8 +70,7 @@ export function createProviderSet(opts: {
     return {
       ...p,
       verify: async (input, ctx) => {
-        const s = stats.get(p.name) ?? { verified: 0, rejected: 0, upstream: {} };
-        stats.set(p.name, s);
+        const s = statsOf(p.name);
         try {
           const id = await verify(input, ctx);
           s.verified++;
@@ -146,7 +150,7 @@ export function createProviderSet(opts: {
   /** Throws ProviderValidationError when `candidate` would make the set unbuildable (issuer clash). */
   function checkFits(candidate: { name: string; type: string; config: unknown }): void {
     const others = registry.list().filter((p) => p.name !== candidate.name);
-    const instance = trustProviderCatalog.get(candidate.type).create(candidate.name, candidate.config, opts.depsFor(candidate.name));
+    const instance = create(candidate.name, candidate.type, candidate.config);
     try {
       createTrustRegistry([...others, instance]);
     } catch (e) {
@@ -161,7 +165,7 @@ export function createProviderSet(opts: {
     /** Every provider, config-file ones first. */
     records: (): ProviderRecord[] => [...configured, ...records],
     record: (name: string): ProviderRecord | undefined => [...configured, ...records].find((r) => r.name === name),
-    stats: (name: string): ProviderStats => stats.get(name) ?? { verified: 0, rejected: 0, upstream: {} },
+    stats: statsOf,
     // The TrustRegistry surface, always the current set.
     resolveFor: (token: string, tokenType: string) => registry.resolveFor(token, tokenType),
     get: (name: string) => registry.get(name),
