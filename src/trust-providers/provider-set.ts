@@ -147,12 +147,14 @@ export function createProviderSet(opts: {
     stamp = next;
   }
 
-  /** Throws ProviderValidationError when `candidate` would make the set unbuildable (issuer clash). */
+  /**
+   * Throws ProviderValidationError when `candidate` cannot be built (its plugin refuses the
+   * config, e.g. an unreadable kubeconfig) or would make the set unbuildable (issuer clash).
+   */
   function checkFits(candidate: { name: string; type: string; config: unknown }): void {
     const others = registry.list().filter((p) => p.name !== candidate.name);
-    const instance = create(candidate.name, candidate.type, candidate.config);
     try {
-      createTrustRegistry([...others, instance]);
+      createTrustRegistry([...others, create(candidate.name, candidate.type, candidate.config)]);
     } catch (e) {
       throw new ProviderValidationError([(e as Error).message]);
     }

@@ -110,6 +110,11 @@ describe('trust providers registered at runtime', () => {
     ['same issuer and audience as a live provider', { name: 'x4', type: 'oidc', config: { issuer: 'REPLACED', audience: 'sts' } }, /both claim issuer/],
     ['an inline secret', { name: 'x5', type: 'oidc', config: { issuer: 'https://x.test', audience: 'sts', token: { insecureValue: 's3cret-value' } } }, /send secrets by reference/],
     ['unknown body field', { name: 'x6', type: 'oidc', config: {}, owner: 'me' }, /unrecognized key/i],
+    [
+      'a config the plugin cannot build (kubeconfig file missing)',
+      { name: 'x7', type: 'kubernetes', config: { clusterName: 'c', issuer: 'https://k8s.test', audience: 'sts', mode: 'tokenreview', kubeconfig: '/nonexistent/kubeconfig' } },
+      /ENOENT|no such file/i,
+    ],
   ])('refuses %s with a problem+json 400', async (_name, body, detail) => {
     const b = body as { config: { issuer?: string } };
     if (b.config.issuer === 'REPLACED') b.config.issuer = runtime.issuer;
