@@ -1,0 +1,47 @@
+// The configuration keys added for secretless admin roles and runtime providers: every bad value
+// is refused at load time with the path of the problem (the same text `config check` prints).
+import { describe, expect, it } from 'vitest';
+import { validateConfig } from '../../src/config/load-config.js';
+import { ConfigError } from '../../src/errors/sts-errors.js';
+
+const base = {
+  keys: { kek: { insecureValue: 'x'.repeat(44) } },
+  trustProviders: [{ name: 'platform', type: 'oidc', config: { issuer: 'https://ci.test', audience: 'agent-sts-admin' } }],
+};
+
+function problems(extra: Record<string, unknown>): string[] {
+  try {
+    validateConfig({ ...base, ...extra });
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe('auth.roles and server.providerReloadInterval', () => {
+  it('accepts a mapping on a config-file provider and a disabled bootstrap admin', () => {
+    expect(
+      problems({
+        server: { providerReloadInterval: '5s' },
+        auth: { roles: [{ role: 'admin', provider: 'platform', subjectPattern: 'oidc://ci.test/deploy-bot' }], admins: [{ name: 'boot', tokenSha256: 'a'.repeat(64), disabled: true }] },
+      }),
+    ).toEqual([]);
+  });
+
+  it.each([
+    ['a provider not declared in the file', { roles: [{ role: 'admin', provider: 'registered-at-runtime', subjectPattern: 'x' }] }, /auth\.roles\[0\]\.provider: no trust provider named "registered-at-runtime" in this file/],
+    ['a mapping that would make a whole provider admin', { roles: [{ role: 'admin', provider: 'platform' }] }, /auth\.roles\[0\]: .*a whole provider is never an admin/],
+    ['an invalid subject pattern', { roles: [{ role: 'admin', provider: 'platform', subjectPattern: '(' }] }, /auth\.roles\[0\]\.subjectPattern:/],
+    ['an unknown role', { roles: [{ role: 'root', provider: 'platform', subjectPattern: 'x' }] }, /auth\.roles\[0\]\.role: /],
+    ['an unknown key in a mapping', { roles: [{ role: 'admin', provider: 'platform', subjectPattern: 'x', everyone: true }] }, /auth\.roles\[0\]: Unrecognized key: "everyone"/],
+    ['a non-boolean disabled flag', { admins: [{ name: 'boot', tokenSha256: 'a'.repeat(64), disabled: 'yes' }] }, /auth\.admins\[0\]\.disabled: /],
+  ])('refuses %s, naming the path', (_name, auth, expected) => {
+    const p = problems({ auth });
+    expect(p.join('\n')).toMatch(expected);
+  });
+
+  it('refuses a provider reload interval that is not a duration', () => {
+    expect(problems({ server: { providerReloadInterval: 'soon' } }).join('\n')).toMatch(/server\.providerReloadInterval/);
+  });
+});
