@@ -124,6 +124,15 @@ describe('agent-sts providers', { timeout: 60_000 }, () => {
       expect(o.code).toBe(1);
       expect(o.stderr).toContain('REJECTED by trust provider "aws"');
       expect((await run('providers', 'remove', 'aws')).code).toBe(0);
+      // Bad input: an unknown kind, a missing server id.
+      const unknown = await runAgentSts(['attest', 'gcp', '--server-id', 'http://127.0.0.1:8787'], { cwd: dir, env });
+      expect(unknown.code).toBe(2);
+      expect(unknown.stderr).toContain('unknown attestation kind "gcp" (known: aws-iam)');
+      expect(unknown.stdout).toBe('');
+      const noServer = await runAgentSts(['attest', 'aws-iam'], { cwd: dir, env });
+      expect(noServer.code).not.toBe(0);
+      expect(noServer.stderr).toMatch(/--server-id/);
+      expect(noServer.stdout).toBe('');
     } finally {
       await sts.close();
     }
