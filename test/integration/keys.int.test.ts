@@ -3,7 +3,7 @@
 // and the rotation windows (publish ahead, then sign, then stay published for the longest token
 // lifetime), driven by a settable clock.
 import { randomBytes } from 'node:crypto';
-import { decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createKeyStore } from '../../src/keys/key-store.js';
 import { Secret } from '../../src/core/secret.js';
@@ -87,7 +87,13 @@ describe.each(stores)('signing keys on $name', ({ create }) => {
     expect(headerKid(token)).toBe(created);
     const { payload, protectedHeader } = await jwtVerify(token, first.signer.verificationKeys(), { currentDate: time.clock.now() });
     expect(payload.sub).toBe('loaded');
-    expect(protectedHeader.typ).toBe('at+jwt');
+    expect(protectedHeader).toEqual({ alg: 'ES256', kid: created, typ: 'at+jwt' });
+    // JWS compact form with a raw 64-byte R||S signature (RFC 7518 §3.4), and a verifier that knows
+    // only the published JWK Set (what a resource server holds) accepts it too.
+    expect(Buffer.from(token.split('.')[2]!, 'base64url')).toHaveLength(64);
+    await expect(jwtVerify(token, createLocalJWKSet(second.jwks()), { currentDate: time.clock.now() })).resolves.toBeDefined();
+    const tampered = `${token.split('.')[0]}.${Buffer.from(JSON.stringify({ sub: 'other' })).toString('base64url')}.${token.split('.')[2]}`;
+    await expect(jwtVerify(tampered, createLocalJWKSet(second.jwks()))).rejects.toMatchObject({ code: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' });
 
     // At rest: the public JWK has no private part; the private JWK is an AES-GCM envelope.
     const row = await db().db.signingKey.findUniqueOrThrow({ where: { kid: created! } });
