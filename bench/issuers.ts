@@ -20,6 +20,7 @@ import { randomLowerId, uuidv7 } from '../src/lib/crypto.js';
 import { startFakeGitHub } from '../test/fakes/github-api.js';
 import { startFakeVault } from '../test/fakes/vault.js';
 import { startFakeSts } from '../test/fakes/aws-sts.js';
+import { secretResolverFor } from '../src/config/secret-ref.js';
 
 const N = Number(process.env.BENCH_ISSUES ?? 200);
 const only = process.env.BENCH_ONLY_ISSUERS?.split(',').map((s) => s.trim());
@@ -95,7 +96,8 @@ async function main() {
   for (const c of cases) {
     if (only && !only.includes(c.type)) continue;
     const s = await c.setup();
-    const deps: IssuerDeps = { logger, clock: systemClock, signer: await benchSigner(), issuerUrl: 'https://sts.bench', env: s.env ?? {} };
+    const env = s.env ?? {};
+    const deps: IssuerDeps = { logger, clock: systemClock, signer: await benchSigner(), issuerUrl: 'https://sts.bench', env, secret: secretResolverFor(`bench-${c.type}`, env, () => Buffer.alloc(32)) };
     const issuer: CredentialIssuer = credentialIssuerCatalog.get(c.type).create(`bench-${c.type}`, credentialIssuerCatalog.get(c.type).configSchema.parse(s.config), deps);
     const issueMs: number[] = [];
     const revokeMs: number[] = [];

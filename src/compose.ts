@@ -1,4 +1,4 @@
-import { resolveSecretRef } from './config/secret-ref.js';
+import { resolveSecretRef, secretResolverFor } from './config/secret-ref.js';
 import type { AppConfig } from './config/load-config.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { parseDuration, systemClock, type Clock } from './lib/clock.js';
@@ -114,6 +114,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
           return issuerUrl.value;
         },
         env: opts.env,
+        secret: secretResolverFor(i.name, opts.env, () => kek.reveal()),
       }),
     );
   const policy = createPolicyEngine(config.policy, {

@@ -3,6 +3,7 @@ import type { BlendedIdentity, CallContext, Credential, Decision, RevocationHand
 import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
 import type { TokenSigner } from '../keys/key-store.js';
+import type { SecretResolver } from '../config/secret-ref.js';
 
 export interface IssueRequest {
   decision: Decision;
@@ -43,6 +44,8 @@ export interface IssuerDeps {
   signer: TokenSigner;
   issuerUrl: string;
   env: NodeJS.ProcessEnv;
+  /** Resolves this instance's secret references (env, file, or sealed under the KEK for this instance). */
+  secret: SecretResolver;
 }
 
 export interface CredentialIssuerPlugin<Config = unknown> {

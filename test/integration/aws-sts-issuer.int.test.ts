@@ -25,9 +25,9 @@ import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { MalformedRequest, ScopeNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
 import { credentialFingerprint } from '../../src/lib/crypto.js';
-import { systemClock } from '../../src/lib/clock.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
 import { createLogger } from '../../src/log/logger.js';
+import { testIssuerDeps } from '../support/issuer-deps.js';
 
 const REGION = 'eu-west-1';
 const AGENT_KEY = { accessKeyId: 'AKIAAGENTSTS00000001', secretAccessKey: 'agent-sts-own-secret/abcdefghijklmnopqrstuv' };
@@ -41,7 +41,7 @@ const logLines: string[] = [];
 const logger = createLogger({ level: 'trace', destination: { write: (s: string) => void logLines.push(s) } });
 const ctx = (now = new Date()): CallContext => ({ requestId: 'test', now });
 const env = { AGS_AWS_SECRET: AGENT_KEY.secretAccessKey, AGS_WRONG_SECRET: 'not-the-right-secret/abcdefghijklmnopq', AGS_UNTRUSTED_SECRET: UNTRUSTED_KEY.secretAccessKey };
-const deps: IssuerDeps = { logger, clock: systemClock, signer: {} as IssuerDeps['signer'], issuerUrl: 'https://sts.test.invalid', env };
+const deps: IssuerDeps = testIssuerDeps(logger, env);
 
 /** Every secret that passed through this file; none may appear in a log line or an error. */
 const secrets: string[] = [AGENT_KEY.secretAccessKey, UNTRUSTED_KEY.secretAccessKey, env.AGS_WRONG_SECRET];

@@ -21,10 +21,10 @@ import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
 import { credentialFingerprint } from '../../src/lib/crypto.js';
-import { systemClock } from '../../src/lib/clock.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startFakeGitHub, type FakeGitHub, type FakeGitHubOptions } from '../fakes/github-api.js';
+import { testIssuerDeps } from '../support/issuer-deps.js';
 
 const APP_ID = 31337;
 const INSTALLATION_ID = 4242;
@@ -45,7 +45,7 @@ const pemBody = (pem: string) => pem.split('\n').filter((l) => l && !l.startsWit
 const logLines: string[] = [];
 const logger = createLogger({ level: 'trace', destination: { write: (s: string) => void logLines.push(s) } });
 const ctx = (): CallContext => ({ requestId: 'test', now: new Date() });
-const deps = (env: NodeJS.ProcessEnv = {}): IssuerDeps => ({ logger, clock: systemClock, signer: {} as IssuerDeps['signer'], issuerUrl: 'https://sts.test.invalid', env });
+const deps = (env: NodeJS.ProcessEnv = {}): IssuerDeps => testIssuerDeps(logger, env);
 
 const fakeOptions = (over: Partial<FakeGitHubOptions> = {}): FakeGitHubOptions => ({
   appId: APP_ID,

@@ -12,10 +12,10 @@ import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { UpstreamUnavailable } from '../../src/errors/sts-errors.js';
 import { credentialFingerprint, randomLowerId } from '../../src/lib/crypto.js';
-import { systemClock } from '../../src/lib/clock.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createTestMysqlDatabase, MYSQL_URL, type TestMysqlDatabase } from '../support/databases.js';
+import { testIssuerDeps } from '../support/issuer-deps.js';
 
 // Every password the issuer generates, so the test can look for it where it must not be.
 const generated = vi.hoisted(() => [] as string[]);
@@ -39,7 +39,7 @@ const logger = createLogger({ level: 'trace', destination: { write: (s: string) 
 const ctx = (): CallContext => ({ requestId: 'test', now: new Date() });
 
 function deps(env: NodeJS.ProcessEnv): IssuerDeps {
-  return { logger, clock: systemClock, signer: {} as IssuerDeps['signer'], issuerUrl: 'https://sts.test.invalid', env };
+  return testIssuerDeps(logger, env);
 }
 
 async function admin<T>(fn: (c: mysql.Connection) => Promise<T>): Promise<T> {

@@ -10,17 +10,17 @@ import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { ScopeNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
 import { credentialFingerprint } from '../../src/lib/crypto.js';
-import { systemClock } from '../../src/lib/clock.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startFakeVault, type FakeVault } from '../fakes/vault.js';
+import { testIssuerDeps } from '../support/issuer-deps.js';
 
 const TOKEN = 'hvs.agent-sts-own-token-not-for-logs';
 const SECRET_ID = 'approle-secret-id-not-for-logs';
 const logLines: string[] = [];
 const logger = createLogger({ level: 'trace', destination: { write: (s: string) => void logLines.push(s) } });
 const ctx = (): CallContext => ({ requestId: 'test', now: new Date() });
-const deps = (env: NodeJS.ProcessEnv = {}): IssuerDeps => ({ logger, clock: systemClock, signer: {} as IssuerDeps['signer'], issuerUrl: 'https://sts.test.invalid', env });
+const deps = (env: NodeJS.ProcessEnv = {}): IssuerDeps => testIssuerDeps(logger, env);
 const errorText = (e: unknown) => `${(e as Error).message}\n${(e as Error).stack}\n${inspect(e, { depth: 10 })}\n${JSON.stringify(e)}\n${inspect((e as Error).cause, { depth: 10 })}`;
 
 const baseConfig = (endpoint: string, extra: Record<string, unknown> = {}) =>

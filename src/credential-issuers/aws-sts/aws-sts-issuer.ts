@@ -7,7 +7,7 @@ import type { BlendedIdentity } from '../../core/types.js';
 import { credentialFingerprint, sha256Hex } from '../../lib/crypto.js';
 import { parseDuration } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
-import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { SecretRefSchema } from '../../config/secret-ref.js';
 import { MalformedRequest, ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
 
@@ -338,8 +338,8 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
       resolved = own
         ? {
             accessKeyId: own.accessKeyId,
-            secretAccessKey: resolveSecretRef(own.secretAccessKey, deps.env, `${where}.secretAccessKey`).reveal(),
-            ...(own.sessionToken ? { sessionToken: resolveSecretRef(own.sessionToken, deps.env, `${where}.sessionToken`).reveal() } : {}),
+            secretAccessKey: deps.secret(own.secretAccessKey, `${where}.secretAccessKey`).reveal(),
+            ...(own.sessionToken ? { sessionToken: deps.secret(own.sessionToken, `${where}.sessionToken`).reveal() } : {}),
           }
         : undefined;
       ownSecrets = resolved ? [resolved.secretAccessKey, resolved.sessionToken ?? ''].filter(Boolean) : [];

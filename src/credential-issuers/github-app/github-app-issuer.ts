@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
-import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { SecretRefSchema } from '../../config/secret-ref.js';
 import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
 
@@ -236,7 +236,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
       needsActiveRevocation: true,
       async issue(req, ctx) {
         const { repositoryIds, permissions } = narrow(req.decision.grantedScopes);
-        const privateKey = resolveSecretRef(config.privateKey, deps.env, `credentialIssuers.${name}.privateKey`);
+        const privateKey = deps.secret(config.privateKey, `credentialIssuers.${name}.privateKey`);
         // A new auth instance per call with a cache that stores nothing, and refresh: true. The
         // library's default cache would hand the same token to the next identical request for 59
         // minutes, including one we have since revoked (DELETE /installation/token) — a dead or,

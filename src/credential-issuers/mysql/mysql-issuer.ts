@@ -4,7 +4,7 @@ import { publicEndpointFields } from '../database-fields.js';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
-import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
 
@@ -140,7 +140,7 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
   create(name, config, deps): CredentialIssuer {
     let pool: mysql.Pool | undefined;
     let flavor: Promise<'mariadb' | 'mysql'> | undefined;
-    const adminUrl = () => resolveSecretRef(config.adminUrl, deps.env, `credentialIssuers.${name}.adminUrl`);
+    const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
     const getPool = () =>
       (pool ??= mysql.createPool({ uri: adminUrl().reveal(), connectionLimit: 4, connectTimeout: 5000, multipleStatements: false, enableKeepAlive: true }));
     const target = () => {

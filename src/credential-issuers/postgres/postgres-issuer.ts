@@ -4,7 +4,7 @@ import { publicEndpointFields } from '../database-fields.js';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
-import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
 import { scramSha256Verifier } from './scram.js';
@@ -46,7 +46,7 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
   configSchema: PostgresIssuerConfigSchema as z.ZodType<PostgresIssuerConfig>,
   create(name, config, deps): CredentialIssuer {
     let pool: pg.Pool | undefined;
-    const adminUrl = () => resolveSecretRef(config.adminUrl, deps.env, `credentialIssuers.${name}.adminUrl`);
+    const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
     const getPool = () => (pool ??= new pg.Pool({ connectionString: adminUrl().reveal(), max: 4, connectionTimeoutMillis: 5000 }));
     const target = () => {
       const u = new URL(adminUrl().reveal());

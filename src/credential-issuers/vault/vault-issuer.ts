@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
-import { SecretRefSchema, resolveSecretRef } from '../../config/secret-ref.js';
+import { SecretRefSchema } from '../../config/secret-ref.js';
 import { ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
 
@@ -158,7 +158,7 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
     Object.assign(client as unknown as Record<string, unknown>, { token: '', namespace: '', pathPrefix: '' });
 
     const where = `credentialIssuers.${name}`;
-    const staticToken = () => resolveSecretRef(config.token!, deps.env, `${where}.token`);
+    const staticToken = () => deps.secret(config.token!, `${where}.token`);
     const log = deps.logger.child({ issuer: name, issuerType: 'vault' });
 
     const headers = (token: string): Record<string, string> => ({
@@ -198,7 +198,7 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
 
     async function approleLogin(): Promise<string> {
       const approle = config.auth!.approle;
-      const secretId = resolveSecretRef(approle.secretId, deps.env, `${where}.auth.approle.secretId`);
+      const secretId = deps.secret(approle.secretId, `${where}.auth.approle.secretId`);
       try {
         const res = (await client.request({
           path: `/auth/${approle.mount}/login`,
