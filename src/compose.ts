@@ -10,8 +10,7 @@ import { createKeyStore } from './keys/key-store.js';
 import { createReplayGuard } from './trust-providers/replay-guard.js';
 import { createRoleAuth } from './server/role-auth.js';
 import { createProviderSet } from './trust-providers/provider-set.js';
-import { credentialIssuerCatalog } from './credential-issuers/catalog.js';
-import type { CredentialIssuer } from './credential-issuers/credential-issuer.js';
+import { createIssuerSet } from './credential-issuers/issuer-set.js';
 import { createPolicyEngine } from './policy/policy-engine.js';
 import { createAuditLog } from './audit/audit-log.js';
 import { createRevocationList } from './tasks/revocation-list.js';
@@ -84,6 +83,29 @@ export function openTrust(core: Awaited<ReturnType<typeof openCore>>, config: Ap
   return { trust, replay };
 }
 
+/**
+ * The live set of credential issuers (config file + registered at runtime); used by the server and
+ * by CLI commands that change issuers.
+ */
+export function openIssuers(core: Awaited<ReturnType<typeof openCore>>, config: AppConfig, opts: Pick<ComposeOptions, 'env'>, issuerUrl: () => string) {
+  const { clock, logger, keyStore, kek } = core;
+  return createIssuerSet({
+    configured: config.credentialIssuers,
+    db: core.database.db,
+    logger,
+    depsFor: (name) => ({
+      logger: logger.child({ issuer: name }),
+      clock,
+      signer: keyStore.signer,
+      get issuerUrl() {
+        return issuerUrl();
+      },
+      env: opts.env,
+      secret: secretResolverFor(name, opts.env, () => kek.reveal()),
+    }),
+  });
+}
+
 /** Composition root: builds every module from config with plain calls. */
 export async function compose(config: AppConfig, opts: ComposeOptions) {
   const core = await openCore(config, opts);
@@ -102,21 +124,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
 
   const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value);
   await trust.reload(true);
-  const issuers = new Map<string, CredentialIssuer>();
-  for (const i of config.credentialIssuers)
-    issuers.set(
-      i.name,
-      credentialIssuerCatalog.get(i.type).create(i.name, i.config, {
-        logger: logger.child({ issuer: i.name }),
-        clock,
-        signer: keyStore.signer,
-        get issuerUrl() {
-          return issuerUrl.value;
-        },
-        env: opts.env,
-        secret: secretResolverFor(i.name, opts.env, () => kek.reveal()),
-      }),
-    );
+  const issuers = openIssuers(core, config, opts, () => issuerUrl.value);
+  await issuers.reload(true);
   const policy = createPolicyEngine(config.policy, {
     agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl),
     accessTokenMaxTtl: parseDuration(tokens.accessTokenMaxTtl),
@@ -138,7 +147,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       agentTokens: getAgentTokens(),
       policy,
       targets: createTargetResolver(config.targets),
-      issuers,
+      issuers: issuers.forIssuance,
       audit,
       db,
       kek,
@@ -160,6 +169,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     keys: keyStore,
     tasks: taskService,
     providers: trust,
+    issuers,
+    kek: () => kek.reveal(),
     audit,
     roles: createRoleAuth({
       bootstrap: {
@@ -198,6 +209,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     background('key-reload', parseDuration(config.keys.reloadInterval) * 1000, () => keyStore.reload());
     background('revocation-refresh', 1000, () => revocations.refresh());
     background('trust-provider-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => trust.reload());
+    background('credential-issuer-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => issuers.reload());
     background('replay-purge', 60_000, () => replay.purgeExpired());
     background('sweep', parseDuration(config.sweep.interval) * 1000, () =>
       taskService.sweep({ requestId: `sweep-${Date.now()}`, now: clock.now() }),
@@ -209,7 +221,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     timers.forEach(clearInterval);
     await app.close();
     await audit.drain();
-    for (const i of issuers.values()) await i.close?.();
+    await issuers.close();
     await database.close();
   }
 

@@ -12,6 +12,7 @@ import { verifyAuditLog } from '../audit/audit-verify.js';
 import { AuditQuerySchema, auditRowToJson, queryAudit } from '../audit/audit-query.js';
 import { DEV_ISSUER, signDevToken } from '../dev/dev-issuer.js';
 import { registerProviderCommands } from './providers-commands.js';
+import { registerIssuerCommands } from './issuers-commands.js';
 
 const env = process.env;
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -226,5 +227,6 @@ export async function runCli(argv: string[]): Promise<void> {
     });
 
   registerProviderCommands(program, { withCore, configOption, say, env });
+  registerIssuerCommands(program, { withCore, configOption, say, env });
   await program.parseAsync(argv);
 }

@@ -1,19 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { userInfo } from 'node:os';
-import type { Command, Option } from 'commander';
-import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
-import { createAuditLog } from '../audit/audit-log.js';
+import type { Command } from 'commander';
 import { openTrust } from '../compose.js';
 import type { AppConfig } from '../config/load-config.js';
 import { StsError, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { TOKEN_TYPE } from '../lib/urns.js';
 import { createAwsIamAttestation } from '../trust-providers/aws-iam/attest.js';
-import { createProviderAdmin, ProviderChangeRefused } from '../trust-providers/provider-admin.js';
-import type { WithCore } from './main.js';
-
-const ProviderFile = z.object({ name: z.string(), type: z.string(), config: z.unknown(), enabled: z.boolean().optional() }).strict();
+import { createProviderAdmin } from '../trust-providers/provider-admin.js';
+import { readInput, registerInstanceCommands, type CliHelpers } from './instance-commands.js';
 
 /** The issuer URL the server would use (the aws-iam server id), for commands that verify attestations. */
 function serverIdOf(config: AppConfig): string {
@@ -22,92 +15,17 @@ function serverIdOf(config: AppConfig): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${config.server.port}`;
 }
 
-function readInput(file: string): string {
-  return (file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8')).trim();
-}
-
 /** `agent-sts providers list|add|remove|enable|disable|test`. */
-export function registerProviderCommands(program: Command, h: { withCore: WithCore; configOption: () => Option; say: (line: string) => void; env: NodeJS.ProcessEnv }) {
+export function registerProviderCommands(program: Command, h: CliHelpers) {
   const providers = program.command('providers').description('trust providers (config file and registered at runtime)');
-  const cli = () => ({ principal: `cli:${userInfo().username}`, requestId: `cli-${randomUUID()}` });
-
-  /** Runs a change through the same checks and audit as the admin API. */
-  const change = (configOpt: string | undefined, fn: (admin: ReturnType<typeof createProviderAdmin>) => Promise<void>) =>
-    h.withCore(configOpt, async (core, config) => {
+  registerInstanceCommands(providers, h, {
+    kind: 'trust provider',
+    readme: 'Trust providers',
+    open: (core, config, audit) => {
       const { trust } = openTrust(core, config, { env: h.env }, () => serverIdOf(config));
-      const audit = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
-      try {
-        await fn(createProviderAdmin({ providers: trust, db: core.database.db, audit }));
-      } catch (e) {
-        if (!(e instanceof ProviderChangeRefused)) throw e;
-        h.say(`agent-sts: ${e.title}: ${e.message}`);
-        process.exitCode = e.status === 404 ? 1 : 2;
-      } finally {
-        await audit.drain();
-      }
-    });
-
-  providers
-    .command('list')
-    .description('list every trust provider: config-file ones (read-only) and runtime ones')
-    .option('--json', 'one JSON object per line')
-    .addOption(h.configOption())
-    .action((o: { config?: string; json?: boolean }) =>
-      h.withCore(o.config, async (core, config) => {
-        const { trust } = openTrust(core, config, { env: h.env }, () => serverIdOf(config));
-        await trust.reload(true);
-        for (const r of trust.records()) {
-          if (o.json) console.log(JSON.stringify({ name: r.name, type: r.type, source: r.source, enabled: r.enabled, updatedAt: r.updatedAt, updatedBy: r.updatedBy }));
-          else console.log(`${r.name.padEnd(24)} ${r.type.padEnd(16)} ${r.source === 'config' ? 'config file (read-only)' : `runtime, ${r.enabled ? 'enabled' : 'DISABLED'}, by ${r.updatedBy} at ${r.updatedAt!.toISOString()}`}`);
-        }
-      }),
-    );
-
-  providers
-    .command('add')
-    .description('register a trust provider from a YAML/JSON file {name, type, config, enabled?} (validated and audited like the admin API)')
-    .argument('<file>', 'file, or - for standard input')
-    .addOption(h.configOption())
-    .action((file: string, o: { config?: string }) =>
-      change(o.config, async (admin) => {
-        let body: z.infer<typeof ProviderFile>;
-        try {
-          body = ProviderFile.parse(parseYaml(readInput(file)));
-        } catch (e) {
-          h.say(`agent-sts: ${file}: ${e instanceof z.ZodError ? e.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ') : (e as Error).message}`);
-          h.say('The file holds {name, type, config, enabled?}; see README "Trust providers".');
-          process.exitCode = 2;
-          return;
-        }
-        const r = await admin.create(cli(), body);
-        console.log(`registered ${r.name} (${r.type}, ${r.enabled ? 'enabled' : 'disabled'}); running servers pick it up within server.providerReloadInterval`);
-      }),
-    );
-
-  for (const action of ['enable', 'disable'] as const)
-    providers
-      .command(action)
-      .description(`${action} a runtime trust provider`)
-      .argument('<name>')
-      .addOption(h.configOption())
-      .action((name: string, o: { config?: string }) =>
-        change(o.config, async (admin) => {
-          await admin.setEnabled(cli(), name, action === 'enable');
-          console.log(`${name}: ${action}d`);
-        }),
-      );
-
-  providers
-    .command('remove')
-    .description('remove a runtime trust provider (audited)')
-    .argument('<name>')
-    .addOption(h.configOption())
-    .action((name: string, o: { config?: string }) =>
-      change(o.config, async (admin) => {
-        await admin.remove(cli(), name);
-        console.log(`removed ${name}`);
-      }),
-    );
+      return { set: trust, admin: createProviderAdmin({ providers: trust, db: core.database.db, audit }) };
+    },
+  });
 
   program
     .command('attest')

@@ -53,6 +53,11 @@ export const TargetSchema = z
     audiences: z.array(z.string().min(1)).default([]),
     /** Credential issuer instance that mints for this target. */
     issuer: z.string().min(1),
+    /**
+     * The issuer is registered through the admin API, not in this file: requests for the target
+     * are answered `temporarily_unavailable` while it is missing or disabled.
+     */
+    issuerRegisteredAtRuntime: z.boolean().default(false),
     /** Scopes that exist at this target (requests for others are invalid_scope). */
     scopes: z.array(z.string().min(1)).optional(),
   })

@@ -81,7 +81,10 @@ export function validateConfig(raw: unknown): AppConfig {
 
   const issuerNames = new Set(credentialIssuers.map((i) => i.name));
   cfg.targets.forEach((t, i) => {
-    if (!issuerNames.has(t.issuer)) problems.push(`targets[${i}] (${t.name}).issuer: no credential issuer named "${t.issuer}"`);
+    if (!issuerNames.has(t.issuer) && !t.issuerRegisteredAtRuntime)
+      problems.push(`targets[${i}] (${t.name}).issuer: no credential issuer named "${t.issuer}" in this file (if it is registered through the admin API, set issuerRegisteredAtRuntime: true)`);
+    if (issuerNames.has(t.issuer) && t.issuerRegisteredAtRuntime)
+      problems.push(`targets[${i}] (${t.name}).issuerRegisteredAtRuntime: "${t.issuer}" is declared in this file`);
     if (!t.resources.length && !t.audiences.length) problems.push(`targets[${i}] (${t.name}): give at least one resource or audience`);
   });
   cfg.auth.roles.forEach((m, i) => {

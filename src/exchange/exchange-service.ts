@@ -1,6 +1,6 @@
 import type { Secret } from '../core/secret.js';
 import type { BlendedIdentity, CallContext, Credential, Decision, HumanContext, VerifiedIdentity, WorkloadIdentity } from '../core/types.js';
-import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed } from '../errors/sts-errors.js';
+import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { credentialFingerprint } from '../lib/crypto.js';
 import { TOKEN_TYPE } from '../lib/urns.js';
@@ -142,7 +142,8 @@ export function createExchangeService(deps: ExchangeDeps) {
       if (!target) throw new TargetNotAllowed('unknown target');
       event.target = target.name;
       const issuer = deps.issuers.get(target.issuer);
-      if (!issuer) throw new Error(`target ${target.name} names issuer ${target.issuer}, which is not configured`);
+      // A runtime issuer that is disabled, removed or not yet registered: out of service, not a bad request.
+      if (!issuer) throw new UpstreamUnavailable('this target is out of service; try again later', { detail: { cause: 'issuer-unavailable', issuer: target.issuer } });
       if (req.requestedTokenType && !issuer.issuedTokenTypes.includes(req.requestedTokenType))
         throw new MalformedRequest('requested_token_type cannot be issued for this target');
       if (target.scopes) {

@@ -13,6 +13,8 @@ import type { KeyStore } from '../keys/key-store.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ProviderSet } from '../trust-providers/provider-set.js';
 import { registerProviderAdmin } from './admin-providers.js';
+import { registerIssuerAdmin } from './admin-issuers.js';
+import { createIssuerAdmin, type IssuerSet } from '../credential-issuers/issuer-set.js';
 import { createProviderAdmin } from '../trust-providers/provider-admin.js';
 import type { RoleAuth } from './role-auth.js';
 import type { Db } from '../storage/prisma-client.js';
@@ -34,6 +36,9 @@ export interface AppDeps {
   keys: Pick<KeyStore, 'jwks' | 'isReady'>;
   tasks: Pick<TaskService, 'endTask'>;
   providers: ProviderSet;
+  issuers: IssuerSet;
+  /** Key-encryption key: seals issuer secrets given through the admin API. */
+  kek: () => Buffer;
   audit: Pick<AuditLog, 'append'>;
   roles: RoleAuth;
 }
@@ -167,6 +172,7 @@ export function createApp(deps: AppDeps) {
   });
 
   registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, ctxOf });
+  registerIssuerAdmin(app, { roles: deps.roles, issuers: deps.issuers, admin: createIssuerAdmin({ issuers: deps.issuers, db: deps.db, audit: deps.audit, kek: deps.kek }), ctxOf });
 
   return app;
 }
