@@ -11,6 +11,7 @@ import { createReplayGuard } from './trust-providers/replay-guard.js';
 import { createRoleAuth } from './server/role-auth.js';
 import { createProviderSet } from './trust-providers/provider-set.js';
 import { createIssuerSet } from './credential-issuers/issuer-set.js';
+import { checkIssuers } from './credential-issuers/health.js';
 import { createPolicyEngine } from './policy/policy-engine.js';
 import { createAuditLog } from './audit/audit-log.js';
 import { createRevocationList } from './tasks/revocation-list.js';
@@ -170,6 +171,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     tasks: taskService,
     providers: trust,
     issuers,
+    issuerHealth: checkIssuers({ [Symbol.iterator]: () => issuers.all()[Symbol.iterator]() }),
     kek: () => kek.reveal(),
     audit,
     roles: createRoleAuth({

@@ -6,6 +6,8 @@ import { AppConfigSchema, type RawAppConfig } from './config-schema.js';
 import { trustProviderCatalog } from '../trust-providers/catalog.js';
 import { credentialIssuerCatalog } from '../credential-issuers/catalog.js';
 import { GITHUB_IMMUTABLE_PINS } from '../trust-providers/github-actions/github-actions-provider.js';
+import { checkGrantLifetimes } from '../policy/grant-lifetimes.js';
+import type { IssuerCapabilities } from '../credential-issuers/credential-issuer.js';
 
 export type AppConfig = RawAppConfig;
 
@@ -63,6 +65,7 @@ export function validateConfig(raw: unknown): AppConfig {
   seen('targets', cfg.targets.map((t) => t.name));
   seen('policy.rules', cfg.policy.rules.map((r) => r.id));
 
+  const parsed = new Set<object>();
   const parsePlugins = (kind: 'trustProviders' | 'credentialIssuers') =>
     cfg[kind].map((inst, i) => {
       let schema: z.ZodType;
@@ -74,7 +77,9 @@ export function validateConfig(raw: unknown): AppConfig {
       }
       const r = schema.safeParse(inst.config ?? {});
       if (!r.success) problems.push(...formatIssues(`${kind}[${i}] (${inst.name}).config`, r.error));
-      return { ...inst, config: r.success ? r.data : inst.config };
+      const out = { ...inst, config: r.success ? r.data : inst.config };
+      if (r.success) parsed.add(out);
+      return out;
     });
   const trustProviders = parsePlugins('trustProviders');
   const credentialIssuers = parsePlugins('credentialIssuers');
@@ -119,6 +124,14 @@ export function validateConfig(raw: unknown): AppConfig {
       if (!targetNames.has(g.target)) problems.push(`${where}.grants[${j}].target: no target named "${g.target}"`);
     });
   });
+  // Grant lifetimes against what each issuer declared it can issue (issuers whose config parsed; a
+  // name used twice is already an error, the first instance is checked).
+  if (cfg.tokens) {
+    const capabilities = new Map<string, { type: string; capabilities: IssuerCapabilities }>();
+    for (const inst of credentialIssuers)
+      if (parsed.has(inst) && !capabilities.has(inst.name)) capabilities.set(inst.name, { type: inst.type, capabilities: credentialIssuerCatalog.get(inst.type).capabilities(inst.config) });
+    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: capabilities, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
+  }
   if (problems.length) throw new ConfigError([...new Set(problems)]);
   return { ...cfg, trustProviders, credentialIssuers };
 }

@@ -19,6 +19,36 @@ export interface IssueRequest {
   plannedHandle?: RevocationHandle;
 }
 
+/**
+ * What an issuer can promise about its credentials, known from its parsed configuration alone (so
+ * config loading can check policy lifetimes against it before anything is built).
+ */
+export interface IssuerCapabilities {
+  /**
+   * Whether revoke() ends a credential everywhere it is accepted before it expires. `false`: once
+   * handed out it stays valid until its expiry (task end can only say "expires naturally at").
+   */
+  revocable: boolean;
+  /** Shortest lifetime this issuer can issue, seconds. */
+  minTtlSeconds: number;
+  /** Longest lifetime this issuer can issue, seconds (UNBOUNDED_TTL_SECONDS: no upstream limit). */
+  maxTtlSeconds: number;
+  /** Why the minimum is what it is, for configuration errors ("AssumeRole cannot issue shorter sessions"). No secrets. */
+  minTtlReason?: string;
+  /** Why the maximum is what it is, for configuration errors. No secrets. */
+  maxTtlReason?: string;
+}
+
+/** The upstream sets no maximum lifetime: policy and the task cap it. */
+export const UNBOUNDED_TTL_SECONDS = Number.MAX_SAFE_INTEGER;
+
+/**
+ * The answer of a health check. `detail` says what failed ("admin connection refused", "GitHub API
+ * answered 401 for the App JWT", "timed out after 2 s") and never contains a secret: no URL with a
+ * password, no token, no upstream error text that could echo one.
+ */
+export type IssuerHealth = { ok: true } | { ok: false; detail: string };
+
 /** A configured issuer instance. */
 export interface CredentialIssuer {
   readonly type: string;
@@ -27,6 +57,8 @@ export interface CredentialIssuer {
   readonly issuedTokenTypes: readonly string[];
   /** Whether revoke() must be called on expiry (e.g. database roles); JWTs just lapse. */
   readonly needsActiveRevocation: boolean;
+  /** The same values as the plugin's capabilities(config) for this instance's configuration. */
+  readonly capabilities: IssuerCapabilities;
   /**
    * For issuers with upstream state: decides the revocation handle before the upstream call, so
    * the host can persist it first and a crash mid-issuance can still be cleaned up.
@@ -35,6 +67,11 @@ export interface CredentialIssuer {
   issue(req: IssueRequest, ctx: CallContext): Promise<Credential>;
   /** Idempotent: revoking an unknown or already-revoked handle resolves. */
   revoke(handle: RevocationHandle, ctx: CallContext): Promise<void>;
+  /**
+   * One cheap call proving the upstream is reachable and accepts agent-sts's own credentials, bounded
+   * by a short timeout (HEALTH_TIMEOUT_MS). Resolves, never rejects. Absent: nothing upstream to check.
+   */
+  health?(): Promise<IssuerHealth>;
   close?(): Promise<void>;
 }
 
@@ -51,5 +88,7 @@ export interface IssuerDeps {
 export interface CredentialIssuerPlugin<Config = unknown> {
   readonly type: string;
   readonly configSchema: z.ZodType<Config>;
+  /** Static: from the parsed config alone, without building an instance or calling anything. */
+  capabilities(config: Config): IssuerCapabilities;
   create(name: string, config: Config, deps: IssuerDeps): CredentialIssuer;
 }

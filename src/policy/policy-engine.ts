@@ -2,6 +2,7 @@ import { parseDuration } from '../lib/clock.js';
 import { sha256Hex } from '../lib/crypto.js';
 import type { BlendedIdentity, Decision } from '../core/types.js';
 import type { PolicyConfig, PolicyRule } from './policy-schema.js';
+import { grantTtlCap } from './grant-lifetimes.js';
 
 /** What is asked, independent of HTTP. */
 export type PolicyRequest =
@@ -109,7 +110,7 @@ export function createPolicyEngine(policy: PolicyConfig, opts: PolicyEngineOptio
       const missing = req.scopes.filter((s) => !grant.scopes.has(s));
       if (missing.length) { miss(id_, 'scope', `scope not granted by this rule: ${missing.join(' ')}`); continue; }
       const scopes = req.scopes.length ? req.scopes : [...grant.scopes];
-      const ttl = Math.min(grant.ttl ?? opts.accessTokenMaxTtl, opts.accessTokenMaxTtl);
+      const ttl = grantTtlCap(grant.ttl, opts.accessTokenMaxTtl);
       if (!best || ttl > best.ttlCapSeconds) best = allow(id_, req.target, scopes, ttl, `rule ${id_} grants ${req.target}`);
     }
     if (best) return best;

@@ -37,6 +37,8 @@ export interface AppDeps {
   tasks: Pick<TaskService, 'endTask'>;
   providers: ProviderSet;
   issuers: IssuerSet;
+  /** Per-issuer health for /readyz: name → 'ok' or what failed (bounded and cached by the caller). */
+  issuerHealth: () => Promise<Record<string, string>>;
   /** Key-encryption key: seals issuer secrets given through the admin API. */
   kek: () => Buffer;
   audit: Pick<AuditLog, 'append'>;
@@ -122,6 +124,12 @@ export function createApp(deps: AppDeps) {
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  /**
+   * Ready = the database answers and a signing key is loaded (503 otherwise: take this replica out
+   * of the load balancer). Issuers are checked too (bounded, cached), but one failing upstream does
+   * not make the broker unready — the other targets still work — so it answers 200 "degraded" and
+   * names the issuer and what failed.
+   */
   app.get('/readyz', async (_req, reply) => {
     const checks: Record<string, string> = {};
     try {
@@ -132,7 +140,9 @@ export function createApp(deps: AppDeps) {
     }
     checks.signingKeys = deps.keys.isReady() ? 'ok' : 'not loaded';
     const ready = Object.values(checks).every((v) => v === 'ok');
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+    const issuers = await deps.issuerHealth();
+    const degraded = Object.values(issuers).some((v) => v !== 'ok');
+    return reply.code(ready ? 200 : 503).send({ status: !ready ? 'not ready' : degraded ? 'degraded' : 'ready', checks, issuers });
   });
 
   app.delete<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
@@ -150,7 +160,7 @@ export function createApp(deps: AppDeps) {
     return reply.code(result.state === 'ended' ? 200 : 202).send({
       task_id: result.taskId,
       state: result.state,
-      credentials: result.credentials.map((c) => ({ id: c.id, target: c.target, token_type: c.tokenType, fingerprint: c.fingerprint, expires_at: c.expiresAt, fate: c.fate })),
+      credentials: result.credentials.map((c) => ({ id: c.id, target: c.target, token_type: c.tokenType, fingerprint: c.fingerprint, expires_at: c.expiresAt, fate: c.fate, revoked_at: c.revokedAt })),
     });
   });
 

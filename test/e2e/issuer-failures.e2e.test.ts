@@ -60,6 +60,19 @@ describe('issuer upstream failures through the token endpoint', () => {
     await drop?.();
   });
 
+  it('/readyz stays 200 but says "degraded", naming each issuer whose upstream is down and why, without its secrets', async () => {
+    const res = await fetch(`${broker.url}/readyz`);
+    const text = await res.text();
+    expect(res.status).toBe(200);
+    const body = JSON.parse(text) as { status: string; checks: Record<string, string>; issuers: Record<string, string> };
+    expect(body.status).toBe('degraded');
+    expect(body.checks).toEqual({ database: 'ok', signingKeys: 'ok' });
+    expect(body.issuers.aws).toBe('ok');
+    for (const down of ['pg-down', 'my-down', 'aws-down']) expect(body.issuers[down], down).toMatch(/refused|unreachable|timed out|failed/);
+    expect(text).not.toContain(OWN.secretAccessKey);
+    expect(text).not.toMatch(/postgres:\/\/|mysql:\/\//);
+  });
+
   it.each([
     ['postgres admin connection refused', 'pg', 'read', 'pg-down', () => {}],
     ['mysql admin connection refused', 'my', 'read', 'my-down', () => {}],

@@ -80,7 +80,7 @@ describe('lifecycle, delegation and failure paths', () => {
     }
     const ready = await fetch(`${broker.url}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ status: 'ready', checks: { database: 'ok', signingKeys: 'ok' } });
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', signingKeys: 'ok' }, issuers: { tokens: 'ok', pg: 'ok' } });
   });
 
   it('a person plus an agent: sub is the person, act is the agent, and the policy requires the person', async () => {

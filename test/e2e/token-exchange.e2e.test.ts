@@ -150,9 +150,21 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       // 5. end the task with its agent token
       const end = await fetch(`${broker.url}/v1/tasks/${taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${agentToken}` } });
       expect(end.status).toBe(200);
-      const receipt = (await end.json()) as { state: string; credentials: { fate: string }[] };
+      const receipt = (await end.json()) as { state: string; credentials: { id: string; target: string; fate: string; expires_at: string; revoked_at: string | null }[] };
       expect(receipt.state).toBe('ended');
-      expect(receipt.credentials.map((c) => c.fate)).toEqual(['revoked', 'revoked', 'revoked']);
+      // The agent token and the login are revoked; the internal-API JWT is verified offline by the API,
+      // so nothing can revoke it (agent-sts-jwt declares revocable: false): it expires naturally.
+      expect(receipt.credentials.map((c) => c.fate)).toEqual(['revoked', 'revoked', 'expires_naturally']);
+      // The answer says when each was revoked; the one that lapses on its own has no revocation time.
+      expect(receipt.credentials.map((c) => c.revoked_at === null)).toEqual([false, false, true]);
+      for (const c of receipt.credentials.slice(0, 2)) expect(Date.now() - Date.parse(c.revoked_at!)).toBeLessThan(60_000);
+      const apiCred = receipt.credentials[2]!;
+      expect(apiCred.target).toBe('billing-api');
+      expect(Date.parse(apiCred.expires_at)).toBe(decodeJwt(api.json.access_token as string).exp! * 1000);
+      // Ending it again changes nothing and writes no second record.
+      const endAgain = await fetch(`${broker.url}/v1/tasks/${taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${agentToken}` } });
+      expect(endAgain.status).toBe(200);
+      expect(((await endAgain.json()) as { credentials: { fate: string }[] }).credentials.map((c) => c.fate)).toEqual(['revoked', 'revoked', 'expires_naturally']);
 
       // 6. the open session was terminated and a new login fails
       await connClosed;
@@ -171,13 +183,24 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       // 8. the audit log holds every step, via the auditor API
       const res = await fetch(`${broker.url}/v1/audit?limit=50`, { headers: { authorization: `Bearer ${TEST_AUDITOR_TOKEN}` } });
       expect(res.status).toBe(200);
-      const { records } = (await res.json()) as { records: { action: string; outcome: string; taskId: string; credentialFingerprint: string | null }[] };
+      const { records } = (await res.json()) as { records: { action: string; outcome: string; reason: string | null; taskId: string; credentialId: string | null; credentialFingerprint: string | null }[] };
       const mine = records.filter((r) => r.taskId === taskId).map((r) => `${r.action}:${r.outcome}`).sort();
       expect(mine).toEqual([
-        'credential.revoke:success', 'credential.revoke:success', 'credential.revoke:success',
+        'credential.lapse:success', 'credential.revoke:success', 'credential.revoke:success',
         'task.end:success',
         'token.exchange:allow', 'token.exchange:allow', 'token.exchange:allow',
       ]);
+      // Per credential, the record says which: "revoked at <time>" or "expires naturally at <its expiry>".
+      const reasonOf = (id: string) => records.find((r) => r.credentialId === id && r.action.startsWith('credential.'))?.reason;
+      // The task service reports the same revocation time (the DELETE answer carries fate and expires_at).
+      const ended = await broker.composed.taskService.endTask(taskId, 'test', { requestId: 'test', now: new Date() });
+      expect(ended?.credentials.map((c) => c.revokedAt === null)).toEqual([false, false, true]);
+      for (const c of ended!.credentials.slice(0, 2)) {
+        const reason = reasonOf(c.id);
+        expect(reason).toBe(`revoked at ${c.revokedAt}`);
+        expect(Date.now() - Date.parse(c.revokedAt!)).toBeLessThan(60_000);
+      }
+      expect(reasonOf(apiCred.id)).toBe(`expires naturally at ${new Date(apiCred.expires_at).toISOString()} (issuer tokens cannot revoke it)`);
       expect(records.some((r) => r.action === 'token.exchange' && r.outcome === 'deny')).toBe(true);
       const unauth = await fetch(`${broker.url}/v1/audit`, { headers: { authorization: 'Bearer wrong' } });
       expect(unauth.status).toBe(401);

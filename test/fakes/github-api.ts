@@ -4,7 +4,10 @@
 // installation's (else 422), tokens are real bearer tokens for GET /installation/repositories and die
 // on DELETE /installation/token (401 afterwards). Tokens also work at GET /repos/{owner}/{repo}
 // (404 for a repository the token does not cover) and PUT /repos/{owner}/{repo}/contents/{path}
-// (403 without contents:write). Faults: failWith (status), delayMs (slow), malformed (200, not JSON).
+// (403 without contents:write). GET /app/installations/{id} answers with the App JWT (401 without a
+// valid one, 404 for another installation), showing `suspended_at` once the installation is
+// suspended (token requests are then 403, as GitHub). Faults: failWith (status), delayMs (slow),
+// malformed (200, not JSON).
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -60,6 +63,8 @@ export interface FakeGitHub {
   isLive(token: string): boolean;
   /** Fault injection (status, delay, malformed body): see FaultControls. */
   faults: FaultControls;
+  /** Suspends (or with false unsuspends) the installation, as its owner can on GitHub. */
+  setSuspended(suspended: boolean): void;
   close(): Promise<void>;
 }
 
@@ -83,6 +88,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const calls: GitHubCall[] = [];
   const tokens: string[] = [];
   const state = noFaults();
+  let suspendedAt: string | null = null;
 
   const authOf = (req: IncomingMessage): { scheme: string; credential: string } => {
     const m = /^(\S+)\s+(\S+)$/.exec(req.headers.authorization ?? '');
@@ -136,6 +142,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       const jwtProblem = await verifyAppJwt(req);
       if (jwtProblem) return (json(res, 401, { message: jwtProblem, documentation_url: 'https://docs.github.com/rest' }), 401);
       if (Number(m[1]) !== opts.installationId) return (json(res, 404, { message: 'Not Found' }), 404);
+      if (suspendedAt) return (json(res, 403, { message: 'This installation has been suspended', documentation_url: 'https://docs.github.com/rest' }), 403);
 
       let repos = opts.repositories;
       let selection: 'all' | 'selected' = 'all';
@@ -182,6 +189,23 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         ...(selection === 'selected' ? { repositories: repos.map(repoJson) } : {}),
       });
       return 201;
+    }
+
+    const inst = /^GET \/app\/installations\/(\d+)$/.exec(route);
+    if (inst) {
+      const jwtProblem = await verifyAppJwt(req);
+      if (jwtProblem) return (json(res, 401, { message: jwtProblem, documentation_url: 'https://docs.github.com/rest' }), 401);
+      if (Number(inst[1]) !== opts.installationId) return (json(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest' }), 404);
+      json(res, 200, {
+        id: opts.installationId,
+        account: { login: owner, type: 'Organization' },
+        app_id: opts.appId,
+        target_type: 'Organization',
+        permissions: opts.permissions,
+        repository_selection: 'selected',
+        suspended_at: suspendedAt,
+      });
+      return 200;
     }
 
     if (route === 'DELETE /installation/token') {
@@ -238,6 +262,9 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       return Boolean(t && !t.revoked && t.expiresAt > Date.now());
     },
     faults: state,
+    setSuspended: (s) => {
+      suspendedAt = s ? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') : null;
+    },
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();

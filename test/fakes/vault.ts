@@ -2,7 +2,7 @@
 // calls agent-sts makes: token auth (X-Vault-Token or Authorization: Bearer, 403 "permission
 // denied" otherwise), namespaces (X-Vault-Namespace; tokens belong to one), dynamic secrets at
 // `GET /v1/<mount>/creds/<role>` with the real response envelope, `sys/leases/{lookup,revoke,renew}`,
-// AppRole login and `auth/token/renew-self`, `{"errors":[...]}` bodies, 404 `{"errors":[]}` for
+// AppRole login, `auth/token/renew-self` and `GET auth/token/lookup-self`, `{"errors":[...]}` bodies, 404 `{"errors":[]}` for
 // unknown paths and 503 when sealed. Records every call (never the token values).
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -153,6 +153,21 @@ export async function startFakeVault(opts: FakeVaultOptions = {}): Promise<FakeV
         if (!s) return errors(res, 400, 'lease is not renewable');
         s.expireTime = Date.now() + s.ttl * 1000;
         return send(res, 200, envelope({ auth: { client_token: token, accessor: randomUUID(), policies: ['default', 'agent-sts'], lease_duration: s.ttl, renewable: true } }));
+      }
+
+      if (path === 'auth/token/lookup-self') {
+        if (method !== 'GET') return errors(res, 405, 'unsupported operation');
+        const s = sessionTokens.get(token!);
+        const now = Date.now();
+        // As Vault: the answer includes the token itself (`id`); callers must not log it.
+        return send(res, 200, envelope({
+          data: {
+            accessor: randomUUID(), creation_time: Math.floor(now / 1000), creation_ttl: s?.ttl ?? 0, display_name: s ? 'approle' : 'root', entity_id: '',
+            expire_time: s ? new Date(s.expireTime).toISOString() : null, explicit_max_ttl: 0, id: token, meta: null, num_uses: 0, orphan: true,
+            path: s ? `auth/${approleMount}/login` : 'auth/token/root', policies: s ? ['default', 'agent-sts'] : ['root'], renewable: Boolean(s),
+            ttl: s ? Math.max(0, Math.round((s.expireTime - now) / 1000)) : 0, type: 'service',
+          },
+        }));
       }
 
       if (path === 'sys/leases/lookup' && write) {

@@ -4,7 +4,7 @@ import { credentialFingerprint } from '../../lib/crypto.js';
 import { epochSeconds } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import type { Actor, BlendedIdentity } from '../../core/types.js';
-import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
 
 export const AgentStsJwtConfigSchema = z.object({}).strict();
 export type AgentStsJwtConfig = z.infer<typeof AgentStsJwtConfigSchema>;
@@ -24,6 +24,20 @@ export function subjectClaims(id: BlendedIdentity) {
 }
 
 /**
+ * Longest lifetime of an agent-sts-jwt access token. Resource servers verify these JWTs offline
+ * against the JWKS, so a token cannot be taken back once handed out; a day is the most any policy
+ * may give one (tokens.accessTokenMaxTtl, 15m by default, caps it further).
+ */
+export const AGENT_STS_JWT_MAX_TTL_SECONDS = 86_400;
+
+const CAPABILITIES: IssuerCapabilities = Object.freeze({
+  revocable: false,
+  minTtlSeconds: 1,
+  maxTtlSeconds: AGENT_STS_JWT_MAX_TTL_SECONDS,
+  maxTtlReason: 'its JWTs are verified offline and cannot be revoked, so agent-sts issues them for at most 24h',
+});
+
+/**
  * Audience-bound JWT access tokens (RFC 9068, `typ: at+jwt`) for internal APIs and MCP servers.
  * `aud` is exactly the requested resource/audience; `jti` is the credential id, so a token is
  * revoked by id and traced to its issuance by fingerprint.
@@ -31,12 +45,15 @@ export function subjectClaims(id: BlendedIdentity) {
 export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
   type: 'agent-sts-jwt',
   configSchema: AgentStsJwtConfigSchema,
+  capabilities: () => CAPABILITIES,
   create(name, _config, deps): CredentialIssuer {
+    // No health(): nothing upstream (signing keys are checked by /readyz on their own).
     return {
       type: 'agent-sts-jwt',
       name,
       issuedTokenTypes: [TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt],
       needsActiveRevocation: false,
+      capabilities: CAPABILITIES,
       async issue(req, ctx) {
         const iat = epochSeconds(ctx.now);
         const exp = iat + req.ttlSeconds;
@@ -64,7 +81,8 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
         };
       },
       async revoke() {
-        // Our JWTs are revoked by jti in the revocation list; nothing upstream to call.
+        // Nothing upstream to call. The jti goes on agent-sts's own revocation list, which only agent-sts
+        // consults: resource servers verify offline, hence capabilities.revocable = false.
       },
     };
   },

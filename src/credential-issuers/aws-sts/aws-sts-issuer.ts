@@ -1,4 +1,4 @@
-import { AssumeRoleCommand, STSClient, type AssumeRoleCommandInput, type Tag } from '@aws-sdk/client-sts';
+import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput, type Tag } from '@aws-sdk/client-sts';
 import { GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
@@ -9,7 +9,8 @@ import { parseDuration } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { MalformedRequest, ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 
 /** AWS limits (STS-API AssumeRoleInput; STANDARDS §5.3). */
 export const AWS_MIN_SESSION_SECONDS = 900;
@@ -237,6 +238,33 @@ function revocationStatementExpiry(st: PolicyStatement): number | undefined {
 /** IAM's policy-size measure: characters outside whitespace (JSON.stringify output has none outside strings, so this is conservative). */
 const policyChars = (text: string) => text.replace(/\s/g, '').length;
 
+/**
+ * Revocable: a deny statement for the session on the role (revoke()). AssumeRole issues 900 s at
+ * least (issue() refuses shorter) and at most the role's MaxSessionDuration: the largest configured
+ * (`maxDuration`, per role or issuer-wide), itself at most AWS's 43,200 s.
+ */
+export function awsStsCapabilities(config: AwsStsIssuerConfig): IssuerCapabilities {
+  const max = Math.min(Math.max(...Object.values(config.roles).map((r) => r.maxDuration ?? config.maxDuration)), AWS_MAX_SESSION_SECONDS);
+  return {
+    revocable: true,
+    minTtlSeconds: AWS_MIN_SESSION_SECONDS,
+    maxTtlSeconds: max,
+    minTtlReason: 'AssumeRole cannot issue sessions shorter than 15 minutes',
+    maxTtlReason: `AssumeRole sessions last at most the role's MaxSessionDuration (maxDuration: ${max} s for the longest role here; AWS allows up to 12h)`,
+  };
+}
+
+/** A failed GetCallerIdentity, in words: AWS error codes and HTTP status only (AWS's messages are not repeated). */
+function healthDetail(e: unknown): string {
+  const err = e as { name?: string; $metadata?: { httpStatusCode?: number } };
+  const status = err.$metadata?.httpStatusCode;
+  const code = err.name && err.name !== 'Error' && /^[A-Za-z]{1,60}$/.test(err.name) ? err.name : safeCode(e);
+  if (code === 'CredentialsProviderError') return 'no AWS credentials for agent-sts (default provider chain found none)';
+  if (code && OWN_CREDENTIALS_REJECTED.has(code)) return `AWS STS refused agent-sts's own credentials (${code})`;
+  if (status === undefined) return networkDetail(safeCode(e), 'AWS STS') ?? `AWS STS unreachable${code ? ` (${code})` : ''}`;
+  return `AWS STS answered ${status}${code ? ` (${code})` : ''}`;
+}
+
 /** Codes meaning AWS refused agent-sts's own credentials or the trust relationship (not retryable by the caller). */
 const OWN_CREDENTIALS_REJECTED = new Set([
   'AccessDenied', 'AccessDeniedException', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'IncompleteSignature',
@@ -324,6 +352,7 @@ function scrubbed(e: unknown, secrets: readonly string[]): Error {
 export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
   type: 'aws-sts',
   configSchema: AwsStsIssuerConfigSchema as unknown as z.ZodType<AwsStsIssuerConfig>,
+  capabilities: awsStsCapabilities,
   create(name, config, deps): CredentialIssuer {
     let client: STSClient | undefined;
     let iamClient: IAMClient | undefined;
@@ -434,6 +463,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
       name,
       issuedTokenTypes: [TOKEN_TYPE.awsCredentials],
       needsActiveRevocation: true,
+      capabilities: awsStsCapabilities(config),
       async issue(req, ctx) {
         const scopes = req.decision.grantedScopes;
         if (scopes.length !== 1)
@@ -511,6 +541,18 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
           structured: new Secret({ Version: 1, AccessKeyId: c.AccessKeyId, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken, Expiration: handle.expiresAt }),
           revocationHandle: handle,
         };
+      },
+      /** `GetCallerIdentity` with agent-sts's own credentials (AWS never refuses it by policy): STS reachable, credentials valid. */
+      async health() {
+        return probeHealth(async (signal) => {
+          let sts: STSClient;
+          try {
+            sts = getClient();
+          } catch {
+            throw new HealthProblem("agent-sts's AWS credentials could not be read (secret reference does not resolve)");
+          }
+          await sts.send(new GetCallerIdentityCommand({}), { abortSignal: signal });
+        }, healthDetail);
       },
       async revoke(h, ctx) {
         const handle = checkHandle(h);

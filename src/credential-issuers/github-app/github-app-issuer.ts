@@ -6,7 +6,8 @@ import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 
 /** GitHub permission levels, weakest first (STANDARDS §8.2: read/write, some permissions accept admin). */
 const LEVELS = ['read', 'write', 'admin'] as const;
@@ -125,8 +126,33 @@ function scrubbed(e: unknown, secrets: readonly string[] = []): Error {
   return out;
 }
 
+/** A failed `GET /app/installations/{id}`, in words: status codes and error codes only, never GitHub's text. */
+function githubHealthDetail(e: unknown, installationId: number): string {
+  const http = (e as { response?: { status?: unknown } }).response;
+  const status = typeof http?.status === 'number' ? http.status : undefined;
+  if (status === undefined) return networkDetail(safeCode(e), 'GitHub API') ?? `GitHub API unreachable${safeCode(e) ? ` (${safeCode(e)})` : ''}`;
+  if (status === 401) return 'GitHub API answered 401 for the App JWT (wrong App ID or private key)';
+  if (status === 404) return `GitHub API answered 404 for installation ${installationId} (not installed, or installed for another App)`;
+  if (status === 403 || status === 429) return `GitHub API answered ${status} (rate-limited or forbidden)`;
+  return `GitHub API answered ${status}`;
+}
+
 const statusOf = (e: unknown): number | undefined =>
   (e as { name?: string }).name === 'HttpError' && typeof (e as { status?: unknown }).status === 'number' ? (e as { status: number }).status : undefined;
+
+/** GitHub fixes every installation token at one hour (STANDARDS §8.2). */
+export const GITHUB_TOKEN_LIFETIME_SECONDS = 3600;
+
+/**
+ * Revocable: `DELETE /installation/token`. GitHub always issues a token for one hour; a shorter
+ * lifetime is agent-sts revoking it at that time (needsActiveRevocation), a longer one is impossible.
+ */
+const CAPABILITIES: IssuerCapabilities = Object.freeze({
+  revocable: true,
+  minTtlSeconds: 1,
+  maxTtlSeconds: GITHUB_TOKEN_LIFETIME_SECONDS,
+  maxTtlReason: 'GitHub installation tokens live one hour and cannot be extended',
+});
 
 /**
  * GitHub App installation access tokens (STANDARDS §8): per grant, a token narrowed by repository
@@ -146,6 +172,7 @@ const statusOf = (e: unknown): number | undefined =>
 export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig> = {
   type: 'github-app',
   configSchema: GithubAppIssuerConfigSchema as unknown as z.ZodType<GithubAppIssuerConfig>,
+  capabilities: () => CAPABILITIES,
   create(name, config, deps): CredentialIssuer {
     const baseUrl = (config.baseUrl ?? 'https://api.github.com').replace(/\/+$/, '');
     const timeoutMs = config.timeoutMs ?? 10_000;
@@ -234,6 +261,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
       name,
       issuedTokenTypes: [TOKEN_TYPE.githubInstallationToken, TOKEN_TYPE.accessToken],
       needsActiveRevocation: true,
+      capabilities: CAPABILITIES,
       async issue(req, ctx) {
         const { repositoryIds, permissions } = narrow(req.decision.grantedScopes);
         const privateKey = deps.secret(config.privateKey, `credentialIssuers.${name}.privateKey`);
@@ -306,6 +334,33 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
           }),
           revocationHandle: handle,
         };
+      },
+      /**
+       * `GET /app/installations/{id}` with the App JWT: GitHub reachable, the App ID and private key
+       * accepted, and the installation still there and not suspended (what issue() needs). No token is minted.
+       */
+      async health() {
+        return probeHealth(async (signal) => {
+          let jwt: string;
+          try {
+            const privateKey = deps.secret(config.privateKey, `credentialIssuers.${name}.privateKey`);
+            jwt = (await createAppAuth({ appId: config.appId, privateKey: privateKey.reveal(), request, log })({ type: 'app' })).token;
+          } catch {
+            throw new HealthProblem('the App private key could not sign a JWT (unresolvable reference or not a usable RSA key)');
+          }
+          let installation: { suspended_at?: unknown };
+          try {
+            const res = await request('GET /app/installations/{installation_id}', {
+              installation_id: config.installationId,
+              headers: { authorization: `bearer ${jwt}` },
+              request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal }) },
+            });
+            installation = res.data as { suspended_at?: unknown };
+          } catch (e) {
+            throw new HealthProblem(githubHealthDetail(e, config.installationId));
+          }
+          if (installation?.suspended_at) throw new HealthProblem(`GitHub App installation ${config.installationId} is suspended`);
+        }, () => 'GitHub health check failed');
       },
       async revoke(h, ctx) {
         const handle = checkHandle(h);

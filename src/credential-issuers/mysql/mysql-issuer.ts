@@ -6,7 +6,8 @@ import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/cr
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
+import { HEALTH_TIMEOUT_MS, HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 
 /** MySQL ≥ 5.7.8 allows 32 characters in a user name; MariaDB more. We stay within 32 (STANDARDS §7.2). */
 export const MYSQL_MAX_USER_LENGTH = 32;
@@ -118,6 +119,36 @@ function scrubbed(e: unknown, secrets: readonly string[]): Error {
   return out;
 }
 
+/**
+ * Revocable: the account is locked, its sessions killed and the user dropped. No upstream bound on
+ * the lifetime: MySQL accounts have no expiry, so the sweep's revoke() at expiry is the bound.
+ */
+const CAPABILITIES: IssuerCapabilities = Object.freeze({ revocable: true, minTtlSeconds: 1, maxTtlSeconds: UNBOUNDED_TTL_SECONDS });
+
+/** What a failed admin connection means, from error codes only (server messages are not repeated). */
+function healthDetail(e: unknown): string {
+  const code = safeCode(e);
+  const net = networkDetail(code, 'admin');
+  if (net) return net;
+  switch (code) {
+    case 'ER_ACCESS_DENIED_ERROR':
+    case 'ER_ACCESS_DENIED_NO_PASSWORD_ERROR':
+      return `admin login rejected (${code})`;
+    case 'ER_BAD_DB_ERROR':
+      return 'the admin database does not exist (ER_BAD_DB_ERROR)';
+    case 'ER_CON_COUNT_ERROR':
+    case 'ER_TOO_MANY_USER_CONNECTIONS':
+      return `the server has no connection slots left (${code})`;
+    case 'ER_HOST_NOT_PRIVILEGED':
+    case 'ER_HOST_IS_BLOCKED':
+      return `the server refuses connections from this host (${code})`;
+    case 'ERR_INVALID_URL':
+      return 'the admin URL is not a valid URL';
+    default:
+      return `admin connection failed${code ? ` (${code})` : ''}`;
+  }
+}
+
 const ER_PARSE_ERROR = 1064;
 const ER_NO_SUCH_THREAD = 1094;
 
@@ -137,6 +168,7 @@ const ER_NO_SUCH_THREAD = 1094;
 export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
   type: 'mysql',
   configSchema: MysqlIssuerConfigSchema as z.ZodType<MysqlIssuerConfig>,
+  capabilities: () => CAPABILITIES,
   create(name, config, deps): CredentialIssuer {
     let pool: mysql.Pool | undefined;
     let flavor: Promise<'mariadb' | 'mysql'> | undefined;
@@ -243,6 +275,7 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       name,
       issuedTokenTypes: [TOKEN_TYPE.mysqlCredentials],
       needsActiveRevocation: true,
+      capabilities: CAPABILITIES,
       planHandle,
       async issue(req, ctx) {
         const handle = (req.plannedHandle ?? planHandle(req)) as MysqlHandle;
@@ -294,6 +327,17 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
           killed += await killSessions(c, handle.user); // a session that was mid-login when we looked
           deps.logger.debug({ issuer: name, user: handle.user, killed }, 'mysql login revoked');
         });
+      },
+      /** `SELECT 1` over the admin pool: reachable, and the admin login is accepted. */
+      async health() {
+        return probeHealth(async () => {
+          try {
+            adminUrl();
+          } catch {
+            throw new HealthProblem('the admin URL secret reference does not resolve');
+          }
+          await withAdmin((c) => c.query({ sql: 'SELECT 1', timeout: HEALTH_TIMEOUT_MS }));
+        }, healthDetail);
       },
       async close() {
         await pool?.end();

@@ -6,7 +6,8 @@ import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/cr
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
+import { HEALTH_TIMEOUT_MS, HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 import { scramSha256Verifier } from './scram.js';
 
 const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)');
@@ -37,6 +38,36 @@ function isConnectivityError(e: unknown): boolean {
 }
 
 /**
+ * Revocable: the role is dropped and its sessions terminated. No upstream bound on the lifetime
+ * (VALID UNTIL takes any timestamp); the sweep's revoke() at expiry also ends sessions that VALID
+ * UNTIL would leave open.
+ */
+const CAPABILITIES: IssuerCapabilities = Object.freeze({ revocable: true, minTtlSeconds: 1, maxTtlSeconds: UNBOUNDED_TTL_SECONDS });
+
+/** What a failed admin connection means, from SQLSTATE / socket codes only (server messages are not repeated). */
+function healthDetail(e: unknown): string {
+  const code = safeCode(e);
+  const net = networkDetail(code, 'admin');
+  if (net) return net;
+  switch (code) {
+    case '28P01':
+      return 'admin login rejected: wrong password (28P01)';
+    case '28000':
+      return 'admin login rejected: no such role or no pg_hba.conf entry (28000)';
+    case '3D000':
+      return 'the admin database does not exist (3D000)';
+    case '53300':
+      return 'the server has no connection slots left (53300)';
+    case '57P03':
+      return 'the server is starting up or shutting down (57P03)';
+    case 'ERR_INVALID_URL':
+      return 'the admin URL is not a valid URL';
+    default:
+      return `admin connection failed${code ? ` (${code})` : ''}`;
+  }
+}
+
+/**
  * Ephemeral PostgreSQL logins: one role per grant with LOGIN, a random password sent as a SCRAM
  * verifier, VALID UNTIL the expiry and membership in the group roles of the granted scopes.
  * Revocation: NOLOGIN, terminate sessions, drop what it owns, drop the role (idempotent).
@@ -44,6 +75,7 @@ function isConnectivityError(e: unknown): boolean {
 export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
   type: 'postgres',
   configSchema: PostgresIssuerConfigSchema as z.ZodType<PostgresIssuerConfig>,
+  capabilities: () => CAPABILITIES,
   create(name, config, deps): CredentialIssuer {
     let pool: pg.Pool | undefined;
     const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
@@ -86,6 +118,7 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
       name,
       issuedTokenTypes: [TOKEN_TYPE.postgresCredentials],
       needsActiveRevocation: true,
+      capabilities: CAPABILITIES,
       planHandle,
       async issue(req, ctx) {
         const handle = (req.plannedHandle ?? planHandle(req)) as PostgresHandle;
@@ -133,6 +166,17 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
           await c.query(`DROP OWNED BY ${role}`);
           await c.query(`DROP ROLE IF EXISTS ${role}`);
         });
+      },
+      /** `SELECT 1` over the admin pool: reachable, and the admin login is accepted. */
+      async health() {
+        return probeHealth(async () => {
+          try {
+            adminUrl();
+          } catch {
+            throw new HealthProblem('the admin URL secret reference does not resolve');
+          }
+          await withAdmin((c) => c.query({ text: 'SELECT 1', query_timeout: HEALTH_TIMEOUT_MS } as pg.QueryConfig));
+        }, healthDetail);
       },
       async close() {
         await pool?.end();

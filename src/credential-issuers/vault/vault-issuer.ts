@@ -5,7 +5,8 @@ import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import { HealthProblem, networkDetail, probeHealth } from '../health.js';
 
 /**
  * One path segment: Vault mount and role names. No `.`/`..` segments, no empty segments, no
@@ -91,6 +92,31 @@ interface VaultAuthResponse {
   auth?: { client_token?: unknown; lease_duration?: unknown; renewable?: unknown } | null;
 }
 
+/** Vault's default `max_lease_ttl` (768h): no lease outlives it unless the operator raised the system maximum. */
+export const VAULT_DEFAULT_MAX_LEASE_SECONDS = 768 * 3600;
+
+/**
+ * Revocable: `sys/leases/revoke`. The lease's own TTL comes from the secrets-engine role, which the
+ * configuration does not know; a credential lives min(lease_duration, granted lifetime), so any
+ * lifetime up to Vault's system maximum can be honoured or shortened by revocation at expiry.
+ */
+const CAPABILITIES: IssuerCapabilities = Object.freeze({
+  revocable: true,
+  minTtlSeconds: 1,
+  maxTtlSeconds: VAULT_DEFAULT_MAX_LEASE_SECONDS,
+  maxTtlReason: "no Vault lease outlives Vault's default max_lease_ttl of 768h",
+});
+
+/** A failed token lookup, in words: status and error codes only (Vault's error text is not repeated). */
+function healthDetail(f: VaultFailure): string {
+  if (f.status === undefined) return networkDetail(f.code, 'Vault') ?? `Vault unreachable${f.code ? ` (${f.code})` : ''}`;
+  if (f.status === 403 || f.status === 401) return `Vault answered ${f.status} to a lookup of agent-sts's own token (token or AppRole credentials rejected)`;
+  if (f.status === 400) return "Vault answered 400 (the AppRole login was rejected: role_id or secret_id)";
+  if (f.status === 503) return 'Vault answered 503 (sealed, or a standby that cannot serve)';
+  if (f.status === 429) return 'Vault answered 429 (rate-limited)';
+  return `Vault answered ${f.status}`;
+}
+
 /** JSON with object keys sorted at every level: the same secret always serialises the same way. */
 export function canonicalJson(value: unknown): string {
   const sort = (v: unknown): unknown => {
@@ -144,6 +170,7 @@ function cleanError(f: VaultFailure, what: string): Error {
 export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
   type: 'vault',
   configSchema: VaultIssuerConfigSchema as unknown as z.ZodType<VaultIssuerConfig>,
+  capabilities: () => CAPABILITIES,
   create(name, config, deps): CredentialIssuer {
     const client = nodeVault({
       apiVersion: 'v1',
@@ -286,6 +313,7 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
       name,
       issuedTokenTypes: [TOKEN_TYPE.vaultSecret],
       needsActiveRevocation: true,
+      capabilities: CAPABILITIES,
       async issue(req, ctx) {
         const scopes = req.decision.grantedScopes;
         if (scopes.length !== 1)
@@ -323,6 +351,30 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
           structured: new Secret({ ...(data as Record<string, unknown>), expires_at: expiresAt.toISOString() }),
           revocationHandle: { leaseId } satisfies VaultHandle,
         };
+      },
+      /**
+       * `GET auth/token/lookup-self` with agent-sts's own token (after an AppRole login when configured):
+       * Vault reachable, unsealed, and accepting the credentials issue() uses. The answer (it holds the
+       * token itself) is dropped unread. node-vault takes no per-request signal: past the bound the
+       * request runs on (to timeoutMs) unanswered.
+       */
+      async health() {
+        return probeHealth(
+          async () => {
+            try {
+              await call('token lookup', { path: '/auth/token/lookup-self', method: 'GET' });
+            } catch (e) {
+              // call() throws UpstreamUnavailable (cause: a VaultError) or a VaultError; anything else
+              // comes from resolving agent-sts's own secret before any request was made.
+              const src = e instanceof UpstreamUnavailable ? e.cause : e;
+              if (!(src instanceof Error) || src.name !== 'VaultError') throw new HealthProblem("agent-sts's Vault credentials could not be read (secret reference does not resolve)");
+              const { status, code } = src as { status?: number; code?: string };
+              if (status === undefined && code === undefined) throw new HealthProblem('Vault gave no usable answer');
+              throw new HealthProblem(healthDetail({ status, code, errors: [] }));
+            }
+          },
+          () => 'Vault health check failed',
+        );
       },
       async revoke(h, ctx) {
         const { leaseId } = checkHandle(h);
