@@ -15,12 +15,16 @@ import { checkIssuers } from './credential-issuers/health.js';
 import { createPolicyEngine } from './policy/policy-engine.js';
 import { createAuditLog } from './audit/audit-log.js';
 import { createRevocationList } from './tasks/revocation-list.js';
-import { createTaskService } from './tasks/task-service.js';
+import { createTaskService, ISSUING_GRACE_MS } from './tasks/task-service.js';
+import { createLeadership, newHolderId } from './tasks/lease.js';
+import { chaosHookFrom } from './lib/chaos-hook.js';
 import { createAgentTokens } from './exchange/agent-tokens.js';
 import { createExchangeService } from './exchange/exchange-service.js';
 import { createTargetResolver } from './exchange/targets.js';
 import { createApp } from './server/app.js';
 import { createBearerAuth } from './server/bearer-auth.js';
+import { createOAuthTokenEndpoints } from './server/oauth-revocation.js';
+import { createKillSwitch } from './tasks/kill-switch.js';
 import { ensureDevIssuerKey } from './dev/dev-issuer.js';
 import type { DestinationStream } from 'pino';
 import type { BearerClientConfig } from './config/config-schema.js';
@@ -134,7 +138,14 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   const audit = createAuditLog({ batch: database.batch, clock, logger });
   const revocations = createRevocationList({ db, clock });
   await revocations.refresh();
-  const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations });
+  // Test hook only: set from the environment, never from the configuration (lib/chaos-hook.ts).
+  const chaos = chaosHookFrom(opts.env.AGENT_STS_CHAOS);
+  if (chaos) logger.warn({ chaos: opts.env.AGENT_STS_CHAOS }, 'AGENT_STS_CHAOS is set: this process kills itself at that point (crash test hook)');
+  const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations, chaos });
+  const sweepEveryMs = parseDuration(config.sweep.interval) * 1000;
+  const leaseTtlMs = Math.max(3 * sweepEveryMs, 3000);
+  const leadership = createLeadership({ db, clock, logger, holder: newHolderId(clock), ttlMs: leaseTtlMs });
+  const killSwitch = createKillSwitch({ db, clock, logger, audit, tasks: taskService, revocations });
 
   let agentTokens: ReturnType<typeof createAgentTokens> | undefined;
   const getAgentTokens = () =>
@@ -155,6 +166,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       clock,
       logger,
       limits: { agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl), maxTaskTtl: parseDuration(tokens.maxTaskTtl), maxDelegationDepth: tokens.maxDelegationDepth },
+      blocks: revocations,
+      chaos,
     }));
 
   const app = createApp({
@@ -165,15 +178,32 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     logger,
     clock,
     db,
-    exchange: { exchange: (req, ctx) => getExchange().exchange(req, ctx) },
+    exchange: { exchange: (req, ctx, opts) => getExchange().exchange(req, ctx, opts) },
     agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a) },
     keys: keyStore,
     tasks: taskService,
     providers: trust,
+    signer: keyStore.signer,
     issuers,
     issuerHealth: checkIssuers({ [Symbol.iterator]: () => issuers.all()[Symbol.iterator]() }),
+    revocationQueue: () => taskService.revocationSummary(),
     kek: () => kek.reveal(),
     audit,
+    oauthTokens: createOAuthTokenEndpoints({
+      issuerUrl: () => issuerUrl.value,
+      signer: keyStore.signer,
+      clock,
+      clockTolerance,
+      maxTokenBytes: tokens.maxTokenBytes,
+      revocations,
+      tasks: taskService,
+      db,
+      audit,
+      logger,
+      revokeEndsTask: tokens.revokeEndsTask,
+      introspectionClients: createBearerAuth(hashedClients(config.auth.introspectionClients, opts.env, 'introspectionClients')),
+    }),
+    killSwitch,
     roles: createRoleAuth({
       bootstrap: {
         auditor: createBearerAuth(hashedClients(config.auth.auditors, opts.env, 'auditors')),
@@ -188,15 +218,17 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   const timers: NodeJS.Timeout[] = [];
   const background = (name: string, everyMs: number, fn: () => Promise<unknown>) => {
     let running = false;
-    const t = setInterval(() => {
+    const run = () => {
       if (running) return;
       running = true;
       fn()
         .catch((e: unknown) => logger.error({ job: name, err: { message: (e as Error).message } }, 'background job failed'))
         .finally(() => (running = false));
-    }, everyMs);
+    };
+    const t = setInterval(run, everyMs);
     t.unref();
     timers.push(t);
+    return run;
   };
 
   /** Listens, fixes the issuer URL (default: the address served) and starts background jobs. */
@@ -213,20 +245,31 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     background('trust-provider-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => trust.reload());
     background('credential-issuer-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => issuers.reload());
     background('replay-purge', 60_000, () => replay.purgeExpired());
-    background('sweep', parseDuration(config.sweep.interval) * 1000, () =>
-      taskService.sweep({ requestId: `sweep-${Date.now()}`, now: clock.now() }),
-    );
+    // The sweep (and, on its first pass, start-up recovery) runs only on the sweep lease's holder.
+    background('sweep-lease', Math.floor(leaseTtlMs / 3), () => leadership.heartbeat());
+    let recovered = false;
+    const sweepNow = background('sweep', sweepEveryMs, async () => {
+      if (!leadership.isLeader() && !(await leadership.heartbeat())) return;
+      // `issuing` rows from before the oldest live process started belong to a process that died.
+      const issuingBefore = new Date(Math.max(clock.now().getTime() - ISSUING_GRACE_MS, (await leadership.oldestLiveStart()).getTime()));
+      const r = await taskService.sweep({ requestId: `sweep-${Date.now()}`, now: clock.now() }, { issuingBefore, shouldContinue: leadership.isLeader });
+      if (!recovered) logger.info({ holder: leadership.holder, ...r }, 'start-up recovery pass done');
+      recovered = true;
+      await leadership.purgeDead();
+    });
+    sweepNow();
     return address;
   }
 
   async function close(): Promise<void> {
     timers.forEach(clearInterval);
+    await leadership.release().catch(() => {});
     await app.close();
     await audit.drain();
     await issuers.close();
     await database.close();
   }
 
-  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, taskService, audit, logger, database };
+  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, taskService, audit, logger, database, leadership };
 }
 export type Composed = Awaited<ReturnType<typeof compose>>;

@@ -13,6 +13,8 @@ import { AuditQuerySchema, auditRowToJson, queryAudit } from '../audit/audit-que
 import { DEV_ISSUER, signDevToken } from '../dev/dev-issuer.js';
 import { registerProviderCommands } from './providers-commands.js';
 import { registerIssuerCommands } from './issuers-commands.js';
+import { registerDoctorCommands } from './doctor-commands.js';
+import { registerKillCommands } from './kill-commands.js';
 
 const env = process.env;
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -228,5 +230,7 @@ export async function runCli(argv: string[]): Promise<void> {
 
   registerProviderCommands(program, { withCore, configOption, say, env });
   registerIssuerCommands(program, { withCore, configOption, say, env });
+  registerDoctorCommands(program, { withCore, configOption, say, env });
+  registerKillCommands(program, { withCore, configOption, say, env });
   await program.parseAsync(argv);
 }

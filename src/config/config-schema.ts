@@ -102,6 +102,8 @@ export const AppConfigSchema = z
         maxTokenBytes: z.number().int().min(1024).max(65_536).default(16_384),
         /** RFC 8693 §4.1 delegation depth cap. */
         maxDelegationDepth: z.number().int().min(1).max(10).default(5),
+        /** RFC 7009: revoking an agent token ends its whole task (every credential in it), not just the token. */
+        revokeEndsTask: z.boolean().default(false),
       })
       .strict()
       .default({
@@ -111,6 +113,7 @@ export const AppConfigSchema = z
         clockTolerance: '60s',
         maxTokenBytes: 16_384,
         maxDelegationDepth: 5,
+        revokeEndsTask: false,
       }),
     sweep: z
       .object({ interval: duration.default('15s') })
@@ -127,9 +130,11 @@ export const AppConfigSchema = z
         admins: z.array(BearerClientSchema).default([]),
         /** Secretless roles: identities verified by a trust provider, mapped to a role. */
         roles: z.array(RoleMappingSchema).default([]),
+        /** RFC 7662 introspection clients (resource servers): static secrets, sent as Bearer or HTTP Basic (name:secret). */
+        introspectionClients: z.array(BearerClientSchema).default([]),
       })
       .strict()
-      .default({ auditors: [], admins: [], roles: [] }),
+      .default({ auditors: [], admins: [], roles: [], introspectionClients: [] }),
     devIssuer: z
       .object({ enabled: z.boolean().default(false), dir: z.string().default('./data/dev-issuer') })
       .strict()

@@ -140,7 +140,7 @@ export function validateConfig(raw: unknown): AppConfig {
 function sectionwise(raw: unknown): AppConfig {
   const obj = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
   const shape = AppConfigSchema.shape;
-  const empty = { trustProviders: [], credentialIssuers: [], targets: [], policy: { rules: [] }, auth: { auditors: [], admins: [], roles: [] } };
+  const empty = { trustProviders: [], credentialIssuers: [], targets: [], policy: { rules: [] }, auth: { auditors: [], admins: [], roles: [], introspectionClients: [] } };
   const out: Record<string, unknown> = {};
   for (const key of Object.keys(shape) as (keyof typeof shape)[]) {
     const r = shape[key].safeParse(obj[key]);

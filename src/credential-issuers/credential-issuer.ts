@@ -72,6 +72,12 @@ export interface CredentialIssuer {
    * by a short timeout (HEALTH_TIMEOUT_MS). Resolves, never rejects. Absent: nothing upstream to check.
    */
   health?(): Promise<IssuerHealth>;
+  /**
+   * For issuers that create accounts at the target (database logins): every account there whose
+   * name carries this instance's prefix, with the handle revoke() takes to remove it. Used by
+   * `agent-sts doctor` to find accounts no credential owns. Names only, never secrets.
+   */
+  listManaged?(): Promise<{ name: string; handle: RevocationHandle }[]>;
   close?(): Promise<void>;
 }
 

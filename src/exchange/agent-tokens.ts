@@ -9,10 +9,20 @@ import { subjectClaims } from '../credential-issuers/agent-sts-jwt/agent-sts-jwt
 import { SIGNING_ALG } from '../keys/key-store.js';
 
 /** What an agent token proves once its signature is verified. */
-export interface AgentTokenIdentity extends BlendedIdentity {
+export interface AgentTokenIdentity extends BlendedIdentity, AgentTokenLimits {
   taskId: string;
   tokenId: string;
   expiresAt: Date;
+}
+
+/** What narrows an agent token beyond policy (sub-agent tokens) and how its task stays alive. */
+export interface AgentTokenLimits {
+  /** The only scopes it may obtain (sub-agent tokens); undefined: whatever policy grants. */
+  scopeCeiling?: string[];
+  /** The only targets (names) it may reach (sub-agent tokens); undefined: whatever policy grants. */
+  targetCeiling?: string[];
+  /** The task ends after this long without a heartbeat or exchange; exchanges refresh it. */
+  idleTimeoutSeconds?: number;
 }
 
 const ActSchema: z.ZodType<{ sub: string; iss?: string; act?: unknown }> = z.object({ sub: z.string(), iss: z.string().optional(), act: z.unknown().optional() });
@@ -23,6 +33,9 @@ const AgentClaimsSchema = z.object({
   exp: z.number(),
   task_id: z.string(),
   act: ActSchema.optional(),
+  scp: z.array(z.string()).optional(),
+  tgt: z.array(z.string()).optional(),
+  idle: z.number().int().positive().optional(),
   wl: z.object({ p: z.string(), pt: z.string(), s: z.string(), a: z.record(z.string(), z.string()) }),
   hu: z
     .object({ p: z.string(), iss: z.string(), s: z.string(), email: z.string().optional(), g: z.array(z.string()), r: z.array(z.string()) })
@@ -60,7 +73,7 @@ export function createAgentTokens(deps: AgentTokenDeps) {
   const cache = new Map<string, AgentTokenIdentity>();
   const max = deps.cacheSize ?? 10_000;
 
-  async function mint(id: BlendedIdentity & { taskId: string }, tokenId: string, expiresAt: Date): Promise<string> {
+  async function mint(id: BlendedIdentity & { taskId: string }, tokenId: string, expiresAt: Date, limits: AgentTokenLimits = {}, issuedAt: Date = deps.clock.now()): Promise<string> {
     const w = id.workload;
     const h = id.human;
     return deps.signer.sign(
@@ -68,10 +81,13 @@ export function createAgentTokens(deps: AgentTokenDeps) {
         iss: deps.issuer,
         aud: deps.issuer,
         ...subjectClaims(id),
-        iat: epochSeconds(deps.clock.now()),
+        iat: epochSeconds(issuedAt),
         exp: epochSeconds(expiresAt),
         jti: tokenId,
         task_id: id.taskId,
+        ...(limits.scopeCeiling ? { scope: limits.scopeCeiling.join(' '), scp: limits.scopeCeiling } : {}),
+        ...(limits.targetCeiling ? { tgt: limits.targetCeiling } : {}),
+        ...(limits.idleTimeoutSeconds ? { idle: limits.idleTimeoutSeconds } : {}),
         wl: { p: w.provider, pt: w.providerType, s: w.subject, a: w.attributes },
         ...(h ? { hu: { p: h.provider, iss: h.issuer, s: h.subject, ...(h.email ? { email: h.email } : {}), g: h.groups, r: h.roles } } : {}),
       },
@@ -114,6 +130,9 @@ export function createAgentTokens(deps: AgentTokenDeps) {
         taskId: c.data.task_id,
         tokenId: c.data.jti,
         expiresAt: new Date(c.data.exp * 1000),
+        ...(c.data.scp ? { scopeCeiling: c.data.scp } : {}),
+        ...(c.data.tgt ? { targetCeiling: c.data.tgt } : {}),
+        ...(c.data.idle ? { idleTimeoutSeconds: c.data.idle } : {}),
       };
       if (cache.size >= max) cache.delete(cache.keys().next().value!);
       cache.set(key, id);

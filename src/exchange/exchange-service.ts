@@ -13,11 +13,22 @@ import type { PolicyEngine, PolicyRequest } from '../policy/policy-engine.js';
 import type { TrustRegistry } from '../trust-providers/registry.js';
 import type { CredentialIssuer } from '../credential-issuers/credential-issuer.js';
 import type { TargetConfig } from '../config/config-schema.js';
-import { sealHandle } from '../tasks/task-service.js';
-import type { AgentTokenIdentity, AgentTokens } from './agent-tokens.js';
+import { AGENT_TOKEN_ISSUER_TYPE, sealHandle } from '../tasks/task-service.js';
+import type { AgentTokenIdentity, AgentTokenLimits, AgentTokens } from './agent-tokens.js';
 import type { ExchangeRequest } from './parse-request.js';
 import type { TargetResolver } from './targets.js';
 import { Secret as SecretValue } from '../core/secret.js';
+import type { ChaosHook } from '../lib/chaos-hook.js';
+import type { RevocationList } from '../tasks/revocation-list.js';
+import { blockOn } from '../tasks/kill-switch.js';
+
+/** Options of an explicitly opened task (POST /v1/tasks). */
+export interface TaskOptions {
+  purpose: string;
+  /** Requested task lifetime, seconds (capped by policy and configuration, never extended). */
+  ttlSeconds?: number;
+  idleTimeoutSeconds?: number;
+}
 
 export interface ExchangeResult {
   credential: Credential;
@@ -40,6 +51,10 @@ export interface ExchangeDeps {
   clock: Clock;
   logger: Logger;
   limits: { agentTokenMaxTtl: number; maxTaskTtl: number; maxDelegationDepth: number };
+  /** Test hook only (lib/chaos-hook.ts): crash points around the upstream call. */
+  chaos?: ChaosHook;
+  /** Kill switch: identities whose exchanges are refused (refreshed each second on every replica). */
+  blocks?: Pick<RevocationList, 'blockOf'>;
 }
 
 type Presented =
@@ -104,7 +119,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     return new PolicyDenied(`not permitted by policy ${see}`, { detail });
   }
 
-  async function exchange(req: ExchangeRequest, ctx: CallContext): Promise<ExchangeResult> {
+  async function exchange(req: ExchangeRequest, ctx: CallContext, opts: { task?: TaskOptions } = {}): Promise<ExchangeResult> {
     const event: AuditEventInput = {
       requestId: ctx.requestId,
       action: 'token.exchange',
@@ -128,14 +143,23 @@ export function createExchangeService(deps: ExchangeDeps) {
       });
       if (identity.priorActors.length + 1 > deps.limits.maxDelegationDepth)
         throw new MalformedRequest('delegation chain is too deep');
+      // Kill switch: refused like a policy denial; who blocked it and why goes to the audit record only.
+      const block = deps.blocks && blockOn(deps.blocks, identity);
+      if (block)
+        throw new PolicyDenied(`not permitted by policy (request ${ctx.requestId}; the reason is in the audit log)`, { detail: { reasons: [`kill switch: ${block.kind} ${block.subject} blocked by ${block.blockedBy}: ${block.reason}`] } });
 
+      if (req.requestedTokenType === TOKEN_TYPE.subAgentToken) {
+        if (!agent || req.actorToken) throw new MalformedRequest('a sub-agent token is derived from an agent token: send the parent agent token as subject_token, without actor_token');
+        return await subAgentExchange(identity, agent, req, ctx, event, () => (committed = true));
+      }
       const requested = req.resource ?? req.audience;
       const wantsAgentToken = requested === undefined || requested === deps.issuerUrl;
       if (wantsAgentToken) {
         if (req.requestedTokenType && req.requestedTokenType !== TOKEN_TYPE.accessToken && req.requestedTokenType !== TOKEN_TYPE.jwt)
           throw new MalformedRequest('an agent token is an access_token; requested_token_type does not match');
-        if (agent) throw new MalformedRequest('an agent token cannot be exchanged for another agent token; name a target with resource or audience');
-        return await startupExchange(identity, req, ctx, event, () => (committed = true));
+        if (agent)
+          throw new MalformedRequest(`an agent token cannot be exchanged for another agent token; name a target with resource or audience, or ask for a sub-agent token (requested_token_type ${TOKEN_TYPE.subAgentToken})`);
+        return await startupExchange(identity, req, ctx, event, () => (committed = true), opts.task);
       }
 
       const target = deps.targets.resolve(req);
@@ -171,30 +195,90 @@ export function createExchangeService(deps: ExchangeDeps) {
     return d;
   }
 
-  async function startupExchange(identity: BlendedIdentity, req: ExchangeRequest, ctx: CallContext, event: AuditEventInput, markCommitted: () => void): Promise<ExchangeResult> {
+  async function startupExchange(identity: BlendedIdentity, req: ExchangeRequest, ctx: CallContext, event: AuditEventInput, markCommitted: () => void, task?: TaskOptions): Promise<ExchangeResult> {
     event.target = deps.issuerUrl;
     const d = decide(identity, { kind: 'agent-token' }, event, ctx);
-    const ttl = Math.min(d.ttlCapSeconds, deps.limits.maxTaskTtl, deps.limits.agentTokenMaxTtl, req.requestedLifetime ?? Infinity);
+    const ttl = Math.min(d.ttlCapSeconds, deps.limits.maxTaskTtl, deps.limits.agentTokenMaxTtl, req.requestedLifetime ?? Infinity, task?.ttlSeconds ?? Infinity);
+    return openTask(identity, { ttl, task, reason: d.reasons.join('; '), scopes: [] }, req, ctx, event, markCommitted);
+  }
+
+  /** Mints an agent token for a new task (start-up, explicit task, or a sub-agent's child task). */
+  async function openTask(
+    identity: BlendedIdentity,
+    o: { ttl: number; task?: TaskOptions; reason: string; scopes: string[]; parentTaskId?: string; limits?: AgentTokenLimits },
+    req: ExchangeRequest,
+    ctx: CallContext,
+    event: AuditEventInput,
+    markCommitted: () => void,
+  ): Promise<ExchangeResult> {
     const taskId = newTaskId();
     const tokenId = uuidv7();
-    const expiresAt = new Date(ctx.now.getTime() + ttl * 1000);
-    const token = await deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt);
+    const expiresAt = new Date(ctx.now.getTime() + o.ttl * 1000);
+    const limits: AgentTokenLimits = { ...o.limits, ...(o.task?.idleTimeoutSeconds ? { idleTimeoutSeconds: o.task.idleTimeoutSeconds } : {}) };
+    // iat and exp from the same instant: exp - iat is exactly the granted lifetime.
+    const token = await deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now);
     const fingerprint = credentialFingerprint(token);
-    Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt });
+    Object.assign(event, { outcome: 'allow', reason: o.reason, taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
     await commitOrFail(
       {
         event,
-        tasks: [{ id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null, deadline: expiresAt }],
-        credentials: [{ id: tokenId, taskId, issuerName: 'agent-sts', issuerType: 'agent-token', tokenType: TOKEN_TYPE.accessToken, target: deps.issuerUrl, state: 'active', fingerprint, expiresAt }],
+        tasks: [{
+          id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
+          parentTaskId: o.parentTaskId ?? null, deadline: expiresAt, purpose: o.task?.purpose ?? null,
+          idleTimeoutSeconds: limits.idleTimeoutSeconds ?? null, lastActivityAt: limits.idleTimeoutSeconds ? ctx.now : null,
+        }],
+        credentials: [{ id: tokenId, taskId, issuerName: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE, tokenType: TOKEN_TYPE.accessToken, target: deps.issuerUrl, state: 'active', fingerprint, expiresAt }],
       },
       markCommitted,
     );
     return {
       credential: { id: tokenId, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: 'Bearer', expiresAt, fingerprint, accessToken: new SecretValue(token), revocationHandle: null },
       taskId,
-      grantedScopes: [],
+      grantedScopes: o.scopes,
       requestedScopes: req.scopes,
     };
+  }
+
+  /**
+   * A sub-agent's agent token: a child task of the parent's task (ending the parent ends it),
+   * strictly within the parent: scopes (required) and targets inside the parent's ceilings,
+   * lifetime within what the parent has left — a request for more is refused, never trimmed.
+   * The parent task joins the delegation chain (nested `act`).
+   */
+  async function subAgentExchange(identity: BlendedIdentity, agent: AgentTokenIdentity, req: ExchangeRequest, ctx: CallContext, event: AuditEventInput, markCommitted: () => void): Promise<ExchangeResult> {
+    event.target = deps.issuerUrl;
+    if (identity.priorActors.length + 2 > deps.limits.maxDelegationDepth) throw new MalformedRequest('delegation chain is too deep');
+    if (!req.scopes.length) throw new ScopeNotAllowed("a sub-agent token needs scope: the scopes it may obtain, within the parent's");
+    if (agent.scopeCeiling && req.scopes.some((sc) => !agent.scopeCeiling!.includes(sc))) throw new ScopeNotAllowed("scope is wider than the parent agent token's");
+    const names: string[] = [];
+    for (const t of req.subAgentTargets ?? []) {
+      const target = deps.targets.resolve({ ...req, resource: t.resource, audience: t.audience });
+      if (!target) throw new TargetNotAllowed('unknown target');
+      if (!names.includes(target.name)) names.push(target.name);
+    }
+    if (agent.targetCeiling && names.some((n) => !agent.targetCeiling!.includes(n))) throw new TargetNotAllowed("audience is wider than the parent agent token's");
+    const remaining = Math.floor((agent.expiresAt.getTime() - ctx.now.getTime()) / 1000);
+    if (req.requestedLifetime !== undefined && req.requestedLifetime > remaining)
+      throw new MalformedRequest('requested_lifetime is longer than the parent agent token has left');
+    const d = decide(identity, { kind: 'agent-token' }, event, ctx);
+    const ttl = Math.min(remaining, d.ttlCapSeconds, req.requestedLifetime ?? Infinity);
+    if (ttl < 1) throw new SubjectTokenRejected('the task of this agent token has no time left');
+    const child: BlendedIdentity = { ...identity, priorActors: [{ sub: `agent-sts:task:${agent.taskId}`, iss: deps.issuerUrl }, ...identity.priorActors] };
+    const targetCeiling = names.length ? names : agent.targetCeiling;
+    return openTask(
+      child,
+      {
+        ttl,
+        reason: `sub-agent of task ${agent.taskId}; scopes ${req.scopes.join(' ')}${targetCeiling ? `; targets ${targetCeiling.join(' ')}` : ''}; ${d.reasons.join('; ')}`,
+        scopes: req.scopes,
+        parentTaskId: agent.taskId,
+        limits: { scopeCeiling: req.scopes, ...(targetCeiling ? { targetCeiling } : {}) },
+      },
+      req,
+      ctx,
+      { ...event, delegationChain: child.priorActors.map((a) => a.sub) },
+      markCommitted,
+    );
   }
 
   async function credentialExchange(
@@ -208,7 +292,15 @@ export function createExchangeService(deps: ExchangeDeps) {
     event: AuditEventInput,
     markCommitted: () => void,
   ): Promise<ExchangeResult> {
-    const d = decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes }, event, ctx);
+    if (agent?.targetCeiling && !agent.targetCeiling.includes(target.name)) throw new TargetNotAllowed("target is outside this sub-agent token's audience");
+    if (agent?.scopeCeiling && req.scopes.some((sc) => !agent.scopeCeiling!.includes(sc))) throw new ScopeNotAllowed("scope is wider than this sub-agent token's");
+    let d = decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes }, event, ctx);
+    if (agent?.scopeCeiling) {
+      // Without an explicit scope the grant's scopes apply: a sub-agent gets only those within its ceiling.
+      const within = d.grantedScopes.filter((sc) => agent.scopeCeiling!.includes(sc));
+      if (!within.length) throw new ScopeNotAllowed("no scope of this grant is within this sub-agent token's");
+      d = { ...d, grantedScopes: within };
+    }
     // A credential never outlives its task: with an agent token the task ends no later than the token.
     const taskLimit = agent ? (agent.expiresAt.getTime() - ctx.now.getTime()) / 1000 : deps.limits.maxTaskTtl;
     const ttl = Math.floor(Math.min(d.ttlCapSeconds, taskLimit, req.requestedLifetime ?? Infinity));
@@ -231,6 +323,7 @@ export function createExchangeService(deps: ExchangeDeps) {
         },
       });
     }
+    if (plannedHandle) deps.chaos?.('before-upstream');
     let credential: Credential;
     try {
       credential = await issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle }, ctx);
@@ -239,13 +332,17 @@ export function createExchangeService(deps: ExchangeDeps) {
       if (plannedHandle) await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: (e as Error).message.slice(0, 500) } }).catch(() => {});
       throw e;
     }
+    if (plannedHandle) deps.chaos?.('after-upstream');
     if (credential.expiresAt.getTime() <= ctx.now.getTime() || credential.expiresAt.getTime() > ctx.now.getTime() + ttl * 1000 + 1000)
       throw new Error(`issuer ${issuer.name} returned a credential whose expiry is outside the granted lifetime`);
     Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
+    // An exchange is activity: a task with an idle timeout stays alive (same transaction, no extra write).
+    const taskUpdates = agent?.idleTimeoutSeconds ? [{ id: taskId, data: { lastActivityAt: ctx.now } }] : undefined;
     const write: AuditWrite = plannedHandle
-      ? { event, credentialUpdates: [{ id: credentialId, data: { state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt } }] }
+      ? { event, taskUpdates, credentialUpdates: [{ id: credentialId, data: { state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt } }] }
       : {
           event,
+          taskUpdates,
           tasks: newTask,
           credentials: [{
             id: credentialId, taskId, issuerName: issuer.name, issuerType: issuer.type, tokenType: credential.issuedTokenType, target: target.name,

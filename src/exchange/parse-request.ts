@@ -15,6 +15,11 @@ export interface ExchangeRequest {
   requestedTokenType?: string;
   /** agent-sts extension: desired lifetime in seconds (capped, never extended). */
   requestedLifetime?: number;
+  /**
+   * Sub-agent tokens only (requested_token_type = TOKEN_TYPE.subAgentToken): every resource and
+   * audience sent — the targets the sub-agent may reach (RFC 8693 allows several).
+   */
+  subAgentTargets?: { resource?: string; audience?: string }[];
 }
 
 export type FormFields = Record<string, string[]>;
@@ -59,10 +64,10 @@ export function parseExchangeRequest(form: FormFields, opts: { maxTokenBytes: nu
 
   const resources = values('resource');
   const audiences = values('audience');
-  if (resources.length + audiences.length > 1)
+  const subAgent = single('requested_token_type') === TOKEN_TYPE.subAgentToken;
+  if (!subAgent && resources.length + audiences.length > 1)
     throw new TargetNotAllowed('request one target (one resource or one audience) per exchange');
-  const resource = resources[0];
-  if (resource !== undefined) {
+  for (const resource of resources) {
     let url: URL;
     try {
       url = new URL(resource);
@@ -71,6 +76,7 @@ export function parseExchangeRequest(form: FormFields, opts: { maxTokenBytes: nu
     }
     if (url.hash || resource.includes('#')) throw new TargetNotAllowed('resource must not contain a fragment');
   }
+  const resource = subAgent ? undefined : resources[0];
 
   const scopeRaw = single('scope');
   const scopes = scopeRaw === undefined ? [] : [...new Set(scopeRaw.split(' ').filter(Boolean))];
@@ -95,9 +101,10 @@ export function parseExchangeRequest(form: FormFields, opts: { maxTokenBytes: nu
     actorToken: actorToken !== undefined ? new Secret(actorToken) : undefined,
     actorTokenType,
     resource,
-    audience: audiences[0],
+    audience: subAgent ? undefined : audiences[0],
     scopes,
     requestedTokenType,
     requestedLifetime,
+    ...(subAgent ? { subAgentTargets: [...resources.map((r) => ({ resource: r })), ...audiences.map((a) => ({ audience: a }))] } : {}),
   };
 }

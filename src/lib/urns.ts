@@ -13,6 +13,12 @@ export const TOKEN_TYPE = {
   /** STS session credentials; `credentials` = the `credential_process` JSON (Version 1). */
   awsCredentials: 'urn:agent-sts:token-type:aws-credentials',
   vaultSecret: 'urn:agent-sts:token-type:vault-secret',
+  /**
+   * requested_token_type for a sub-agent's agent token, derived from an agent token: its own child
+   * task, strictly narrower scopes (`scope`, required), targets (`resource`/`audience`, several
+   * allowed) and lifetime. The token issued is an ordinary agent token (access_token).
+   */
+  subAgentToken: 'urn:agent-sts:token-type:sub-agent-token',
   /** A SigV4-signed sts:GetCallerIdentity request (STANDARDS §5.1): base64url(JSON {method,url,body,headers}). */
   awsSigv4Gci: 'urn:agent-sts:token-type:aws-sigv4-gci',
   /** An EC2 instance identity document with its signature (STANDARDS §5.2): base64url(JSON {document,rsa2048|signature,...}). */

@@ -9,7 +9,8 @@ import { parseExchangeRequest, type FormFields } from '../exchange/parse-request
 import { exchangeResponse } from '../exchange/respond.js';
 import type { ExchangeService } from '../exchange/exchange-service.js';
 import type { AgentTokens } from '../exchange/agent-tokens.js';
-import type { KeyStore } from '../keys/key-store.js';
+import type { KeyStore, TokenSigner } from '../keys/key-store.js';
+import { registerTaskRoutes } from './task-routes.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ProviderSet } from '../trust-providers/provider-set.js';
 import { registerProviderAdmin } from './admin-providers.js';
@@ -20,8 +21,10 @@ import type { RoleAuth } from './role-auth.js';
 import type { Db } from '../storage/prisma-client.js';
 import { AuditQuerySchema, auditRowToJson, InvalidCursor, queryAudit } from '../audit/audit-query.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import { bearerToken } from './bearer-auth.js';
 import { oauthError, problem, problemFor } from './http-errors.js';
+import { INTROSPECTION_PATH, REVOCATION_PATH, type OAuthTokenEndpoints } from './oauth-revocation.js';
+import { registerIdentityAdmin } from './admin-identities.js';
+import type { KillSwitch } from '../tasks/kill-switch.js';
 
 export interface AppDeps {
   issuerUrl: () => string;
@@ -34,15 +37,23 @@ export interface AppDeps {
   exchange: ExchangeService;
   agentTokens: AgentTokens;
   keys: Pick<KeyStore, 'jwks' | 'isReady'>;
+  /** Signs task-end receipts. */
+  signer: TokenSigner;
   tasks: Pick<TaskService, 'endTask'>;
   providers: ProviderSet;
   issuers: IssuerSet;
   /** Per-issuer health for /readyz: name → 'ok' or what failed (bounded and cached by the caller). */
   issuerHealth: () => Promise<Record<string, string>>;
+  /** The revocation queue for /readyz (never affects readiness: a stuck upstream is not this replica's fault). */
+  revocationQueue?: () => Promise<{ pending: number; oldestPendingSince: Date | null }>;
   /** Key-encryption key: seals issuer secrets given through the admin API. */
   kek: () => Buffer;
   audit: Pick<AuditLog, 'append'>;
   roles: RoleAuth;
+  /** RFC 7009 revocation and RFC 7662 introspection (`/oauth2/revoke`, `/oauth2/introspect`). */
+  oauthTokens?: OAuthTokenEndpoints;
+  /** The kill switch (`/v1/admin/identities`). */
+  killSwitch?: KillSwitch;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -84,7 +95,7 @@ export function createApp(deps: AppDeps) {
   });
 
   app.setErrorHandler((err, req, reply) => {
-    const isToken = req.routeOptions.url === '/oauth2/token';
+    const isToken = req.routeOptions.url?.startsWith('/oauth2/') ?? false;
     const { status, body } = isToken ? oauthError(err) : problemFor(err);
     if (status >= 500) deps.logger.error({ requestId: req.id, err: { name: (err as Error).name, message: (err as Error).message, stack: (err as Error).stack } }, 'request failed');
     else deps.logger.debug({ requestId: req.id, error: (body as { error?: string }).error, reason: (err as { detail?: unknown }).detail }, 'request refused');
@@ -104,6 +115,14 @@ export function createApp(deps: AppDeps) {
       jwks_uri: `${iss}/.well-known/jwks.json`,
       grant_types_supported: [GRANT_TYPE_TOKEN_EXCHANGE],
       token_endpoint_auth_methods_supported: ['none'],
+      ...(deps.oauthTokens
+        ? {
+            revocation_endpoint: `${iss}${REVOCATION_PATH}`,
+            revocation_endpoint_auth_methods_supported: ['none'],
+            introspection_endpoint: `${iss}${INTROSPECTION_PATH}`,
+            introspection_endpoint_auth_methods_supported: ['client_secret_basic'],
+          }
+        : {}),
       response_types_supported: [],
     };
   });
@@ -142,26 +161,14 @@ export function createApp(deps: AppDeps) {
     const ready = Object.values(checks).every((v) => v === 'ok');
     const issuers = await deps.issuerHealth();
     const degraded = Object.values(issuers).some((v) => v !== 'ok');
-    return reply.code(ready ? 200 : 503).send({ status: !ready ? 'not ready' : degraded ? 'degraded' : 'ready', checks, issuers });
+    const queue = checks.database === 'ok' ? await deps.revocationQueue?.().catch(() => undefined) : undefined;
+    const revocations = queue ? { pending: queue.pending, oldestPendingSince: queue.oldestPendingSince?.toISOString() ?? null } : undefined;
+    return reply.code(ready ? 200 : 503).send({ status: !ready ? 'not ready' : degraded ? 'degraded' : 'ready', checks, issuers, ...(revocations ? { revocations } : {}) });
   });
 
-  app.delete<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
-    const token = bearerToken(req.headers.authorization);
-    if (!token || token.length > deps.maxTokenBytes) return unauthorized(reply, 'an agent token of this task is required');
-    let agent;
-    try {
-      agent = await deps.agentTokens.verify(token, { ignoreRevocation: true });
-    } catch {
-      return unauthorized(reply, 'the agent token could not be verified');
-    }
-    if (agent.taskId !== req.params.id) return reply.code(403).type('application/problem+json').send(problem(403, 'the agent token belongs to another task'));
-    const result = await deps.tasks.endTask(req.params.id, 'ended by agent', ctxOf(req));
-    if (!result) return reply.code(404).type('application/problem+json').send(problem(404, 'task not found'));
-    return reply.code(result.state === 'ended' ? 200 : 202).send({
-      task_id: result.taskId,
-      state: result.state,
-      credentials: result.credentials.map((c) => ({ id: c.id, target: c.target, token_type: c.tokenType, fingerprint: c.fingerprint, expires_at: c.expiresAt, fate: c.fate, revoked_at: c.revokedAt })),
-    });
+  registerTaskRoutes(app, {
+    db: deps.db, clock: deps.clock, issuerUrl: deps.issuerUrl, maxTokenBytes: deps.maxTokenBytes, agentTokens: deps.agentTokens,
+    exchange: deps.exchange, tasks: deps.tasks, signer: deps.signer, roles: deps.roles, ctxOf,
   });
 
   app.get('/v1/audit', async (req, reply) => {
@@ -183,6 +190,8 @@ export function createApp(deps: AppDeps) {
 
   registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, ctxOf });
   registerIssuerAdmin(app, { roles: deps.roles, issuers: deps.issuers, admin: createIssuerAdmin({ issuers: deps.issuers, db: deps.db, audit: deps.audit, kek: deps.kek }), ctxOf });
+  deps.oauthTokens?.register(app, ctxOf);
+  if (deps.killSwitch) registerIdentityAdmin(app, { roles: deps.roles, killSwitch: deps.killSwitch, ctxOf });
 
   return app;
 }

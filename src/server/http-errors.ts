@@ -39,7 +39,7 @@ export function problem(status: number, title: string, detail?: string) {
 export function problemFor(err: unknown): { status: number; body: ReturnType<typeof problem> } {
   const f = frameworkError(err);
   if (f) return { status: f.status, body: problem(f.status, f.message) };
-  if (err instanceof StsError && err.status < 500) return { status: err.status, body: problem(err.status, err.publicMessage) };
-  if (err instanceof StsError) return { status: err.status, body: problem(err.status, err.publicMessage) };
+  // The OAuth error code is the short title; the public message explains it.
+  if (err instanceof StsError) return { status: err.status, body: problem(err.status, err.oauthCode, err.publicMessage) };
   return { status: 500, body: problem(500, 'internal error; see the server log') };
 }

@@ -25,6 +25,9 @@ export interface TaskInsert {
   humanSubject?: string | null;
   parentTaskId?: string | null;
   deadline: Date;
+  purpose?: string | null;
+  idleTimeoutSeconds?: number | null;
+  lastActivityAt?: Date | null;
 }
 
 export interface CredentialInsert {
@@ -47,7 +50,7 @@ export interface CredentialUpdate {
 
 export interface TaskUpdate {
   id: string;
-  data: { state?: string; endedAt?: Date; endReason?: string };
+  data: { state?: string; endedAt?: Date; endReason?: string; lastActivityAt?: Date };
 }
 
 export type Value = string | number | Date | null;
@@ -68,7 +71,7 @@ export interface Batch {
 }
 
 // Identifiers in the SQL below come only from these constant lists, never from input.
-export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'createdAt', 'deadline'] as const;
+export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'createdAt', 'deadline', 'purpose', 'idleTimeoutSeconds', 'lastActivityAt'] as const;
 export const CREDENTIAL_COLUMNS = [
   'id', 'taskId', 'issuerName', 'issuerType', 'tokenType', 'target', 'state', 'fingerprint', 'issuedAt', 'expiresAt', 'sealedRevocationHandle', 'revokeAttempts',
 ] as const;
@@ -79,7 +82,7 @@ export const AUDIT_COLUMNS = [
 ] as const;
 export const HEAD_COLUMNS = ['chainId', 'seq', 'hash', 'updatedAt'] as const;
 export const CREDENTIAL_UPDATABLE = ['state', 'fingerprint', 'expiresAt', 'sealedRevocationHandle', 'revokedAt', 'lastError'] as const;
-export const TASK_UPDATABLE = ['state', 'endedAt', 'endReason'] as const;
+export const TASK_UPDATABLE = ['state', 'endedAt', 'endReason', 'lastActivityAt'] as const;
 export const HEAD_UPSERT = ' ON CONFLICT ("chainId") DO UPDATE SET "seq" = excluded."seq", "hash" = excluded."hash", "updatedAt" = excluded."updatedAt"';
 
 export type Table = 'Task' | 'Credential' | 'AuditEvent' | 'AuditChainHead';

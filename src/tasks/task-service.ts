@@ -7,6 +7,7 @@ import type { AuditLog } from '../audit/audit-log.js';
 import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type IssuerCapabilities } from '../credential-issuers/credential-issuer.js';
 import type { RevocationList } from './revocation-list.js';
 import { seal, unseal } from '../lib/crypto.js';
+import type { ChaosHook } from '../lib/chaos-hook.js';
 
 export const handleAad = (credentialId: string) => `revocation-handle:${credentialId}`;
 
@@ -33,6 +34,18 @@ export interface TaskEndResult {
   state: 'ended' | 'ending';
   /** `revokedAt`: when agent-sts ended it (fate `revoked`, also for one revoked earlier); null otherwise. */
   credentials: { id: string; target: string; tokenType: string; fingerprint: string; expiresAt: string; fate: CredentialFate; revokedAt: string | null }[];
+  /** The sub-agents' tasks that ended with it. */
+  children: TaskEndResult[];
+}
+
+export interface SweepResult {
+  expired: number;
+  retried: number;
+  /** Issuances abandoned by a dead process, undone and marked failed. */
+  recovered: number;
+  tasksEnded: number;
+  /** Revocations still queued after the pass. */
+  pending: number;
 }
 
 export interface TaskServiceDeps {
@@ -43,6 +56,77 @@ export interface TaskServiceDeps {
   audit: Pick<AuditLog, 'append'>;
   issuers: { get(name: string): CredentialIssuer | undefined };
   revocations: Pick<RevocationList, 'revokeTask' | 'revokeToken'>;
+  /** Test hook only (see lib/chaos-hook.ts). */
+  chaos?: ChaosHook;
+}
+
+/**
+ * The durable revocation queue: a credential whose revocation failed stays `revoking` and is tried
+ * again at `nextRevokeAt`, after 5 s, 10 s, 20 s, ... at most 5 minutes apart, forever, until its
+ * issuer confirms (never given up: a login left at the target is worse than a noisy queue).
+ */
+export const REVOKE_BACKOFF = { baseMs: 5_000, capMs: 5 * 60_000 } as const;
+/** Failed attempts 1, 10, 20, ... are audited and logged at warn; the others at debug only. */
+export const AUDIT_EVERY_NTH_FAILURE = 10;
+/** A revocation pending longer than this is "stuck": logged at warn by the sweep (at most once a minute). */
+export const STUCK_AFTER_MS = 5 * 60_000;
+/**
+ * How long a revocation claimed by one replica (task end, sweep) is left to it before the sweep
+ * tries it too: a replica that died mid-revocation is retried after this; a slow one at worst
+ * revokes twice, which is idempotent.
+ */
+export const REVOKE_CLAIM_MS = 15_000;
+/** `issuing` rows older than this are cleaned up even if their replica may still be alive. */
+export const ISSUING_GRACE_MS = 2 * 60_000;
+
+/** Delay after the n-th failed attempt (n >= 1). */
+export const revokeBackoffMs = (attempt: number) => Math.min(REVOKE_BACKOFF.capMs, REVOKE_BACKOFF.baseMs * 2 ** Math.min(Math.max(attempt - 1, 0), 20));
+
+/**
+ * When a pending revocation started, estimated from the backoff schedule (no column records it):
+ * the sweep's lag between due time and attempt makes it at most attempts × sweep interval too recent.
+ */
+export function pendingSinceOf(c: { revokeAttempts: number; nextRevokeAt: Date | null }): Date | null {
+  if (!c.nextRevokeAt) return null;
+  let back = c.revokeAttempts === 0 ? REVOKE_CLAIM_MS : 0;
+  for (let n = 1; n <= c.revokeAttempts; n++) back += revokeBackoffMs(n);
+  return new Date(c.nextRevokeAt.getTime() - back);
+}
+
+/** The revocation queue, oldest first (for the CLI). */
+export async function pendingRevocations(db: Db, limit = 1000): Promise<PendingRevocation[]> {
+  const rows = await db.credential.findMany({
+    where: { state: 'revoking' },
+    select: { id: true, taskId: true, target: true, issuerName: true, revokeAttempts: true, lastError: true, nextRevokeAt: true },
+    orderBy: { nextRevokeAt: 'asc' },
+    take: limit,
+  });
+  return rows.map((r) => ({
+    credentialId: r.id, taskId: r.taskId, target: r.target, issuerName: r.issuerName, attempts: r.revokeAttempts, lastError: r.lastError, nextTryAt: r.nextRevokeAt, pendingSince: pendingSinceOf(r),
+  }));
+}
+
+/** How many revocations are pending and since when (for /readyz). */
+export async function revocationSummary(db: Db): Promise<{ pending: number; oldestPendingSince: Date | null }> {
+  const rows = await db.credential.findMany({ where: { state: 'revoking' }, select: { revokeAttempts: true, nextRevokeAt: true }, take: 10_000 });
+  let oldest: Date | null = null;
+  for (const r of rows) {
+    const since = pendingSinceOf(r);
+    if (since && (!oldest || since < oldest)) oldest = since;
+  }
+  return { pending: rows.length, oldestPendingSince: oldest };
+}
+
+/** One pending revocation, for the CLI and the warn log. Never a secret or a handle. */
+export interface PendingRevocation {
+  credentialId: string;
+  taskId: string;
+  target: string;
+  issuerName: string;
+  attempts: number;
+  lastError: string | null;
+  nextTryAt: Date | null;
+  pendingSince: Date | null;
 }
 
 type CredRow = Awaited<ReturnType<Db['credential']['findMany']>>[number] & {
@@ -59,7 +143,9 @@ const whoOf = (c: CredRow) => ({ providerName: c.task?.providerName, workloadSub
  */
 export function createTaskService(deps: TaskServiceDeps) {
   async function claim(id: string, from: string[], to: string): Promise<boolean> {
-    const r = await deps.db.credential.updateMany({ where: { id, state: { in: from } }, data: { state: to } });
+    // A claimed revocation is due again after REVOKE_CLAIM_MS: if this replica dies now, the sweep picks it up.
+    const data = to === 'revoking' ? { state: to, nextRevokeAt: new Date(deps.clock.now().getTime() + REVOKE_CLAIM_MS) } : { state: to };
+    const r = await deps.db.credential.updateMany({ where: { id, state: { in: from } }, data });
     return r.count === 1;
   }
 
@@ -72,14 +158,22 @@ export function createTaskService(deps: TaskServiceDeps) {
         if (!issuer) throw new Error(`issuer instance ${cred.issuerName} is no longer configured`);
         const handle = JSON.parse(unseal(deps.kek.reveal(), cred.sealedRevocationHandle, handleAad(cred.id))) as RevocationHandle;
         await issuer.revoke(handle, ctx);
+        deps.chaos?.('during-revocation');
       }
     } catch (e) {
       const message = (e as Error).message.slice(0, 500);
-      await deps.db.credential.update({ where: { id: cred.id }, data: { state: 'revoking', revokeAttempts: { increment: 1 }, lastError: message } });
-      deps.logger.warn({ credentialId: cred.id, issuer: cred.issuerName, err: message }, 'revocation failed; the sweep retries it');
-      await deps.audit.append({
-        event: { requestId: ctx.requestId, action, outcome: 'failure', reason: `revocation pending: ${message}`, ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target },
-      });
+      const attempt = cred.revokeAttempts + 1;
+      const nextRevokeAt = new Date(now.getTime() + revokeBackoffMs(attempt));
+      await deps.db.credential.update({ where: { id: cred.id }, data: { state: 'revoking', revokeAttempts: attempt, lastError: message, nextRevokeAt } });
+      const loud = attempt === 1 || attempt % AUDIT_EVERY_NTH_FAILURE === 0;
+      deps.logger[loud ? 'warn' : 'debug']({ credentialId: cred.id, issuer: cred.issuerName, attempt, nextRevokeAt, err: message }, 'revocation failed; the sweep retries it');
+      if (loud)
+        await deps.audit.append({
+          event: {
+            requestId: ctx.requestId, action, outcome: 'failure', reason: `revocation pending (attempt ${attempt}, next ${nextRevokeAt.toISOString()}): ${message}`,
+            ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target,
+          },
+        });
       return { fate: 'revocation_pending', at: now };
     }
     deps.revocations.revokeToken(cred.id);
@@ -140,7 +234,13 @@ export function createTaskService(deps: TaskServiceDeps) {
       } else fate = 'revocation_pending';
       results.push({ id: c.id, target: c.target, tokenType: c.tokenType, fingerprint: c.fingerprint, expiresAt: c.expiresAt.toISOString(), fate, revokedAt: revokedAt?.toISOString() ?? null });
     }
-    const pending = results.some((r) => r.fate === 'revocation_pending');
+    // Sub-agents' tasks end with their parent (depth-first: a child's own children first).
+    const children: TaskEndResult[] = [];
+    for (const child of await deps.db.task.findMany({ where: { parentTaskId: taskId, state: { in: ['open', 'ending'] } }, select: { id: true }, orderBy: { createdAt: 'asc' } })) {
+      const r = await endTask(child.id, `parent task ${taskId} ended`, ctx);
+      if (r) children.push(r);
+    }
+    const pending = results.some((r) => r.fate === 'revocation_pending') || children.some((c) => c.state !== 'ended');
     const state = pending ? 'ending' : 'ended';
     if (task.state !== 'ended') {
       await deps.audit.append({
@@ -148,41 +248,93 @@ export function createTaskService(deps: TaskServiceDeps) {
         taskUpdates: [{ id: taskId, data: pending ? { state: 'ending' } : { state: 'ended', endedAt: deps.clock.now(), endReason: reason } }],
       });
     }
-    return { taskId, state, credentials: results };
+    return { taskId, state, credentials: results, children };
   }
 
-  /** One sweep pass: expired credentials, retried revocations, stale issuances, tasks past deadline. */
-  async function sweep(ctx: CallContext): Promise<{ expired: number; retried: number; tasksEnded: number }> {
+  /**
+   * One sweep pass, run only by the sweep leader (tasks/lease.ts); on start-up its first pass is the
+   * recovery. In order: expired credentials, the revocation queue (due retries, and issuances left
+   * `issuing` by a process that died: revoked through their planned handle, then failed), tasks
+   * past their deadline or idle timeout, and tasks whose ending can now complete.
+   * `issuingBefore`: `issuing` rows older than this are abandoned (default now - ISSUING_GRACE_MS);
+   * `shouldContinue`: checked between steps, false stops the pass (leadership lost).
+   */
+  async function sweep(ctx: CallContext, opts: { issuingBefore?: Date; shouldContinue?: () => boolean } = {}): Promise<SweepResult> {
     const now = deps.clock.now();
-    let expired = 0;
-    let retried = 0;
-    let tasksEnded = 0;
+    const more = opts.shouldContinue ?? (() => true);
+    const out: SweepResult = { expired: 0, retried: 0, recovered: 0, tasksEnded: 0, pending: 0 };
     const due = await deps.db.credential.findMany({ where: { state: 'active', expiresAt: { lte: now } }, take: 500, include: withTask });
     for (const c of due) {
+      if (!more()) return out;
       if (!(await claim(c.id, ['active'], 'revoking'))) continue;
-      if ((await revokeCredential(c, 'expired', ctx, 'credential.expire')).fate === 'expired') expired++;
+      if ((await revokeCredential(c, 'expired', ctx, 'credential.expire')).fate === 'expired') out.expired++;
     }
-    const stale = new Date(now.getTime() - 5 * 60_000);
-    const stuck = await deps.db.credential.findMany({
-      where: { OR: [{ state: 'revoking' }, { state: 'issuing', issuedAt: { lt: stale } }] },
+    const abandoned = opts.issuingBefore ?? new Date(now.getTime() - ISSUING_GRACE_MS);
+    const queue = await deps.db.credential.findMany({
+      where: { OR: [{ state: 'revoking', OR: [{ nextRevokeAt: null }, { nextRevokeAt: { lte: now } }] }, { state: 'issuing', issuedAt: { lt: abandoned } }] },
+      orderBy: { nextRevokeAt: 'asc' },
       take: 200,
       include: withTask,
     });
-    for (const c of stuck) {
-      // A crash between "row written" and "issuance completed": undo whatever may exist upstream.
-      const final = c.state === 'issuing' ? 'failed' : c.expiresAt <= now ? 'expired' : 'revoked';
-      if (c.state === 'issuing' && !(await claim(c.id, ['issuing'], 'revoking'))) continue;
-      const { fate } = await revokeCredential(c, final, ctx, 'credential.revoke');
-      if (fate !== 'revocation_pending') retried++;
+    for (const c of queue) {
+      if (!more()) return out;
+      // Claimed again (with a fresh due time) so a concurrent task end does not race this attempt.
+      const from = c.state === 'issuing' ? { state: 'issuing' } : { state: 'revoking', OR: [{ nextRevokeAt: null }, { nextRevokeAt: { lte: now } }] };
+      const claimed = await deps.db.credential.updateMany({ where: { id: c.id, ...from }, data: { state: 'revoking', nextRevokeAt: new Date(now.getTime() + REVOKE_CLAIM_MS) } });
+      if (claimed.count !== 1) continue;
+      // Never completed (fingerprint still 'pending'): nothing was handed out, so it ends as failed.
+      const final = c.state === 'issuing' || c.fingerprint === 'pending' ? 'failed' : c.expiresAt <= now ? 'expired' : 'revoked';
+      const action = final === 'failed' ? 'credential.recover' : final === 'expired' ? 'credential.expire' : 'credential.revoke';
+      const { fate } = await revokeCredential(c, final, ctx, action);
+      if (fate === 'revocation_pending') continue;
+      if (final === 'failed') out.recovered++;
+      else out.retried++;
     }
-    const overdue = await deps.db.task.findMany({ where: { OR: [{ state: 'open', deadline: { lte: now } }, { state: 'ending' }] }, select: { id: true, state: true }, take: 200 });
-    for (const t of overdue) {
-      const r = await endTask(t.id, t.state === 'open' ? 'deadline' : 'retry', ctx);
-      if (r?.state === 'ended') tasksEnded++;
+    if (!more()) return out;
+    const ended = await tasksToEnd(now);
+    for (const t of ended) {
+      if (!more()) return out;
+      const r = await endTask(t.id, t.reason, ctx);
+      if (r?.state === 'ended') out.tasksEnded++;
     }
-    return { expired, retried, tasksEnded };
+    out.pending = await deps.db.credential.count({ where: { state: 'revoking' } });
+    await warnIfStuck(now);
+    return out;
   }
 
-  return { endTask, sweep };
+  /**
+   * Open tasks past their deadline or idle timeout, and `ending` tasks none of whose credentials
+   * is still queued (the queue retries those with backoff; the task ends once they are done).
+   */
+  async function tasksToEnd(now: Date): Promise<{ id: string; reason: string }[]> {
+    const [overdue, idle, ending] = await Promise.all([
+      deps.db.task.findMany({ where: { state: 'open', deadline: { lte: now } }, select: { id: true }, take: 200 }),
+      deps.db.task.findMany({
+        where: { state: 'open', idleTimeoutSeconds: { not: null }, OR: [{ lastActivityAt: { lte: now } }, { lastActivityAt: null }] },
+        select: { id: true, idleTimeoutSeconds: true, lastActivityAt: true, createdAt: true },
+        orderBy: { lastActivityAt: 'asc' },
+        take: 1000,
+      }),
+      deps.db.task.findMany({ where: { state: 'ending', credentials: { none: { state: 'revoking' } } }, select: { id: true }, take: 200 }),
+    ]);
+    const isIdle = (t: (typeof idle)[number]) => (t.lastActivityAt ?? t.createdAt).getTime() + t.idleTimeoutSeconds! * 1000 <= now.getTime();
+    return [
+      ...overdue.map((t) => ({ id: t.id, reason: 'deadline' })),
+      ...idle.filter(isIdle).filter((t) => !overdue.some((o) => o.id === t.id)).map((t) => ({ id: t.id, reason: 'idle timeout' })),
+      ...ending.map((t) => ({ id: t.id, reason: 'retry' })),
+    ];
+  }
+
+  let lastStuckWarning = 0;
+  /** The "metric": a warn line (at most once a minute) while revocations are pending longer than STUCK_AFTER_MS. */
+  async function warnIfStuck(now: Date): Promise<void> {
+    if (now.getTime() - lastStuckWarning < 60_000) return;
+    const { pending, oldestPendingSince } = await revocationSummary(deps.db);
+    if (!oldestPendingSince || now.getTime() - oldestPendingSince.getTime() < STUCK_AFTER_MS) return;
+    lastStuckWarning = now.getTime();
+    deps.logger.warn({ pendingRevocations: pending, oldestPendingSince }, 'revocations are stuck: see `agent-sts revocations list` and the issuers\' health in /readyz');
+  }
+
+  return { endTask, sweep, pendingRevocations: (limit?: number) => pendingRevocations(deps.db, limit), revocationSummary: () => revocationSummary(deps.db) };
 }
 export type TaskService = ReturnType<typeof createTaskService>;

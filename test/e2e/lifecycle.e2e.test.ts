@@ -80,7 +80,7 @@ describe('lifecycle, delegation and failure paths', () => {
     }
     const ready = await fetch(`${broker.url}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', signingKeys: 'ok' }, issuers: { tokens: 'ok', pg: 'ok' } });
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'ok', signingKeys: 'ok' }, issuers: { tokens: 'ok', pg: 'ok' }, revocations: { pending: 0, oldestPendingSince: null } });
   });
 
   it('a person plus an agent: sub is the person, act is the agent, and the policy requires the person', async () => {

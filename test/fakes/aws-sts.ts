@@ -12,6 +12,10 @@
 // aws:CurrentTime, aws:TokenIssueTime, aws:PrincipalArn; String*/Date* operators) refuses the call
 // with 403 AccessDenied. Like AWS, sts:GetCallerIdentity is never refused by a policy; use
 // sts:GetAccessKeyInfo (a policy-checked call that needs nothing else) to see whether a session is alive.
+// Faults besides failWith/failIamWith: delayAnswers(ms) carries each request out at once (an AssumeRole
+// mints its session) and holds the answer back that long, so a client that gave up meanwhile never
+// gets it; answerMalformed(kind) answers 200 with a body that is not the action's XML (a proxy's page,
+// or XML without the result), before anything is checked or done.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomUUID } from 'node:crypto';
@@ -106,6 +110,18 @@ export interface FakeSts {
   assumeRoleCalls: FakeAssumeRoleCall[];
   /** Force every answer to this status (e.g. 500) until reset with null. */
   failWith(status: number | null): void;
+  /**
+   * Every request arriving from now on is carried out at once but answered `ms` later (0: off); the
+   * answer is dropped if the client hung up meanwhile. The session an AssumeRole mints meanwhile
+   * exists (recorded in `assumeRoleCalls`) even though nobody receives it.
+   */
+  delayAnswers(ms: number): void;
+  /**
+   * Every request gets 200 with a body that is not the action's answer, without being checked or
+   * carried out (null: off): `html` a proxy's error page labelled text/xml, `empty-result` a
+   * well-formed `<AssumeRoleResponse>` whose result has no credentials.
+   */
+  answerMalformed(kind: 'html' | 'empty-result' | null): void;
   /** The IAM endpoint (the same server; requests are told apart by their SigV4 service). */
   iamUrl: string;
   iamCalls: FakeIamCall[];
@@ -300,6 +316,8 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
   const roles = new Map((opts.roles ?? []).map((r) => [r.arn, r] as const));
   let forced: number | null = null;
   let forcedIam: number | null = null;
+  let delayMs = 0;
+  let malformed: 'html' | 'empty-result' | null = null;
   const iamCalls: FakeIamCall[] = [];
   const iamAdmins = new Set(opts.iamAccessKeyIds ?? opts.keys.map((k) => k.accessKeyId));
   /** role ARN -> policy name -> document */
@@ -494,9 +512,23 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
+      const heldMs = delayMs;
+      if (malformed) {
+        calls.push({ method: req.method ?? '', path: req.url ?? '', host: String(req.headers.host ?? ''), status: 200, code: `malformed-${malformed}` });
+        const xml =
+          malformed === 'html'
+            ? '<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1><p>upstream proxy: STS-FAKE-MALFORMED</p></body></html>'
+            : `<AssumeRoleResponse xmlns="${NS}">\n  <AssumeRoleResult>\n  </AssumeRoleResult>\n  <ResponseMetadata>\n    <RequestId>${randomUUID()}</RequestId>\n  </ResponseMetadata>\n</AssumeRoleResponse>\n`;
+        res.writeHead(200, { 'content-type': 'text/xml', 'x-amzn-requestid': randomUUID() }).end(xml);
+        return;
+      }
       handle(req, body)
-        .then((out) => {
+        .then(async (out) => {
           calls.push({ method: req.method ?? '', path: req.url ?? '', host: String(req.headers.host ?? ''), accessKeyId: out.accessKeyId, status: out.status, code: out.code });
+          if (heldMs > 0) {
+            await new Promise((r) => setTimeout(r, heldMs));
+            if (res.destroyed || req.socket.destroyed) return;
+          }
           res.writeHead(out.status, { 'content-type': 'text/xml', 'x-amzn-requestid': randomUUID() }).end(out.xml);
         })
         .catch((e: unknown) => {
@@ -512,6 +544,12 @@ export async function startFakeSts(opts: FakeStsOptions): Promise<FakeSts> {
     assumeRoleCalls,
     failWith: (status) => {
       forced = status;
+    },
+    delayAnswers: (ms) => {
+      delayMs = ms;
+    },
+    answerMalformed: (kind) => {
+      malformed = kind;
     },
     iamUrl: url,
     iamCalls,

@@ -104,7 +104,10 @@ export const AwsStsIssuerConfigSchema = z
      * running on role credentials, e.g. EKS/EC2) caps sessions at 1 h whatever the role says.
      */
     maxDuration: Duration.default(3600),
-    /** Per-request timeouts of the STS call, milliseconds. */
+    /**
+     * Bound of each STS / IAM request, milliseconds: to connect, and for the whole request (a late answer is
+     * given up on). AssumeRole is never retried by the SDK (each call mints a session); the idempotent IAM calls are, once.
+     */
     timeoutMs: z.number().int().min(100).max(60_000).default(5000),
   })
   .strict();
@@ -309,7 +312,8 @@ function scrubbed(e: unknown, secrets: readonly string[]): Error {
  *   lengthened: the credential would otherwise outlive what policy granted.
  * The credential's expiry is AWS's `Expiration` (truthful, ≤ the granted lifetime).
  *
- * Errors: STS unreachable / 5xx / throttled → UpstreamUnavailable (api-unreachable / api-error);
+ * Errors: STS unreachable / 5xx / throttled / no answer within `timeoutMs` → UpstreamUnavailable
+ * (api-unreachable / api-error), never retried by the SDK (a retried AssumeRole mints another session);
  * AccessDenied, invalid or expired own credentials → UpstreamUnavailable (own-credentials-rejected);
  * MalformedPolicyDocument, PackedPolicyTooLarge, ValidationError → AwsStsRequestRejected (a
  * configuration problem; server_error to the caller). Secret keys and session tokens are never logged.
@@ -381,8 +385,11 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
         region: config.region,
         ...(config.endpoint ? { endpoint: config.endpoint } : {}),
         ...(credentials ? { credentials } : {}), // else the SDK's default provider chain
-        requestHandler: { connectionTimeout: config.timeoutMs, requestTimeout: config.timeoutMs },
-        maxAttempts: 2,
+        // Without throwOnRequestTimeout the SDK only logs a warning when requestTimeout passes and keeps waiting.
+        requestHandler: { connectionTimeout: config.timeoutMs, requestTimeout: config.timeoutMs, throwOnRequestTimeout: true },
+        // No automatic retry: AssumeRole is not idempotent (a retry after a lost or late answer mints a second
+        // session nobody receives). The client sees temporarily_unavailable and asks again, audited.
+        maxAttempts: 1,
       });
       return client;
     }
@@ -394,7 +401,8 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
         region: config.region,
         ...(config.iamEndpoint ? { endpoint: config.iamEndpoint } : {}),
         ...(credentials ? { credentials } : {}),
-        requestHandler: { connectionTimeout: config.timeoutMs, requestTimeout: config.timeoutMs },
+        requestHandler: { connectionTimeout: config.timeoutMs, requestTimeout: config.timeoutMs, throwOnRequestTimeout: true },
+        // One retry: GetRolePolicy reads, and PutRolePolicy writes the same whole document again (idempotent).
         maxAttempts: 2,
       });
       return iamClient;

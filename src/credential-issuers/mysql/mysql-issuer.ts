@@ -84,6 +84,8 @@ export const MysqlIssuerConfigSchema = z
     host: z.string().regex(/^[A-Za-z0-9.%_:/-]{1,255}$/, 'a host pattern ([A-Za-z0-9.%_:/-])').default('%'),
     /** MAX_USER_CONNECTIONS of each login. */
     maxConnections: z.number().int().min(1).max(1000).default(5),
+    /** Bound of each admin connection attempt (greeting and login included) and of each statement, milliseconds. */
+    timeoutMs: z.number().int().min(100).max(60_000).default(5000),
     ...publicEndpointFields,
   })
   .strict();
@@ -174,7 +176,9 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
     let flavor: Promise<'mariadb' | 'mysql'> | undefined;
     const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
     const getPool = () =>
-      (pool ??= mysql.createPool({ uri: adminUrl().reveal(), connectionLimit: 4, connectTimeout: 5000, multipleStatements: false, enableKeepAlive: true }));
+      (pool ??= mysql.createPool({ uri: adminUrl().reveal(), connectionLimit: 4, connectTimeout: config.timeoutMs, multipleStatements: false, enableKeepAlive: true }));
+    /** Every admin statement is bounded: mysql2 gives up after timeoutMs (PROTOCOL_SEQUENCE_TIMEOUT) and the connection is then discarded. */
+    const bounded = (sql: string): mysql.QueryOptions => ({ sql, timeout: config.timeoutMs });
     const target = () => {
       const u = new URL(adminUrl().reveal());
       return {
@@ -196,19 +200,24 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       } catch (e) {
         throw unavailable(e, secrets);
       }
+      let broken = false;
       try {
         return await fn(conn);
       } catch (e) {
         if (e instanceof UpstreamUnavailable) throw e;
-        if (isConnectivityError(e)) throw unavailable(e, secrets);
+        if (isConnectivityError(e)) {
+          broken = true; // a timed-out statement may still be running on it: never hand this connection out again
+          throw unavailable(e, secrets);
+        }
         throw scrubbed(e, secrets);
       } finally {
-        conn.release();
+        if (broken) conn.destroy();
+        else conn.release();
       }
     }
 
     async function serverFlavor(c: mysql.PoolConnection): Promise<'mariadb' | 'mysql'> {
-      flavor ??= c.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v').then(([rows]) => (/mariadb/i.test(String(rows[0]?.v)) ? 'mariadb' : 'mysql'));
+      flavor ??= c.query<mysql.RowDataPacket[]>(bounded('SELECT VERSION() AS v')).then(([rows]) => (/mariadb/i.test(String(rows[0]?.v)) ? 'mariadb' : 'mysql'));
       return flavor.catch((e: unknown) => {
         flavor = undefined;
         throw e;
@@ -217,11 +226,11 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
 
     /** Kills every session of `user` except our own; returns how many were killed. */
     async function killSessions(c: mysql.PoolConnection, user: string): Promise<number> {
-      const [rows] = await c.query<mysql.RowDataPacket[]>('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()', [user]);
+      const [rows] = await c.query<mysql.RowDataPacket[]>(bounded('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()'), [user]);
       let killed = 0;
       for (const r of rows) {
         try {
-          await c.query('KILL CONNECTION ?', [Number(r.id)]);
+          await c.query(bounded('KILL CONNECTION ?'), [Number(r.id)]);
           killed++;
         } catch (e) {
           if ((e as { errno?: number }).errno !== ER_NO_SUCH_THREAD) throw e; // it ended on its own meanwhile
@@ -261,6 +270,23 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       return out;
     }
 
+    /** Locks the account, kills its sessions, drops it. Idempotent. */
+    async function dropUser(handle: MysqlHandle): Promise<void> {
+      await withAdmin(async (c) => {
+        const account = mysql.format('?@?', [handle.user, handle.host]);
+        try {
+          await c.query(bounded(`ALTER USER IF EXISTS ${account} ACCOUNT LOCK`)); // stop new logins now
+        } catch (e) {
+          if ((e as { errno?: number }).errno !== ER_PARSE_ERROR) throw e; // servers without ACCOUNT LOCK: drop comes next anyway
+          deps.logger.warn({ issuer: name, user: handle.user }, 'ACCOUNT LOCK is not supported by this server; dropping the user directly');
+        }
+        let killed = await killSessions(c, handle.user);
+        await c.query(bounded(`DROP USER IF EXISTS ${account}`));
+        killed += await killSessions(c, handle.user); // a session that was mid-login when we looked
+        deps.logger.debug({ issuer: name, user: handle.user, killed }, 'mysql login revoked');
+      });
+    }
+
     function checkHandle(h: unknown): MysqlHandle {
       const handle = h as MysqlHandle;
       if (typeof handle.user !== 'string' || !handle.user.startsWith(config.userPrefix) || !/^[a-z0-9_]{1,32}$/.test(handle.user))
@@ -283,23 +309,36 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
         if (!grants.length) throw new Error(`mysql issuer ${name}: granted scopes map to no grants`);
         const password = randomBase62(32);
         const expiresAt = new Date(ctx.now.getTime() + req.ttlSeconds * 1000);
-        await withAdmin(async (c) => {
-          const account = mysql.format('?@?', [handle.user, handle.host]);
-          const statements = grantStatements(grants, await serverFlavor(c), account);
-          // DDL commits implicitly: on any failure, drop what was created so issuance stays all-or-nothing.
-          let created = false;
-          try {
-            await c.query(
-              `CREATE USER ${account} IDENTIFIED BY ? WITH MAX_USER_CONNECTIONS ${config.maxConnections} PASSWORD EXPIRE NEVER`,
-              [password],
+        let sent = false;
+        try {
+          await withAdmin(async (c) => {
+            const account = mysql.format('?@?', [handle.user, handle.host]);
+            const statements = grantStatements(grants, await serverFlavor(c), account);
+            // DDL commits implicitly: on any failure, drop what was created so issuance stays all-or-nothing.
+            let created = false;
+            try {
+              sent = true;
+              await c.query(
+                bounded(`CREATE USER ${account} IDENTIFIED BY ? WITH MAX_USER_CONNECTIONS ${config.maxConnections} PASSWORD EXPIRE NEVER`),
+                [password],
+              );
+              created = true;
+              for (const s of statements) await c.query(bounded(s));
+            } catch (e) {
+              // On this connection only while it still answers; after a timeout or a lost connection the clean-up below does it.
+              if (created && !isConnectivityError(e)) await c.query(bounded(`DROP USER IF EXISTS ${account}`)).catch(() => {});
+              throw e;
+            }
+          }, [password]);
+        } catch (e) {
+          // CREATE USER (or a GRANT) sent, outcome unknown (timed out, connection lost): the user may exist. Drop it over a
+          // fresh connection (idempotent), so a failed issuance leaves nothing.
+          if (sent && e instanceof UpstreamUnavailable)
+            await dropUser(handle).catch((de: unknown) =>
+              deps.logger.error({ issuer: name, user: handle.user, code: (de as { code?: string }).code }, 'could not drop the user of a failed issuance; drop it by hand'),
             );
-            created = true;
-            for (const s of statements) await c.query(s);
-          } catch (e) {
-            if (created) await c.query(`DROP USER IF EXISTS ${account}`).catch(() => {});
-            throw e;
-          }
-        }, [password]);
+          throw e;
+        }
         const t = target();
         return {
           id: req.credentialId,
@@ -313,20 +352,14 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
         };
       },
       async revoke(h) {
-        const handle = checkHandle(h);
-        await withAdmin(async (c) => {
-          const account = mysql.format('?@?', [handle.user, handle.host]);
-          try {
-            await c.query(`ALTER USER IF EXISTS ${account} ACCOUNT LOCK`); // stop new logins now
-          } catch (e) {
-            if ((e as { errno?: number }).errno !== ER_PARSE_ERROR) throw e; // servers without ACCOUNT LOCK: drop comes next anyway
-            deps.logger.warn({ issuer: name, user: handle.user }, 'ACCOUNT LOCK is not supported by this server; dropping the user directly');
-          }
-          let killed = await killSessions(c, handle.user);
-          await c.query(`DROP USER IF EXISTS ${account}`);
-          killed += await killSessions(c, handle.user); // a session that was mid-login when we looked
-          deps.logger.debug({ issuer: name, user: handle.user, killed }, 'mysql login revoked');
-        });
+        await dropUser(checkHandle(h));
+      },
+      async listManaged() {
+        // LEFT(): `_` in a prefix is a LIKE wildcard. Needs SELECT on mysql.user (the admin login has it to CREATE USER).
+        const [rows] = await withAdmin((c) =>
+          c.query<mysql.RowDataPacket[]>('SELECT User AS user, Host AS host FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY User', [config.userPrefix, config.userPrefix]),
+        );
+        return rows.map((r) => ({ name: String(r.user), handle: { user: String(r.user), host: String(r.host) } }));
       },
       /** `SELECT 1` over the admin pool: reachable, and the admin login is accepted. */
       async health() {

@@ -21,6 +21,11 @@ export const PostgresIssuerConfigSchema = z
     /** Prefix of generated login roles; `doctor`/sweeps recognise agent-sts's roles by it. */
     rolePrefix: z.string().regex(/^[a-z][a-z0-9_]{0,11}$/).default('ags_'),
     connectionLimit: z.number().int().min(1).max(1000).default(5),
+    /**
+     * Bound of each admin connection attempt and of each statement, milliseconds (connect timeout;
+     * client-side query timeout; issuance statements also carry SET LOCAL statement_timeout).
+     */
+    timeoutMs: z.number().int().min(100).max(60_000).default(5000),
     ...publicEndpointFields,
   })
   .strict();
@@ -31,10 +36,40 @@ export interface PostgresHandle {
   [key: string]: unknown;
 }
 
-/** Network-level failures: the database is down or unreachable, not a bug. */
+/**
+ * A pg client that closes its socket when connecting fails. pg leaves it open (and stops its connect
+ * timer) when the peer sent something it took for an error message, as a server that is not
+ * PostgreSQL does: with a real server the server hangs up, with anything else nothing ever would.
+ */
+class AdminClient extends pg.Client {
+  override connect(): Promise<pg.Client>;
+  override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void;
+  override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | void {
+    const close = () => this.connection.stream.destroy();
+    if (!callback)
+      return super.connect().catch((e: unknown) => {
+        close();
+        throw e;
+      });
+    super.connect(((err: Error | null, c: pg.Client) => {
+      if (err) close();
+      (callback as (err: Error | null, c: pg.Client) => void)(err, c);
+    }) as (err: Error) => void);
+  }
+}
+
+/** pg's client-side query timeout (`query_timeout`): the error has no code, only this message. */
+function isQueryTimeout(e: unknown): boolean {
+  return e instanceof Error && e.message === 'Query read timeout';
+}
+
+/**
+ * Network-level failures and timeouts: the database is down, unreachable or not answering, not a
+ * bug. 57014 is a statement cancelled by statement_timeout.
+ */
 function isConnectivityError(e: unknown): boolean {
   const code = (e as { code?: string }).code ?? '';
-  return ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P03', '08006', '08001', '08004'].includes(code);
+  return isQueryTimeout(e) || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P03', '57014', '08006', '08001', '08004'].includes(code);
 }
 
 /**
@@ -79,7 +114,9 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
   create(name, config, deps): CredentialIssuer {
     let pool: pg.Pool | undefined;
     const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
-    const getPool = () => (pool ??= new pg.Pool({ connectionString: adminUrl().reveal(), max: 4, connectionTimeoutMillis: 5000 }));
+    // Bounded: connecting (and waiting for a pooled connection) and every statement, by timeoutMs.
+    const getPool = () =>
+      (pool ??= new pg.Pool({ Client: AdminClient, connectionString: adminUrl().reveal(), max: 4, connectionTimeoutMillis: config.timeoutMs, query_timeout: config.timeoutMs }));
     const target = () => {
       const u = new URL(adminUrl().reveal());
       return {
@@ -96,15 +133,32 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
       } catch (e) {
         throw new UpstreamUnavailable('the target database is unavailable; try again later', { cause: e, detail: { issuer: name, code: (e as { code?: string }).code } });
       }
+      let broken: Error | undefined;
       try {
         return await fn(client);
       } catch (e) {
-        if (isConnectivityError(e))
-          throw new UpstreamUnavailable('the target database is unavailable; try again later', { cause: e, detail: { issuer: name, code: (e as { code?: string }).code } });
+        if (isConnectivityError(e)) {
+          // A connection that timed out or failed may still have a statement in flight: never reuse it.
+          broken = e as Error;
+          throw new UpstreamUnavailable('the target database is unavailable; try again later', { cause: e, detail: { issuer: name, code: (e as { code?: string }).code ?? (isQueryTimeout(e) ? 'query-timeout' : undefined) } });
+        }
         throw e;
       } finally {
-        client.release();
+        client.release(broken);
       }
+    }
+
+    /** Ends a login role: NOLOGIN, terminate its sessions, drop what it owns, drop it. Idempotent. */
+    async function dropRole(role: string): Promise<void> {
+      await withAdmin(async (c) => {
+        const exists = await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+        if (!exists.rowCount) return;
+        const ident = c.escapeIdentifier(role);
+        await c.query(`ALTER ROLE ${ident} NOLOGIN`);
+        await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()', [role]);
+        await c.query(`DROP OWNED BY ${ident}`);
+        await c.query(`DROP ROLE IF EXISTS ${ident}`);
+      });
     }
 
     /** The role name is derived from our own ids only, never from request input; <= 63 bytes. */
@@ -126,21 +180,35 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
         if (!groups.length) throw new Error(`postgres issuer ${name}: granted scopes map to no group role`);
         const password = randomBase62(32);
         const expiresAt = new Date(ctx.now.getTime() + req.ttlSeconds * 1000);
-        await withAdmin(async (c) => {
-          await c.query('BEGIN');
-          try {
-            const role = c.escapeIdentifier(handle.role);
-            await c.query(
-              `CREATE ROLE ${role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT CONNECTION LIMIT ${config.connectionLimit} ` +
-                `PASSWORD ${c.escapeLiteral(scramSha256Verifier(password))} VALID UNTIL ${c.escapeLiteral(expiresAt.toISOString())}`,
+        let committing = false;
+        try {
+          await withAdmin(async (c) => {
+            await c.query('BEGIN');
+            try {
+              // The server cancels a statement that runs too long (lock waits included): the transaction aborts, nothing is created.
+              await c.query(`SET LOCAL statement_timeout = ${config.timeoutMs}`);
+              const role = c.escapeIdentifier(handle.role);
+              await c.query(
+                `CREATE ROLE ${role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT CONNECTION LIMIT ${config.connectionLimit} ` +
+                  `PASSWORD ${c.escapeLiteral(scramSha256Verifier(password))} VALID UNTIL ${c.escapeLiteral(expiresAt.toISOString())}`,
+              );
+              for (const g of groups) await c.query(`GRANT ${c.escapeIdentifier(g)} TO ${role}`);
+              committing = true;
+              await c.query('COMMIT');
+            } catch (e) {
+              // After a client-side timeout the connection is discarded instead: the server rolls back an open transaction when it goes.
+              if (!isQueryTimeout(e)) await c.query('ROLLBACK').catch(() => {});
+              throw e;
+            }
+          });
+        } catch (e) {
+          // COMMIT sent but its answer lost (timeout, connection gone): the role may exist. Drop it (idempotent), so a failed issuance leaves nothing.
+          if (committing && e instanceof UpstreamUnavailable)
+            await dropRole(handle.role).catch((de: unknown) =>
+              deps.logger.error({ issuer: name, role: handle.role, code: (de as { code?: string }).code }, 'could not drop the login role of a failed issuance; drop it by hand'),
             );
-            for (const g of groups) await c.query(`GRANT ${c.escapeIdentifier(g)} TO ${role}`);
-            await c.query('COMMIT');
-          } catch (e) {
-            await c.query('ROLLBACK').catch(() => {});
-            throw e;
-          }
-        });
+          throw e;
+        }
         const t = target();
         return {
           id: req.credentialId,
@@ -157,15 +225,12 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
         const handle = h as PostgresHandle;
         if (typeof handle.role !== 'string' || !handle.role.startsWith(config.rolePrefix))
           throw new Error(`postgres issuer ${name}: refusing to revoke a role without the ${config.rolePrefix} prefix`);
-        await withAdmin(async (c) => {
-          const exists = await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [handle.role]);
-          if (!exists.rowCount) return;
-          const role = c.escapeIdentifier(handle.role);
-          await c.query(`ALTER ROLE ${role} NOLOGIN`);
-          await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()', [handle.role]);
-          await c.query(`DROP OWNED BY ${role}`);
-          await c.query(`DROP ROLE IF EXISTS ${role}`);
-        });
+        await dropRole(handle.role);
+      },
+      async listManaged() {
+        // left(): `_` in a prefix is a LIKE wildcard.
+        const r = await withAdmin((c) => c.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE left(rolname, length($1)) = $1 ORDER BY rolname', [config.rolePrefix]));
+        return r.rows.map((x) => ({ name: x.rolname, handle: { role: x.rolname } }));
       },
       /** `SELECT 1` over the admin pool: reachable, and the admin login is accepted. */
       async health() {

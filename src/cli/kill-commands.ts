@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import { userInfo } from 'node:os';
+import type { Command } from 'commander';
+import { openIssuers } from '../compose.js';
+import { createAuditLog } from '../audit/audit-log.js';
+import { createRevocationList } from '../tasks/revocation-list.js';
+import { createTaskService } from '../tasks/task-service.js';
+import { createKillSwitch, IdentityNotBlocked, validateKill } from '../tasks/kill-switch.js';
+import type { CliHelpers } from './instance-commands.js';
+
+/**
+ * `agent-sts kill <subject> --reason … [--human]`, `agent-sts restore <subject>` and
+ * `agent-sts blocked`: the kill switch beside a running server (same store, same audit as the
+ * admin API, by `cli:<OS user>`). Every replica picks the block up within its 1 s poll.
+ */
+export function registerKillCommands(program: Command, h: CliHelpers) {
+  const cli = () => ({ principal: `cli:${userInfo().username}`, requestId: `cli-${randomUUID()}` });
+
+  const open = (core: Parameters<Parameters<CliHelpers['withCore']>[1]>[0], config: Parameters<Parameters<CliHelpers['withCore']>[1]>[1]) => {
+    const db = core.database.db;
+    const audit = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
+    const issuers = openIssuers(core, config, { env: h.env }, () => config.server.issuer ?? '');
+    const revocations = createRevocationList({ db, clock: core.clock });
+    const tasks = createTaskService({ db, clock: core.clock, logger: core.logger, kek: core.kek, audit, issuers, revocations });
+    const killSwitch = createKillSwitch({ db, clock: core.clock, logger: core.logger, audit, tasks, revocations, onProgress: h.say });
+    return { audit, issuers, killSwitch };
+  };
+
+  program
+    .command('kill')
+    .description('kill switch: refuse every exchange of this subject on every replica and end all its open tasks (credentials revoked at their targets) until `restore`')
+    .argument('<subject>', 'the workload subject (e.g. spiffe://…/sa/agent), or the person with --human')
+    .requiredOption('--reason <text>', 'why (goes to the audit log)')
+    .option('--human', 'the subject is a person (human subject), not a workload')
+    .addOption(h.configOption())
+    .action((subject: string, o: { reason: string; human?: boolean; config?: string }) =>
+      h.withCore(o.config, async (core, config) => {
+        const problem = validateKill(subject, o.reason);
+        if (problem) {
+          h.say(`agent-sts: ${problem}`);
+          process.exitCode = 2;
+          return;
+        }
+        const { audit, issuers, killSwitch } = open(core, config);
+        try {
+          await issuers.reload(true);
+          const c = cli();
+          const s = await killSwitch.kill(subject, { reason: o.reason, kind: o.human ? 'human' : 'workload' }, { ...c, now: core.clock.now() });
+          const pending = s.credentials.pending;
+          console.log(
+            `${s.subject} (${s.kind}) is blocked${s.newlyBlocked ? '' : ' (already was)'}: ${s.tasksEnded} task(s) ended` +
+              `${s.tasksEnding ? `, ${s.tasksEnding} still ending` : ''}; credentials: ${s.credentials.revoked} revoked, ${pending} revocation pending, ${s.credentials.expiresNaturally} expire naturally`,
+          );
+          if (pending) {
+            h.say(`${pending} revocation(s) failed at their target; the server's sweep retries them (see \`agent-sts audit query --workload ${subject}\`)`);
+            process.exitCode = 3;
+          }
+        } finally {
+          await audit.drain();
+          await issuers.close();
+        }
+      }),
+    );
+
+  program
+    .command('restore')
+    .description('lift the kill switch on a subject: its exchanges are accepted again (ended tasks stay ended)')
+    .argument('<subject>')
+    .addOption(h.configOption())
+    .action((subject: string, o: { config?: string }) =>
+      h.withCore(o.config, async (core, config) => {
+        const { audit, issuers, killSwitch } = open(core, config);
+        try {
+          const r = await killSwitch.restore(subject, { ...cli(), now: core.clock.now() });
+          console.log(`${r.subject} (${r.kind}) is no longer blocked`);
+        } catch (e) {
+          if (!(e instanceof IdentityNotBlocked)) throw e;
+          h.say(`agent-sts: ${subject} is not blocked`);
+          process.exitCode = 1;
+        } finally {
+          await audit.drain();
+          await issuers.close();
+        }
+      }),
+    );
+
+  program
+    .command('blocked')
+    .description('list the subjects the kill switch blocks')
+    .option('--json', 'one JSON object per line')
+    .addOption(h.configOption())
+    .action((o: { config?: string; json?: boolean }) =>
+      h.withCore(o.config, async (core) => {
+        const rows = await core.database.db.identityBlock.findMany({ orderBy: { createdAt: 'asc' } });
+        if (!rows.length && !o.json) h.say('no subject is blocked');
+        for (const r of rows)
+          console.log(o.json ? JSON.stringify({ subject: r.subject, kind: r.kind, reason: r.reason, blocked_by: r.blockedBy, created_at: r.createdAt.toISOString() }) : `${r.subject}  ${r.kind}  by ${r.blockedBy} at ${r.createdAt.toISOString()}: ${r.reason}`);
+      }),
+    );
+}

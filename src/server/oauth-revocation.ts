@@ -1,0 +1,229 @@
+import { jwtVerify, type JWTPayload } from 'jose';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { CallContext } from '../core/types.js';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../log/logger.js';
+import type { Db } from '../storage/prisma-client.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { TokenSigner } from '../keys/key-store.js';
+import { SIGNING_ALG } from '../keys/key-store.js';
+import { credentialFingerprint } from '../lib/crypto.js';
+import { MalformedRequest } from '../errors/sts-errors.js';
+import { AGENT_TOKEN_ISSUER_TYPE, type TaskService } from '../tasks/task-service.js';
+import type { RevocationList } from '../tasks/revocation-list.js';
+import type { BearerAuth } from './bearer-auth.js';
+import type { AdminApp } from './admin-instances.js';
+
+export const REVOCATION_PATH = '/oauth2/revoke';
+export const INTROSPECTION_PATH = '/oauth2/introspect';
+
+export interface OAuthTokenEndpointsDeps {
+  issuerUrl: () => string;
+  signer: Pick<TokenSigner, 'verificationKeys'>;
+  clock: Clock;
+  /** Seconds past `exp` an agent token is still accepted by the exchange (so still worth revoking). */
+  clockTolerance: number;
+  maxTokenBytes: number;
+  revocations: Pick<RevocationList, 'isRevoked' | 'revokeToken' | 'blockOf'>;
+  tasks: Pick<TaskService, 'endTask'>;
+  db: Db;
+  audit: Pick<AuditLog, 'append'>;
+  logger: Logger;
+  /** `tokens.revokeEndsTask`: revoking an agent token ends its whole task (every credential in it). */
+  revokeEndsTask: boolean;
+  /** `auth.introspectionClients`: resource servers allowed to introspect (Bearer or HTTP Basic). */
+  introspectionClients: BearerAuth;
+}
+
+interface OwnToken {
+  kind: 'agent' | 'access';
+  claims: JWTPayload & { task_id: string; jti: string; sub: string; exp: number; iat: number };
+}
+
+type Inspected = { ok: true; token: OwnToken } | { ok: false; reason: string };
+
+/** One x-www-form-urlencoded body; single-valued parameters only (RFC 6749 §3.2). */
+function parseSingleForm(req: FastifyRequest): Record<string, string> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') throw new MalformedRequest('content type must be application/x-www-form-urlencoded');
+  if (Object.keys(req.query as object).length) throw new MalformedRequest('parameters must be sent in the request body, not the URL');
+  const out: Record<string, string> = {};
+  for (const [k, v] of new URLSearchParams(typeof req.body === 'string' ? req.body : '')) {
+    if (k in out) throw new MalformedRequest(`parameter ${k} is repeated`);
+    out[k] = v;
+  }
+  if (!out.token) throw new MalformedRequest('token is required');
+  return out;
+}
+
+/** HTTP Basic credentials (RFC 6749 §2.3.1: each part form-urlencoded, then base64). */
+function basicCredentials(authorization: string): { id: string; secret: string } | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]{1,8192})$/i.exec(authorization);
+  if (!m) return undefined;
+  const raw = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const colon = raw.indexOf(':');
+  if (colon < 0) return undefined;
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s.replace(/\+/g, ' '));
+    } catch {
+      return undefined;
+    }
+  };
+  const id = decode(raw.slice(0, colon));
+  const secret = decode(raw.slice(colon + 1));
+  return id !== undefined && secret !== undefined ? { id, secret } : undefined;
+}
+
+/**
+ * RFC 7009 revocation and RFC 7662 introspection of the tokens agent-sts signs itself: agent
+ * tokens (aud = agent-sts) and agent-sts-jwt access tokens (aud = a resource). Both are verified
+ * like any agent-sts JWT (our keys, our issuer, `typ: at+jwt`) and checked against the in-memory
+ * revocation list, which every replica refreshes from the store each second.
+ */
+export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
+  /** Verifies a token as one of ours. `toleranceSeconds`: how far past `exp` it still counts. */
+  async function inspect(token: string, toleranceSeconds: number): Promise<Inspected> {
+    if (token.length > deps.maxTokenBytes || token.split('.').length !== 3) return { ok: false, reason: 'not an agent-sts token' };
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, deps.signer.verificationKeys(), {
+        issuer: deps.issuerUrl(),
+        algorithms: [SIGNING_ALG],
+        typ: 'at+jwt',
+        requiredClaims: ['exp', 'iat', 'jti', 'sub'],
+        clockTolerance: toleranceSeconds,
+        currentDate: deps.clock.now(),
+      }));
+    } catch (e) {
+      return { ok: false, reason: `not verified (${(e as { code?: string }).code ?? 'error'})` };
+    }
+    if (typeof payload.task_id !== 'string') return { ok: false, reason: 'no task_id' };
+    const kind = payload.aud === deps.issuerUrl() && payload.wl ? 'agent' : 'access';
+    return { ok: true, token: { kind, claims: payload as OwnToken['claims'] } };
+  }
+
+  /** Workload and person a token was issued to (for the kill switch). */
+  function subjectsOf(t: OwnToken): { workload?: string; human?: string } {
+    const c = t.claims as OwnToken['claims'] & { wl?: { s?: string }; hu?: { s?: string }; client_id?: string };
+    if (t.kind === 'agent') return { workload: c.wl?.s, human: c.hu?.s };
+    return { workload: c.client_id, human: c.client_id !== undefined && c.sub !== c.client_id ? c.sub : undefined };
+  }
+
+  /** Why an otherwise valid token is not active now; undefined when it is. */
+  function inactiveReason(t: OwnToken): string | undefined {
+    if (deps.revocations.isRevoked(t.claims.jti, t.claims.task_id)) return 'revoked or its task ended';
+    const who = subjectsOf(t);
+    const block = (who.workload ? deps.revocations.blockOf('workload', who.workload) : undefined) ?? (who.human ? deps.revocations.blockOf('human', who.human) : undefined);
+    return block ? 'identity blocked (kill switch)' : undefined;
+  }
+
+  async function introspect(token: string): Promise<{ active: false; reason: string } | { active: true; body: Record<string, unknown> }> {
+    const r = await inspect(token, 0);
+    if (!r.ok) return { active: false, reason: r.reason };
+    const why = inactiveReason(r.token);
+    if (why) return { active: false, reason: why };
+    const c = r.token.claims;
+    return {
+      active: true,
+      body: {
+        active: true,
+        ...(typeof c.scope === 'string' ? { scope: c.scope } : {}),
+        ...(typeof c.client_id === 'string' ? { client_id: c.client_id } : {}),
+        token_type: 'Bearer',
+        exp: c.exp,
+        iat: c.iat,
+        sub: c.sub,
+        aud: c.aud,
+        iss: c.iss,
+        jti: c.jti,
+        task_id: c.task_id,
+        ...(c.act ? { act: c.act } : {}),
+      },
+    };
+  }
+
+  /** Marks the credential row of one of our own tokens revoked (idempotent, audited). */
+  async function revokeOwnCredential(token: string, t: OwnToken, ctx: CallContext): Promise<string> {
+    const row = await deps.db.credential.findUnique({ where: { id: t.claims.jti }, include: { task: { select: { providerName: true, workloadSubject: true, humanSubject: true } } } });
+    // Only the row of this very token (same fingerprint) and only a token with nothing upstream.
+    if (!row || row.fingerprint !== credentialFingerprint(token) || row.sealedRevocationHandle) return 'no matching credential';
+    if (t.kind === 'agent' && row.issuerType !== AGENT_TOKEN_ISSUER_TYPE) return 'no matching credential';
+    const claimed = (await deps.db.credential.updateMany({ where: { id: row.id, state: 'active' }, data: { state: 'revoking' } })).count === 1;
+    if (!claimed) return `already ${row.state}`;
+    deps.revocations.revokeToken(row.id);
+    const now = deps.clock.now();
+    await deps.audit.append({
+      event: {
+        requestId: ctx.requestId, action: 'credential.revoke', outcome: 'success', clientAddress: ctx.clientAddress,
+        reason: `revoked by its holder (RFC 7009) at ${now.toISOString()}`,
+        providerName: row.task.providerName, workloadSubject: row.task.workloadSubject, humanSubject: row.task.humanSubject ?? undefined,
+        taskId: row.taskId, credentialId: row.id, credentialFingerprint: row.fingerprint, target: row.target, credentialExpiresAt: row.expiresAt,
+      },
+      credentialUpdates: [{ id: row.id, data: { state: 'revoked', revokedAt: now, lastError: null } }],
+    });
+    return 'revoked';
+  }
+
+  async function revoke(token: string, ctx: CallContext): Promise<string> {
+    // Anything still accepted by the exchange (exp + clock tolerance) is worth revoking.
+    const r = await inspect(token, deps.clockTolerance);
+    if (!r.ok) return r.reason;
+    if (r.token.kind === 'agent' && deps.revokeEndsTask) {
+      const ended = await deps.tasks.endTask(r.token.claims.task_id, 'agent token revoked by its holder (RFC 7009)', ctx);
+      return ended ? `task ${ended.state}` : 'no such task';
+    }
+    return revokeOwnCredential(token, r.token, ctx);
+  }
+
+  /** The introspecting client (Bearer token or HTTP Basic id + secret), or undefined. */
+  function introspectionClient(authorization: string | undefined): string | undefined {
+    if (!authorization) return undefined;
+    const basic = basicCredentials(authorization);
+    if (basic) {
+      const name = deps.introspectionClients.authenticate(`Bearer ${basic.secret}`);
+      return name !== undefined && name === basic.id ? name : undefined;
+    }
+    return deps.introspectionClients.authenticate(authorization);
+  }
+
+  const noStore = (reply: FastifyReply) => reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+
+  function register(app: AdminApp, ctxOf: (req: FastifyRequest) => CallContext): void {
+    /**
+     * RFC 7009. No client authentication: agents are public clients, and presenting the token
+     * proves possession of it — which is all revoking it needs. Unknown or invalid tokens get the
+     * same 200 as revoked ones (§2.2), so the endpoint is no oracle.
+     */
+    app.post(REVOCATION_PATH, async (req, reply) => {
+      noStore(reply);
+      const form = parseSingleForm(req);
+      const ctx = ctxOf(req);
+      const outcome = await revoke(form.token!, ctx);
+      deps.logger.debug({ requestId: ctx.requestId, fingerprint: credentialFingerprint(form.token!), hint: form.token_type_hint, outcome }, 'revocation request');
+      return reply.code(200).send();
+    });
+
+    /** RFC 7662, for resource servers: client authentication required (§2.1), then `{active}` only. */
+    app.post(INTROSPECTION_PATH, async (req, reply) => {
+      noStore(reply);
+      const auth = req.headers.authorization;
+      const client = introspectionClient(auth);
+      if (!client) {
+        const scheme = /^basic /i.test(auth ?? '') ? 'Basic realm="agent-sts"' : /^bearer /i.test(auth ?? '') ? 'Bearer realm="agent-sts"' : 'Basic realm="agent-sts", Bearer realm="agent-sts"';
+        return reply.code(401).header('www-authenticate', scheme).type('application/json').send({ error: 'invalid_client', error_description: 'client authentication failed' });
+      }
+      const form = parseSingleForm(req);
+      const r = await introspect(form.token!);
+      if (!r.active) {
+        // The caller learns only `active: false`; the reason stays in the debug log.
+        deps.logger.debug({ requestId: req.id, client, fingerprint: credentialFingerprint(form.token!), reason: r.reason }, 'introspection: inactive');
+        return reply.type('application/json').send({ active: false });
+      }
+      return reply.type('application/json').send(r.body);
+    });
+  }
+
+  return { register, introspect, revoke };
+}
+export type OAuthTokenEndpoints = ReturnType<typeof createOAuthTokenEndpoints>;

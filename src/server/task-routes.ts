@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { CallContext } from '../core/types.js';
+import type { Db } from '../storage/prisma-client.js';
+import type { Clock } from '../lib/clock.js';
+import { epochSeconds } from '../lib/clock.js';
+import { GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE } from '../lib/urns.js';
+import type { TokenSigner } from '../keys/key-store.js';
+import type { AgentTokenIdentity, AgentTokens } from '../exchange/agent-tokens.js';
+import type { ExchangeService } from '../exchange/exchange-service.js';
+import { parseExchangeRequest } from '../exchange/parse-request.js';
+import type { TaskEndResult, TaskService } from '../tasks/task-service.js';
+import { bearerToken } from './bearer-auth.js';
+import type { RoleAuth } from './role-auth.js';
+import { sendProblem, type AdminApp } from './admin-instances.js';
+
+/** `typ` of the signed task-end receipt (verify it with the JWKS like any agent-sts JWT). */
+export const RECEIPT_TYP = 'task-receipt+jwt';
+
+const OpenTaskBody = z
+  .object({
+    subject_token: z.string().min(1),
+    subject_token_type: z.string().min(1),
+    actor_token: z.string().min(1).optional(),
+    actor_token_type: z.string().min(1).optional(),
+    /** What the task is for, in a few words: shown to auditors. */
+    purpose: z.string().trim().min(1).max(200),
+    /** Requested lifetime of the task, seconds (capped by policy and configuration). */
+    ttl_seconds: z.number().int().min(1).max(31_536_000).optional(),
+    /** The task ends itself after this long without a heartbeat or an exchange. */
+    idle_timeout_seconds: z.number().int().min(10).max(86_400).optional(),
+  })
+  .strict();
+
+export interface TaskRouteDeps {
+  db: Db;
+  clock: Clock;
+  issuerUrl: () => string;
+  maxTokenBytes: number;
+  agentTokens: AgentTokens;
+  exchange: ExchangeService;
+  tasks: Pick<TaskService, 'endTask'>;
+  signer: TokenSigner;
+  roles: RoleAuth;
+  ctxOf: (req: FastifyRequest) => CallContext;
+}
+
+/**
+ * Tasks: open one explicitly (purpose, deadline, idle timeout), read it (never a secret), keep it
+ * alive with heartbeats, end it with a signed receipt. An agent token authorizes its own task and
+ * its sub-agents' tasks (descendants); auditors and admins may read any task.
+ */
+export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
+  const unauthorized = (reply: FastifyReply, detail: string) => {
+    reply.header('www-authenticate', 'Bearer');
+    return sendProblem(reply, 401, 'unauthorized', detail);
+  };
+
+  /** The verified agent token of the request, or undefined (answer already sent). */
+  async function agentOf(req: FastifyRequest, reply: FastifyReply, opts: { ignoreRevocation: boolean }): Promise<AgentTokenIdentity | undefined> {
+    const token = bearerToken(req.headers.authorization);
+    if (!token || token.length > deps.maxTokenBytes) {
+      await unauthorized(reply, 'an agent token of this task is required');
+      return undefined;
+    }
+    try {
+      return await deps.agentTokens.verify(token, opts);
+    } catch {
+      await unauthorized(reply, 'the agent token could not be verified');
+      return undefined;
+    }
+  }
+
+  /** True when `agentTask` is `taskId` or one of its ancestors (a parent manages its sub-agents). */
+  async function governs(agentTask: string, taskId: string): Promise<boolean> {
+    let id: string | null = taskId;
+    for (let hops = 0; id && hops < 16; hops++) {
+      if (id === agentTask) return true;
+      const t: { parentTaskId: string | null } | null = await deps.db.task.findUnique({ where: { id }, select: { parentTaskId: true } });
+      id = t?.parentTaskId ?? null;
+    }
+    return false;
+  }
+
+  /** Agent of this task (or an ancestor) → ok; otherwise the refusal has been sent. */
+  async function authorize(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, opts: { ignoreRevocation: boolean }): Promise<boolean> {
+    const agent = await agentOf(req, reply, opts);
+    if (!agent) return false;
+    if (await governs(agent.taskId, req.params.id)) return true;
+    const exists = await deps.db.task.findUnique({ where: { id: req.params.id }, select: { id: true } });
+    // Another agent's task: do not confirm it exists.
+    await sendProblem(reply, exists ? 403 : 404, exists ? 'forbidden' : 'task not found', exists ? 'the agent token belongs to another task' : undefined);
+    return false;
+  }
+
+  app.post('/v1/tasks', async (req, reply) => {
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'application/json') return sendProblem(reply, 415, 'unsupported media type', 'content type must be application/json');
+    let raw: unknown;
+    try {
+      raw = JSON.parse(typeof req.body === 'string' ? req.body : '');
+    } catch {
+      return sendProblem(reply, 400, 'invalid request', 'request body is not valid JSON');
+    }
+    const body = OpenTaskBody.safeParse(raw);
+    if (!body.success) return sendProblem(reply, 400, 'invalid request', body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+    const b = body.data;
+    if (b.idle_timeout_seconds && b.ttl_seconds && b.idle_timeout_seconds >= b.ttl_seconds)
+      return sendProblem(reply, 400, 'invalid request', 'idle_timeout_seconds must be shorter than ttl_seconds');
+    // The same validation as the token endpoint (token types, sizes), then the start-up exchange.
+    const form: Record<string, string[]> = { grant_type: [GRANT_TYPE_TOKEN_EXCHANGE], subject_token: [b.subject_token], subject_token_type: [b.subject_token_type] };
+    if (b.actor_token) form.actor_token = [b.actor_token];
+    if (b.actor_token_type) form.actor_token_type = [b.actor_token_type];
+    const parsed = parseExchangeRequest(form, { maxTokenBytes: deps.maxTokenBytes });
+    const ctx = deps.ctxOf(req);
+    const r = await deps.exchange.exchange(parsed, ctx, { task: { purpose: b.purpose, ttlSeconds: b.ttl_seconds, idleTimeoutSeconds: b.idle_timeout_seconds } });
+    const expiresIn = Math.max(0, Math.floor((r.credential.expiresAt.getTime() - ctx.now.getTime()) / 1000));
+    reply.header('cache-control', 'no-store').header('location', `/v1/tasks/${r.taskId}`);
+    return reply.code(201).send({
+      task_id: r.taskId,
+      purpose: b.purpose,
+      agent_token: r.credential.accessToken!.reveal(),
+      issued_token_type: TOKEN_TYPE.accessToken,
+      token_type: 'Bearer',
+      expires_in: expiresIn,
+      deadline: r.credential.expiresAt.toISOString(),
+      idle_timeout_seconds: b.idle_timeout_seconds ?? null,
+    });
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
+    const token = bearerToken(req.headers.authorization);
+    const own = token?.split('.').length === 3 && (await deps.agentTokens.verify(token, { ignoreRevocation: true }).then(() => true, () => false));
+    if (own) {
+      if (!(await authorize(req, reply, { ignoreRevocation: true }))) return reply;
+    } else {
+      const role = (await deps.roles.check(req.headers.authorization, 'auditor', deps.ctxOf(req))).ok || (await deps.roles.check(req.headers.authorization, 'admin', deps.ctxOf(req))).ok;
+      if (!role) return unauthorized(reply, 'an agent token of this task (or its parent), or an auditor or admin credential, is required');
+    }
+    const t = await deps.db.task.findUnique({ where: { id: req.params.id } });
+    if (!t) return sendProblem(reply, 404, 'task not found');
+    const [creds, children] = await Promise.all([
+      deps.db.credential.findMany({ where: { taskId: t.id }, orderBy: { issuedAt: 'asc' } }),
+      deps.db.task.findMany({ where: { parentTaskId: t.id }, select: { id: true, state: true }, orderBy: { createdAt: 'asc' } }),
+    ]);
+    reply.header('cache-control', 'no-store');
+    return {
+      task_id: t.id,
+      state: t.state,
+      purpose: t.purpose,
+      workload_subject: t.workloadSubject,
+      human_subject: t.humanSubject,
+      parent_task_id: t.parentTaskId,
+      children: children.map((c) => ({ task_id: c.id, state: c.state })),
+      created_at: t.createdAt.toISOString(),
+      deadline: t.deadline.toISOString(),
+      idle_timeout_seconds: t.idleTimeoutSeconds,
+      last_activity_at: t.lastActivityAt?.toISOString() ?? null,
+      ended_at: t.endedAt?.toISOString() ?? null,
+      end_reason: t.endReason,
+      credentials: creds.map((c) => ({
+        id: c.id, target: c.target, issuer: c.issuerName, token_type: c.tokenType, state: c.state, fingerprint: c.fingerprint,
+        issued_at: c.issuedAt.toISOString(), expires_at: c.expiresAt.toISOString(), revoked_at: c.revokedAt?.toISOString() ?? null,
+      })),
+    };
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/tasks/:id/heartbeat', async (req, reply) => {
+    if (!(await authorize(req, reply, { ignoreRevocation: false }))) return reply;
+    const now = deps.clock.now();
+    const updated = await deps.db.task.updateMany({ where: { id: req.params.id, state: 'open' }, data: { lastActivityAt: now } });
+    if (updated.count !== 1) return sendProblem(reply, 409, 'task has ended', 'a task that is ending or ended cannot be kept alive; open a new one');
+    const t = await deps.db.task.findUniqueOrThrow({ where: { id: req.params.id }, select: { idleTimeoutSeconds: true, deadline: true } });
+    const idleUntil = t.idleTimeoutSeconds ? new Date(Math.min(now.getTime() + t.idleTimeoutSeconds * 1000, t.deadline.getTime())) : null;
+    return { task_id: req.params.id, state: 'open', idle_timeout_seconds: t.idleTimeoutSeconds, ends_if_idle_at: idleUntil?.toISOString() ?? null, deadline: t.deadline.toISOString() };
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
+    // A revoked agent token may still end its own task.
+    if (!(await authorize(req, reply, { ignoreRevocation: true }))) return reply;
+    const result = await deps.tasks.endTask(req.params.id, 'ended by agent', deps.ctxOf(req));
+    if (!result) return sendProblem(reply, 404, 'task not found');
+    const body = receiptBody(result);
+    const receipt = await deps.signer.sign({ iss: deps.issuerUrl(), iat: epochSeconds(deps.clock.now()), jti: randomUUID(), ...body }, RECEIPT_TYP);
+    reply.header('cache-control', 'no-store');
+    return reply.code(result.state === 'ended' ? 200 : 202).send({ ...body, receipt });
+  });
+}
+
+/** The receipt: every credential of the task (and of its sub-agents' tasks) and its fate. */
+function receiptBody(r: TaskEndResult): Record<string, unknown> {
+  return {
+    task_id: r.taskId,
+    state: r.state,
+    credentials: r.credentials.map((c) => ({ id: c.id, target: c.target, token_type: c.tokenType, fingerprint: c.fingerprint, expires_at: c.expiresAt, fate: c.fate, revoked_at: c.revokedAt })),
+    ...(r.children.length ? { children: r.children.map(receiptBody) } : {}),
+  };
+}

@@ -1,0 +1,196 @@
+// The sweep leader lease, the durable revocation queue (backoff, never given up, audit policy),
+// recovery of abandoned issuances and the idle timeout, against both stores with a fake clock.
+import { randomBytes } from 'node:crypto';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { createTestPostgresDatabase, createTestSqliteUrl, useMigratedDatabase } from '../support/databases.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createAuditLog } from '../../src/audit/audit-log.js';
+import { Secret } from '../../src/core/secret.js';
+import { createLeadership, holderStartedAt, newHolderId, SWEEP_LEASE } from '../../src/tasks/lease.js';
+import { AUDIT_EVERY_NTH_FAILURE, createTaskService, revokeBackoffMs, sealHandle } from '../../src/tasks/task-service.js';
+import type { CredentialIssuer } from '../../src/credential-issuers/credential-issuer.js';
+import type { RevocationHandle } from '../../src/core/types.js';
+import { chaosHookFrom } from '../../src/lib/chaos-hook.js';
+
+const T0 = Date.UTC(2031, 2, 4, 12, 0, 0);
+const logger = createLogger({ level: 'silent' });
+
+function fakeClock(start: number) {
+  let t = start;
+  return { clock: { now: () => new Date(t) }, advance: (ms: number) => (t += ms), set: (ms: number) => (t = ms), get: () => t };
+}
+
+/** A database issuer whose revoke() fails while `failing` is set; records every handle it was given. */
+function fakeIssuer() {
+  const revoked: RevocationHandle[] = [];
+  const state = { failing: false };
+  const issuer = {
+    type: 'postgres', name: 'pg', issuedTokenTypes: ['x'], needsActiveRevocation: true,
+    capabilities: { revocable: true, minTtlSeconds: 1, maxTtlSeconds: 3600 },
+    issue: () => Promise.reject(new Error('not used')),
+    revoke: async (h: RevocationHandle) => {
+      if (state.failing) throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), { code: 'ECONNREFUSED' });
+      revoked.push(h);
+    },
+  } as unknown as CredentialIssuer;
+  return { issuer, revoked, state };
+}
+
+describe.each([
+  ['sqlite', () => createTestSqliteUrl('agsts-sweepq')],
+  ['postgresql', () => createTestPostgresDatabase('agsts_sweepq')],
+])('sweep leader and revocation queue on %s', (_store, create) => {
+  const database = useMigratedDatabase(create);
+  let time: ReturnType<typeof fakeClock>;
+  const kek = new Secret(randomBytes(32));
+  beforeEach(async () => {
+    const db = database().db;
+    await db.lease.deleteMany();
+    time = fakeClock(T0);
+  });
+
+  const leader = (ttlMs = 3000) => createLeadership({ db: database().db, clock: time.clock, logger, holder: newHolderId(time.clock), ttlMs });
+
+  it('one holder at a time: renewal keeps it, expiry hands it over, the old holder knows it lost it', async () => {
+    const a = leader();
+    const b = leader();
+    expect(holderStartedAt(a.holder)?.getTime()).toBe(T0);
+    expect(await a.heartbeat()).toBe(true);
+    expect(await b.heartbeat()).toBe(false);
+    time.advance(2000);
+    expect(await a.heartbeat()).toBe(true); // renewed until T0 + 5 s
+    time.advance(2500);
+    expect(await b.heartbeat()).toBe(false);
+    expect(a.isLeader()).toBe(true);
+    time.advance(600); // A missed its renewals (crashed): its lease lapsed
+    expect(a.isLeader()).toBe(false);
+    expect(await b.heartbeat()).toBe(true);
+    expect(await a.heartbeat()).toBe(false);
+    expect((await database().db.lease.findUniqueOrThrow({ where: { name: SWEEP_LEASE } })).holder).toBe(b.holder);
+    await b.release();
+    expect(await a.heartbeat()).toBe(true); // released: no need to wait for expiry
+  });
+
+  it('many contenders for a free or expired lease: exactly one wins', async () => {
+    const contenders = Array.from({ length: 12 }, () => leader());
+    expect((await Promise.all(contenders.map((c) => c.acquire(SWEEP_LEASE)))).filter(Boolean)).toHaveLength(1);
+    time.advance(10_000);
+    expect((await Promise.all(contenders.map((c) => c.acquire(SWEEP_LEASE)))).filter(Boolean)).toHaveLength(1);
+  });
+
+  it('oldestLiveStart: the start of the oldest process whose liveness lease has not expired', async () => {
+    const old = leader();
+    await old.heartbeat();
+    time.advance(60_000);
+    const fresh = leader();
+    await fresh.heartbeat();
+    // The old process stopped renewing 57 s ago: it is dead, only the fresh one counts.
+    expect((await fresh.oldestLiveStart()).getTime()).toBe(T0 + 60_000);
+    await old.heartbeat(); // alive after all (a long pause): issuances from after T0 may be its own
+    expect((await fresh.oldestLiveStart()).getTime()).toBe(T0);
+  });
+
+  it('revocation queue: retried with exponential backoff capped at 5 minutes, never given up, audited on attempts 1, 10, 20, ...', async () => {
+    const db = database().db;
+    const { issuer, revoked, state } = fakeIssuer();
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const taskId = `t_${randomBytes(6).toString('hex')}`;
+    const credId = `c_${randomBytes(6).toString('hex')}`;
+    // Deadline far away: ending the task would retry at once (once), outside the queue's schedule.
+    await db.task.create({ data: { id: taskId, state: 'open', providerName: 'ci', workloadSubject: 'w', deadline: new Date(T0 + 30 * 86_400_000) } });
+    await db.credential.create({
+      data: { id: credId, taskId, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'active', fingerprint: 'sha256:x', expiresAt: new Date(T0 - 1000), sealedRevocationHandle: sealHandle(kek, credId, { role: 'ags_x' }) },
+    });
+    state.failing = true;
+    const ctx = () => ({ requestId: 'sweep', now: time.clock.now() });
+    const firstFailure = time.get();
+    await tasks.sweep(ctx());
+    const delays: number[] = [];
+    for (let attempt = 1; attempt <= 31; attempt++) {
+      const row = await db.credential.findUniqueOrThrow({ where: { id: credId } });
+      expect(row.state).toBe('revoking');
+      expect(row.revokeAttempts).toBe(attempt);
+      expect(row.lastError).toMatch(/ECONNREFUSED/);
+      delays.push(row.nextRevokeAt!.getTime() - time.get());
+      // Not before it is due.
+      time.advance(delays.at(-1)! - 1);
+      await tasks.sweep(ctx());
+      expect((await db.credential.findUniqueOrThrow({ where: { id: credId } })).revokeAttempts).toBe(attempt);
+      time.advance(1);
+      if (attempt < 31) await tasks.sweep(ctx());
+    }
+    expect(delays.slice(0, 8)).toEqual([5, 10, 20, 40, 80, 160, 300, 300].map((s) => s * 1000));
+    expect(Math.max(...delays)).toBe(300_000);
+    expect(delays.map((_, i) => revokeBackoffMs(i + 1))).toEqual(delays);
+    const summary = await tasks.revocationSummary();
+    expect(summary.pending).toBe(1);
+    // Estimated from the schedule: exact here because every attempt ran when due.
+    expect(summary.oldestPendingSince?.getTime()).toBe(firstFailure);
+    const listed = await tasks.pendingRevocations();
+    expect(listed).toEqual([expect.objectContaining({ credentialId: credId, target: 'db', issuerName: 'pg', attempts: 31 })]);
+    expect(JSON.stringify(listed)).not.toMatch(/ags_x|sealed/);
+    await audit.drain();
+    const failures = await db.auditEvent.findMany({ where: { credentialId: credId, outcome: 'failure' }, orderBy: { time: 'asc' } });
+    expect(failures.map((f) => /attempt (\d+)/.exec(f.reason ?? '')?.[1])).toEqual(['1', '10', '20', '30']);
+    expect(AUDIT_EVERY_NTH_FAILURE).toBe(10);
+
+    state.failing = false;
+    await tasks.sweep(ctx());
+    expect(revoked).toEqual([{ role: 'ags_x' }]);
+    const done = await db.credential.findUniqueOrThrow({ where: { id: credId } });
+    expect(done.state).toBe('expired');
+    expect((await tasks.revocationSummary()).pending).toBe(0);
+    await audit.drain();
+    expect(await db.auditEvent.count({ where: { credentialId: credId, outcome: 'success', action: 'credential.expire' } })).toBe(1);
+  });
+
+  it('recovers issuances abandoned by a dead process through their planned handle (failed), leaves in-flight ones, and ends idle tasks', async () => {
+    const db = database().db;
+    const { issuer, revoked } = fakeIssuer();
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const id = () => randomBytes(6).toString('hex');
+    const taskId = `t_${id()}`;
+    await db.task.create({ data: { id: taskId, state: 'open', providerName: 'ci', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) } });
+    const mk = async (issuedAt: number, role: string) => {
+      const cid = `c_${id()}`;
+      await db.credential.create({
+        data: { id: cid, taskId, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'issuing', fingerprint: 'pending', issuedAt: new Date(issuedAt), expiresAt: new Date(T0 + 600_000), sealedRevocationHandle: sealHandle(kek, cid, { role }) },
+      });
+      return cid;
+    };
+    const dead = await mk(T0 - 10_000, 'ags_dead');
+    const inFlight = await mk(T0 - 1000, 'ags_live');
+    await tasks.sweep({ requestId: 'recovery', now: time.clock.now() }, { issuingBefore: new Date(T0 - 5000) });
+    expect(revoked).toEqual([{ role: 'ags_dead' }]);
+    expect((await db.credential.findUniqueOrThrow({ where: { id: dead } })).state).toBe('failed');
+    expect((await db.credential.findUniqueOrThrow({ where: { id: inFlight } })).state).toBe('issuing');
+    await audit.drain();
+    expect(await db.auditEvent.count({ where: { credentialId: dead, action: 'credential.recover', outcome: 'success' } })).toBe(1);
+
+    // Idle timeout: lastActivityAt + idleTimeoutSeconds in the past ends the task; within it, it stays open.
+    const idle = `t_${id()}`;
+    const busy = `t_${id()}`;
+    const base = { state: 'open', providerName: 'ci', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000), idleTimeoutSeconds: 60 };
+    await db.task.create({ data: { id: idle, ...base, lastActivityAt: new Date(T0 - 61_000) } });
+    await db.task.create({ data: { id: busy, ...base, lastActivityAt: new Date(T0 - 30_000) } });
+    await tasks.sweep({ requestId: 'idle', now: time.clock.now() }, { issuingBefore: new Date(T0 - 5000) });
+    expect(await db.task.findUniqueOrThrow({ where: { id: idle } })).toMatchObject({ state: 'ended', endReason: 'idle timeout' });
+    expect((await db.task.findUniqueOrThrow({ where: { id: busy } })).state).toBe('open');
+  });
+
+  it('the chaos hook fires only at its point, only the n-th time, and refuses bad values', () => {
+    let kills = 0;
+    const hook = chaosHookFrom('after-upstream:3', () => kills++)!;
+    hook('before-upstream');
+    hook('after-upstream');
+    hook('after-upstream');
+    expect(kills).toBe(0);
+    hook('after-upstream');
+    hook('after-upstream');
+    expect(kills).toBe(1);
+    expect(chaosHookFrom(undefined)).toBeUndefined();
+    expect(() => chaosHookFrom('everywhere')).toThrow(/AGENT_STS_CHAOS/);
+  });
+});
