@@ -111,6 +111,9 @@ export function openIssuers(core: Awaited<ReturnType<typeof openCore>>, config: 
   });
 }
 
+/** How often each replica reads revocations, ended tasks and identity blocks from the store. */
+export const REVOCATION_POLL_MS = 500;
+
 /** Composition root: builds every module from config with plain calls. */
 export async function compose(config: AppConfig, opts: ComposeOptions) {
   const core = await openCore(config, opts);
@@ -241,7 +244,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       issuerUrl.value = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
     }
     background('key-reload', parseDuration(config.keys.reloadInterval) * 1000, () => keyStore.reload());
-    background('revocation-refresh', 1000, () => revocations.refresh());
+    // Twice a second: a revocation on any replica is in force on every other within 1 s (poll + query).
+    background('revocation-refresh', REVOCATION_POLL_MS, () => revocations.refresh());
     background('trust-provider-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => trust.reload());
     background('credential-issuer-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => issuers.reload());
     background('replay-purge', 60_000, () => replay.purgeExpired());

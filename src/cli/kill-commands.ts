@@ -11,7 +11,7 @@ import type { CliHelpers } from './instance-commands.js';
 /**
  * `agent-sts kill <subject> --reason … [--human]`, `agent-sts restore <subject>` and
  * `agent-sts blocked`: the kill switch beside a running server (same store, same audit as the
- * admin API, by `cli:<OS user>`). Every replica picks the block up within its 1 s poll.
+ * admin API, by `cli:<OS user>`). Every replica picks the block up within 1 s (it polls twice a second).
  */
 export function registerKillCommands(program: Command, h: CliHelpers) {
   const cli = () => ({ principal: `cli:${userInfo().username}`, requestId: `cli-${randomUUID()}` });
