@@ -4,6 +4,7 @@ import type { CallContext } from '../core/types.js';
 import { IdentityNotBlocked, validateKill, type KillSummary, type KillSwitch } from '../tasks/kill-switch.js';
 import type { RoleAuth } from './role-auth.js';
 import { adminGuard, sendProblem, type AdminApp } from './admin-instances.js';
+import { readJsonBody, refuseBody } from './json-body.js';
 
 const KillBody = z.object({ reason: z.string().min(1).max(1000), kind: z.enum(['workload', 'human']).default('workload') }).strict();
 
@@ -39,19 +40,11 @@ export function registerIdentityAdmin(app: AdminApp, deps: { roles: RoleAuth; ki
   app.post<{ Params: { subject: string } }>(`${base}/:subject/kill`, async (req, reply) => {
     const principal = await admin(req, reply);
     if (!principal) return reply;
-    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    if (type !== 'application/json') return sendProblem(reply, 400, 'invalid request', 'content type must be application/json');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(typeof req.body === 'string' ? req.body : '');
-    } catch {
-      return sendProblem(reply, 400, 'invalid request', 'request body is not valid JSON');
-    }
-    const body = KillBody.safeParse(raw);
-    if (!body.success) return sendProblem(reply, 400, 'invalid request', body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-    const problem = validateKill(req.params.subject, body.data.reason);
+    const body = readJsonBody(req, KillBody);
+    if (!body.ok) return refuseBody(reply, body);
+    const problem = validateKill(req.params.subject, body.value.reason);
     if (problem) return sendProblem(reply, 400, 'invalid request', problem);
-    const summary = await deps.killSwitch.kill(req.params.subject, body.data, { ...deps.ctxOf(req), principal });
+    const summary = await deps.killSwitch.kill(req.params.subject, body.value, { ...deps.ctxOf(req), principal });
     return reply.code(200).send(killJson(summary));
   });
 

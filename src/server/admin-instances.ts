@@ -6,6 +6,7 @@ import type { Logger } from '../log/logger.js';
 import { InstanceChangeRefused, type ChangeContext, type InstanceAdmin } from '../lib/instance-admin.js';
 import type { InstanceRecord } from '../lib/instance-set.js';
 import { problem } from './http-errors.js';
+import { readJsonBody, refuseBody } from './json-body.js';
 import type { RoleAuth } from './role-auth.js';
 
 const CreateBody = z.object({ name: z.string(), type: z.string(), config: z.unknown(), enabled: z.boolean().default(true) }).strict();
@@ -67,20 +68,6 @@ export function registerInstanceRoutes(app: AdminApp, deps: { roles: RoleAuth; c
   const admin = adminGuard(deps);
   const json = (r: InstanceRecord) => instanceJson(r, k.extra?.(r.name));
 
-  function jsonBody<T>(req: FastifyRequest, schema: z.ZodType<T>): { ok: true; value: T } | { ok: false; detail: string } {
-    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    if (type !== 'application/json') return { ok: false, detail: 'content type must be application/json' };
-    let raw: unknown;
-    try {
-      raw = JSON.parse(typeof req.body === 'string' ? req.body : '');
-    } catch {
-      return { ok: false, detail: 'request body is not valid JSON' };
-    }
-    const parsed = schema.safeParse(raw);
-    if (!parsed.success) return { ok: false, detail: parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ') };
-    return { ok: true, value: parsed.data };
-  }
-
   /** Runs a change; a refused one becomes its problem+json answer. */
   async function run(req: FastifyRequest, reply: FastifyReply, fn: (ctx: ChangeContext) => Promise<unknown>, principal: string, status = 200) {
     const c = deps.ctxOf(req);
@@ -109,8 +96,8 @@ export function registerInstanceRoutes(app: AdminApp, deps: { roles: RoleAuth; c
   app.post(base, async (req, reply) => {
     const principal = await admin(req, reply);
     if (!principal) return reply;
-    const body = jsonBody(req, CreateBody);
-    if (!body.ok) return send(reply, 400, 'invalid request', body.detail);
+    const body = readJsonBody(req, CreateBody);
+    if (!body.ok) return refuseBody(reply, body);
     reply.header('location', `${base}/${body.value.name}`);
     return run(req, reply, async (ctx) => json(await k.admin.create(ctx, body.value)), principal, 201);
   });
@@ -118,8 +105,8 @@ export function registerInstanceRoutes(app: AdminApp, deps: { roles: RoleAuth; c
   app.put<{ Params: { name: string } }>(`${base}/:name`, async (req, reply) => {
     const principal = await admin(req, reply);
     if (!principal) return reply;
-    const body = jsonBody(req, UpdateBody);
-    if (!body.ok) return send(reply, 400, 'invalid request', body.detail);
+    const body = readJsonBody(req, UpdateBody);
+    if (!body.ok) return refuseBody(reply, body);
     return run(req, reply, async (ctx) => json(await k.admin.update(ctx, req.params.name, body.value)), principal);
   });
 

@@ -14,6 +14,7 @@ import type { TaskEndResult, TaskService } from '../tasks/task-service.js';
 import { bearerToken } from './bearer-auth.js';
 import type { RoleAuth } from './role-auth.js';
 import { sendProblem, type AdminApp } from './admin-instances.js';
+import { readJsonBody, refuseBody } from './json-body.js';
 
 /** `typ` of the signed task-end receipt (verify it with the JWKS like any agent-sts JWT). */
 export const RECEIPT_TYP = 'task-receipt+jwt';
@@ -95,17 +96,9 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
   }
 
   app.post('/v1/tasks', async (req, reply) => {
-    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    if (type !== 'application/json') return sendProblem(reply, 415, 'unsupported media type', 'content type must be application/json');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(typeof req.body === 'string' ? req.body : '');
-    } catch {
-      return sendProblem(reply, 400, 'invalid request', 'request body is not valid JSON');
-    }
-    const body = OpenTaskBody.safeParse(raw);
-    if (!body.success) return sendProblem(reply, 400, 'invalid request', body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-    const b = body.data;
+    const body = readJsonBody(req, OpenTaskBody);
+    if (!body.ok) return refuseBody(reply, body);
+    const b = body.value;
     if (b.idle_timeout_seconds && b.ttl_seconds && b.idle_timeout_seconds >= b.ttl_seconds)
       return sendProblem(reply, 400, 'invalid request', 'idle_timeout_seconds must be shorter than ttl_seconds');
     // The same validation as the token endpoint (token types, sizes), then the start-up exchange.

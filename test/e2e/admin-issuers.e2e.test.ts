@@ -4,23 +4,13 @@
 // issuer mints nothing but still revokes at task end; removal is refused while it has live
 // credentials; config-file issuers are read-only; every change is audited without the secret.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
-import { createTestSqliteUrl, PG_ADMIN_URL } from '../support/databases.js';
+import { createTestSqliteUrl, PG_ADMIN_URL, pgRoleExists, dropPgRolesWithPrefix } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const PREFIX = 'agsrti_';
 
-async function roleExists(role: string): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await c.connect();
-  try {
-    return ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount ?? 0) > 0;
-  } finally {
-    await c.end();
-  }
-}
 
 describe('credential issuers registered at runtime', () => {
   let workloads: FakeIssuer;
@@ -52,11 +42,7 @@ describe('credential issuers registered at runtime', () => {
     await broker?.close();
     await workloads?.close();
     await drop?.();
-    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await c.connect();
-    for (const r of (await c.query(`SELECT rolname FROM pg_roles WHERE rolname LIKE '${PREFIX}%'`)).rows as { rolname: string }[])
-      await c.query(`DROP ROLE IF EXISTS ${c.escapeIdentifier(r.rolname)}`);
-    await c.end();
+    await dropPgRolesWithPrefix(PREFIX);
   });
 
   const api = async (b: TestBroker, method: string, path: string, body?: unknown) => {
@@ -121,7 +107,7 @@ describe('credential issuers registered at runtime', () => {
     const r = await dbLogin(broker, await agentToken(broker));
     expect(r.status, r.text).toBe(200);
     const role = (r.json.credentials as { username: string }).username;
-    expect(await roleExists(role)).toBe(true);
+    expect(await pgRoleExists(role)).toBe(true);
 
     // The other replica picks it up at its next poll.
     const deadline = Date.now() + 5000;
@@ -159,7 +145,7 @@ describe('credential issuers registered at runtime', () => {
     // Ending every task that holds one of its credentials revokes them through the disabled issuer.
     const tasks = await broker.composed.db.credential.findMany({ where: { issuerName: 'pg-runtime', state: 'active' }, select: { taskId: true } });
     for (const taskId of new Set(tasks.map((t) => t.taskId))) await broker.composed.taskService.endTask(taskId, 'test', { requestId: 'test-end', now: new Date() });
-    expect(await roleExists(role)).toBe(false);
+    expect(await pgRoleExists(role)).toBe(false);
 
     expect((await api(broker, 'DELETE', '/pg-runtime')).status).toBe(200);
     expect((await api(broker, 'GET', '/pg-runtime')).status).toBe(404);

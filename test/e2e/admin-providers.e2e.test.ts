@@ -125,10 +125,11 @@ describe('trust providers registered at runtime', () => {
     expect(JSON.stringify(r.json)).not.toContain('s3cret-value');
   });
 
-  it('refuses a duplicate name (409) and non-JSON bodies (400)', async () => {
+  it('refuses a duplicate name (409) and non-JSON bodies (415)', async () => {
     expect((await api(broker, 'POST', '', { name: 'runtime-ci', type: 'oidc', config: runtimeConfig() })).status).toBe(409);
     const res = await fetch(`${broker.url}/v1/admin/trust-providers`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'text/plain' }, body: 'x' });
-    expect(res.status).toBe(400);
+    expect(res.status).toBe(415);
+    expect(res.headers.get('content-type')).toContain('application/problem+json');
   });
 
   it('disabling stops trust on every replica; enabling restores it', async () => {

@@ -1,22 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { decodeJwt } from 'jose';
-import { createTestSqliteUrl, PG_ADMIN_URL } from '../support/databases.js';
+import { createTestSqliteUrl, PG_ADMIN_URL, pgRoleExists, dropPgRolesWithPrefix } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const PREFIX = 'agslc_';
 
-async function roleExists(role: string): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await c.connect();
-  try {
-    return ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount ?? 0) > 0;
-  } finally {
-    await c.end();
-  }
-}
 
 describe('lifecycle, delegation and failure paths', () => {
   let workloads: FakeIssuer;
@@ -56,11 +47,7 @@ describe('lifecycle, delegation and failure paths', () => {
     await workloads?.close();
     await idp?.close();
     await drop?.();
-    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await c.connect();
-    for (const r of (await c.query(`SELECT rolname FROM pg_roles WHERE rolname LIKE '${PREFIX}%'`)).rows as { rolname: string }[])
-      await c.query(`DROP ROLE IF EXISTS ${c.escapeIdentifier(r.rolname)}`);
-    await c.end();
+    await dropPgRolesWithPrefix(PREFIX);
   });
 
   const agentToken = async () => {
@@ -123,10 +110,10 @@ describe('lifecycle, delegation and failure paths', () => {
     expect(r.status, r.text).toBe(200);
     expect(r.json.expires_in).toBeLessThanOrEqual(2);
     const role = (r.json.credentials as { username: string }).username;
-    expect(await roleExists(role)).toBe(true);
+    expect(await pgRoleExists(role)).toBe(true);
     const deadline = Date.now() + 10_000;
-    while ((await roleExists(role)) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
-    expect(await roleExists(role)).toBe(false);
+    while ((await pgRoleExists(role)) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
+    expect(await pgRoleExists(role)).toBe(false);
     await broker.composed.audit.drain();
     const cred = await broker.composed.db.credential.findFirstOrThrow({ where: { fingerprint: { not: 'pending' }, target: 'db', state: 'expired' } });
     expect(cred.revokedAt).not.toBeNull();

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { decodeJwt } from 'jose';
-import { createTestSqliteUrl, PG_ADMIN_URL } from '../support/databases.js';
+import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
@@ -87,11 +87,7 @@ describe('revocation, introspection and the kill switch', () => {
     await workloads?.close();
     await idp?.close();
     for (const d of drops) await d();
-    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await c.connect();
-    for (const r of (await c.query(`SELECT rolname FROM pg_roles WHERE rolname LIKE '${PREFIX}%'`)).rows as { rolname: string }[])
-      await c.query(`DROP ROLE IF EXISTS ${c.escapeIdentifier(r.rolname)}`);
-    await c.end();
+    await dropPgRolesWithPrefix(PREFIX);
   });
 
   const keep = (s: string) => (secrets.push(s), s);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestPostgresDatabase, PG_ADMIN_URL, type TestPostgresDatabase } from '../support/databases.js';
+import { createTestPostgresDatabase, PG_ADMIN_URL, type TestPostgresDatabase, pgRoleExists } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { JWT_TYPE, ACCESS_TOKEN_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { describeRun, runAgentSts } from '../support/cli.js';
@@ -19,15 +19,6 @@ const PREFIX = `agsl${randomBytes(2).toString('hex')}_`;
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function roleExists(role: string): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await c.connect();
-  try {
-    return ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount ?? 0) > 0;
-  } finally {
-    await c.end();
-  }
-}
 
 interface Run { broker: string; start: number; end: number }
 
@@ -112,7 +103,7 @@ describe('sweep leader across two brokers on one PostgreSQL store', () => {
     expect(r.status, r.text).toBe(200);
     const role = (r.json.credentials as { username: string }).username;
     const taskId = r.json.task_id as string;
-    expect(await roleExists(role)).toBe(true);
+    expect(await pgRoleExists(role)).toBe(true);
     const db = b.composed.db;
     // Within the timeout: stays open.
     await db.task.update({ where: { id: taskId }, data: { idleTimeoutSeconds: 60, lastActivityAt: new Date() } });
@@ -123,7 +114,7 @@ describe('sweep leader across two brokers on one PostgreSQL store', () => {
     const deadline = Date.now() + 6000;
     while ((await db.task.findUniqueOrThrow({ where: { id: taskId } })).state !== 'ended' && Date.now() < deadline) await sleep(200);
     expect(await db.task.findUniqueOrThrow({ where: { id: taskId } })).toMatchObject({ state: 'ended', endReason: 'idle timeout' });
-    expect(await roleExists(role)).toBe(false);
+    expect(await pgRoleExists(role)).toBe(false);
   });
 
   it('a revocation that keeps failing stays queued and shows in /readyz (still ready) and `agent-sts revocations list`', async () => {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
-import { createTestSqliteUrl, PG_ADMIN_URL } from '../support/databases.js';
+import { createTestSqliteUrl, PG_ADMIN_URL, pgRoleExists, dropPgRolesWithPrefix } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
@@ -14,15 +14,6 @@ const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const SUB_AGENT = 'urn:agent-sts:token-type:sub-agent-token';
 const PREFIX = 'agstask_';
 
-async function roleExists(role: string): Promise<boolean> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await c.connect();
-  try {
-    return ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount ?? 0) > 0;
-  } finally {
-    await c.end();
-  }
-}
 
 describe('tasks and sub-agents', () => {
   let workloads: FakeIssuer;
@@ -62,11 +53,7 @@ describe('tasks and sub-agents', () => {
     await broker?.close();
     await workloads?.close();
     await drop?.();
-    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-    await c.connect();
-    for (const r of (await c.query(`SELECT rolname FROM pg_roles WHERE rolname LIKE '${PREFIX}%'`)).rows as { rolname: string }[])
-      await c.query(`DROP ROLE IF EXISTS ${c.escapeIdentifier(r.rolname)}`);
-    await c.end();
+    await dropPgRolesWithPrefix(PREFIX);
   });
 
   const http = async (method: string, path: string, opts: { token?: string; json?: unknown; raw?: string; type?: string } = {}) => {
@@ -215,7 +202,7 @@ describe('tasks and sub-agents', () => {
     expect(children[0]!.credentials.map((c) => `${c.target}:${c.fate}`)).toEqual([`${broker.url}:revoked`, 'db:revoked']);
 
     // The login is dead at the target, and the child's token is refused.
-    expect(await roleExists(cred.username)).toBe(false);
+    expect(await pgRoleExists(cred.username)).toBe(false);
     await expect(conn.query('SELECT 1')).rejects.toThrow();
     const again = await dbLogin(childToken);
     expect(again.status).toBe(400);

@@ -55,6 +55,17 @@ async function withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   }
 }
 
+/** Whether a PostgreSQL role exists (an issued login is gone at the target once revoked). */
+export const pgRoleExists = (role: string): Promise<boolean> =>
+  withAdmin(async (c) => ((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount ?? 0) > 0);
+
+/** Drops every role whose name starts with `prefix` (clean-up of the logins a test issued). */
+export const dropPgRolesWithPrefix = (prefix: string): Promise<void> =>
+  withAdmin(async (c) => {
+    const roles = await c.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE left(rolname, length($1)) = $1', [prefix]);
+    for (const r of roles.rows) await c.query(`DROP ROLE IF EXISTS ${c.escapeIdentifier(r.rolname)}`);
+  });
+
 export async function createTestPostgresDatabase(prefix: string): Promise<TestPostgresDatabase> {
   const name = uniqueName(prefix);
   await withAdmin((c) => c.query(`CREATE DATABASE ${c.escapeIdentifier(name)}`));
