@@ -17,6 +17,7 @@ import { createAuditLog } from './audit/audit-log.js';
 import { createRevocationList } from './tasks/revocation-list.js';
 import { createTaskService, ISSUING_GRACE_MS } from './tasks/task-service.js';
 import { createLeadership, newHolderId } from './tasks/lease.js';
+import { createInstanceReaper } from './tasks/instance-reaper.js';
 import { chaosHookFrom } from './lib/chaos-hook.js';
 import { createAgentTokens } from './exchange/agent-tokens.js';
 import { createExchangeService } from './exchange/exchange-service.js';
@@ -75,7 +76,13 @@ function hashedClients(clients: BearerClientConfig[], env: NodeJS.ProcessEnv, ki
  * The live set of trust providers (config file + registered at runtime) with its single-use guard;
  * used by the server and by CLI commands that verify or change providers.
  */
-export function openTrust(core: Awaited<ReturnType<typeof openCore>>, config: AppConfig, opts: Pick<ComposeOptions, 'env' | 'fetch'>, serverId: () => string) {
+export function openTrust(
+  core: Awaited<ReturnType<typeof openCore>>,
+  config: AppConfig,
+  opts: Pick<ComposeOptions, 'env' | 'fetch'>,
+  serverId: () => string,
+  onInstanceGone?: (instance: string, reason: string) => void,
+) {
   const { clock, logger } = core;
   const replay = createReplayGuard(core.database.db, clock);
   const clockTolerance = parseDuration(config.tokens.clockTolerance);
@@ -83,7 +90,7 @@ export function openTrust(core: Awaited<ReturnType<typeof openCore>>, config: Ap
     configured: config.trustProviders,
     db: core.database.db,
     logger,
-    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId, replay, env: opts.env }),
+    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId, replay, env: opts.env, onInstanceGone }),
   });
   return { trust, replay };
 }
@@ -130,7 +137,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     if (created) opts.onProgress?.(`dev issuer: created a signing key in ${config.devIssuer.dir}`);
   }
 
-  const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value);
+  // Providers report gone instances (deleted pods) only from listen() on (trust.start()), when the reaper below exists.
+  const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value, (instance, reason) => reaper.onInstanceGone(instance, reason));
   await trust.reload(true);
   const issuers = openIssuers(core, config, opts, () => issuerUrl.value);
   await issuers.reload(true);
@@ -148,6 +156,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   const sweepEveryMs = parseDuration(config.sweep.interval) * 1000;
   const leaseTtlMs = Math.max(3 * sweepEveryMs, 3000);
   const leadership = createLeadership({ db, clock, logger, holder: newHolderId(clock), ttlMs: leaseTtlMs });
+  const reaper = createInstanceReaper({ db, tasks: taskService, clock, logger, isLeader: leadership.isLeader, fallbackDelayMs: leaseTtlMs + sweepEveryMs });
   const killSwitch = createKillSwitch({ db, clock, logger, audit, tasks: taskService, revocations });
 
   let agentTokens: ReturnType<typeof createAgentTokens> | undefined;
@@ -262,11 +271,14 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       await leadership.purgeDead();
     });
     sweepNow();
+    trust.start();
     return address;
   }
 
   async function close(): Promise<void> {
     timers.forEach(clearInterval);
+    trust.close();
+    await reaper.close();
     await leadership.release().catch(() => {});
     await app.close();
     await audit.drain();

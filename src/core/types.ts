@@ -13,6 +13,12 @@ export interface WorkloadIdentity {
   /** Raw verified claims of the attestation (never the token itself). */
   claims: Record<string, unknown>;
   expiresAt: Date;
+  /**
+   * The running instance the attestation came from, provider-defined and unique across providers
+   * (e.g. `k8s-pod:<provider>:<pod uid>`). Stored on the tasks it opens; when the provider sees the
+   * instance gone (ProviderDeps.onInstanceGone), those tasks end.
+   */
+  instance?: string;
 }
 
 /** Verified identity of a person, from a trust provider marked `human`. */

@@ -226,6 +226,7 @@ export function createExchangeService(deps: ExchangeDeps) {
           id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
           parentTaskId: o.parentTaskId ?? null, deadline: expiresAt, purpose: o.task?.purpose ?? null,
           idleTimeoutSeconds: limits.idleTimeoutSeconds ?? null, lastActivityAt: limits.idleTimeoutSeconds ? ctx.now : null,
+          instance: identity.workload.instance ?? null,
         }],
         credentials: [{ id: tokenId, taskId, issuerName: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE, tokenType: TOKEN_TYPE.accessToken, target: deps.issuerUrl, state: 'active', fingerprint, expiresAt }],
       },
@@ -263,7 +264,13 @@ export function createExchangeService(deps: ExchangeDeps) {
     const d = decide(identity, { kind: 'agent-token' }, event, ctx);
     const ttl = Math.min(remaining, d.ttlCapSeconds, req.requestedLifetime ?? Infinity);
     if (ttl < 1) throw new SubjectTokenRejected('the task of this agent token has no time left');
-    const child: BlendedIdentity = { ...identity, priorActors: [{ sub: `agent-sts:task:${agent.taskId}`, iss: deps.issuerUrl }, ...identity.priorActors] };
+    // Agent tokens do not carry the instance: the child task inherits it from the parent's row, so it ends with the pod too.
+    const parent = await deps.db.task.findUnique({ where: { id: agent.taskId }, select: { instance: true } });
+    const child: BlendedIdentity = {
+      ...identity,
+      workload: { ...identity.workload, instance: parent?.instance ?? undefined },
+      priorActors: [{ sub: `agent-sts:task:${agent.taskId}`, iss: deps.issuerUrl }, ...identity.priorActors],
+    };
     const targetCeiling = names.length ? names : agent.targetCeiling;
     return openTask(
       child,
@@ -309,7 +316,10 @@ export function createExchangeService(deps: ExchangeDeps) {
     const credentialId = uuidv7();
     const newTask = agent
       ? []
-      : [{ id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null, deadline: new Date(ctx.now.getTime() + ttl * 1000) }];
+      : [{
+          id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
+          deadline: new Date(ctx.now.getTime() + ttl * 1000), instance: identity.workload.instance ?? null,
+        }];
     Object.assign(event, { taskId, credentialId, grantedScope: d.grantedScopes.join(' ') || undefined });
 
     const plannedHandle = issuer.planHandle?.({ taskId, credentialId });

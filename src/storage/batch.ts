@@ -28,6 +28,7 @@ export interface TaskInsert {
   purpose?: string | null;
   idleTimeoutSeconds?: number | null;
   lastActivityAt?: Date | null;
+  instance?: string | null;
 }
 
 export interface CredentialInsert {
@@ -71,7 +72,7 @@ export interface Batch {
 }
 
 // Identifiers in the SQL below come only from these constant lists, never from input.
-export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'createdAt', 'deadline', 'purpose', 'idleTimeoutSeconds', 'lastActivityAt'] as const;
+export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'createdAt', 'deadline', 'purpose', 'idleTimeoutSeconds', 'lastActivityAt', 'instance'] as const;
 export const CREDENTIAL_COLUMNS = [
   'id', 'taskId', 'issuerName', 'issuerType', 'tokenType', 'target', 'state', 'fingerprint', 'issuedAt', 'expiresAt', 'sealedRevocationHandle', 'revokeAttempts',
 ] as const;

@@ -242,10 +242,14 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     const pending = results.some((r) => r.fate === 'revocation_pending') || children.some((c) => c.state !== 'ended');
     const state = pending ? 'ending' : 'ended';
-    if (task.state !== 'ended') {
+    // Only the call that moved the task out of `open` (or a retry of an `ending` task) records the
+    // end: a concurrent call that lost that race (another replica, the pod watcher) must not write
+    // a second record. The state is already `ending`; it only ever moves on to `ended` here, never
+    // back, so a slower call with a pending revocation cannot undo a faster call's `ended`.
+    if (ending || task.state === 'ending') {
       await deps.audit.append({
         event: { requestId: ctx.requestId, action: 'task.end', outcome: pending ? 'failure' : 'success', reason, taskId, providerName: task.providerName, workloadSubject: task.workloadSubject, humanSubject: task.humanSubject ?? undefined },
-        taskUpdates: [{ id: taskId, data: pending ? { state: 'ending' } : { state: 'ended', endedAt: deps.clock.now(), endReason: reason } }],
+        ...(pending ? {} : { taskUpdates: [{ id: taskId, data: { state: 'ended', endedAt: deps.clock.now(), endReason: reason } }] }),
       });
     }
     return { taskId, state, credentials: results, children };

@@ -67,6 +67,9 @@ export function createProviderSet(opts: {
   const create = (name: string, type: string, config: unknown) => instrument(trustProviderCatalog.get(type).create(name, config, opts.depsFor(name)));
 
   let registry: TrustRegistry = createTrustRegistry([]);
+  // Background work (pod watches) runs only in the server, from start() on, for the members in force.
+  let started = false;
+  const startAll = () => registry.list().forEach((p) => p.start?.());
   const set = createInstanceSet<TrustProvider>({
     kind: 'trust provider',
     configured: opts.configured,
@@ -74,7 +77,11 @@ export function createProviderSet(opts: {
     catalog: trustProviderCatalog,
     logger: opts.logger,
     build: create,
-    activate: (members) => (registry = createTrustRegistry(members.map((m) => m.instance))),
+    activate: (members) => {
+      registry = createTrustRegistry(members.map((m) => m.instance));
+      if (started) startAll();
+    },
+    retire: (p) => p.close?.(),
   });
 
   /**
@@ -85,6 +92,16 @@ export function createProviderSet(opts: {
     set.checkFits({ ...candidate, enabled: true }, (next) => createTrustRegistry(next.map((m) => m.instance)));
 
   return {
+    /** Starts the providers' background work (server only), now and for every member added later. */
+    start() {
+      started = true;
+      startAll();
+    },
+    /** Stops every provider's background work (shutdown). */
+    close() {
+      started = false;
+      set.retireAll();
+    },
     reload: set.reload,
     validate: set.validate,
     checkFits,

@@ -59,6 +59,13 @@ export interface TrustProvider {
   verify(input: Attestation, ctx: CallContext): Promise<VerifiedIdentity>;
   /** Forces a refresh of cached verification keys (admin action). */
   refreshKeys?(): Promise<void>;
+  /**
+   * Starts background work that reports through ProviderDeps (e.g. a watch on the platform's
+   * workloads). Called by the server once it serves, never by CLI commands; idempotent.
+   */
+  start?(): void;
+  /** Stops background work (the instance left the set, or shutdown). Idempotent; never throws. */
+  close?(): void;
 }
 
 export interface ProviderDeps {
@@ -73,6 +80,11 @@ export interface ProviderDeps {
   replay: ReplayGuard;
   /** Environment for secret references (`fromEnv`) in a provider's config. */
   env: NodeJS.ProcessEnv;
+  /**
+   * Reports that a running instance (WorkloadIdentity.instance) is gone, e.g. its pod was deleted:
+   * the server ends the instance's open tasks with `reason`. Absent outside the server.
+   */
+  onInstanceGone?(instance: string, reason: string): void;
 }
 
 /** Records one-time use of an attestation (by a hash, never the attestation itself). */

@@ -213,4 +213,24 @@ describe('tasks and sub-agents', () => {
     expect(protectedHeader.typ).toBe('task-receipt+jwt');
     expect(payload).toMatchObject({ task_id: parentId, state: 'ended', credentials: end.json.credentials, children: end.json.children });
   });
+
+  it('two concurrent ends of one task (replicas, the pod watcher) write one task.end and leave it ended', async () => {
+    const t = await openTask();
+    const agent = t.json.agent_token as string;
+    const id = String(t.json.task_id);
+    const login = await dbLogin(agent);
+    expect(login.status, login.text).toBe(200);
+    const role = (login.json.credentials as { username: string }).username;
+    const ctx = (requestId: string) => ({ requestId, now: new Date() });
+    const [a, b] = await Promise.all([broker.composed.taskService.endTask(id, 'first', ctx('end-a')), broker.composed.taskService.endTask(id, 'second', ctx('end-b'))]);
+    expect([a?.state, b?.state]).toContain('ended');
+    await broker.composed.audit.drain();
+    expect(await broker.composed.db.auditEvent.count({ where: { taskId: id, action: 'task.end' } })).toBe(1);
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id } })).state).toBe('ended');
+    expect(await pgRoleExists(role)).toBe(false);
+    // Once it has ended, ending it again changes nothing and records nothing.
+    expect((await broker.composed.taskService.endTask(id, 'third', ctx('end-c')))?.state).toBe('ended');
+    await broker.composed.audit.drain();
+    expect(await broker.composed.db.auditEvent.count({ where: { taskId: id, action: 'task.end' } })).toBe(1);
+  });
 });

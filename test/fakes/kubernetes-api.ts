@@ -1,7 +1,10 @@
 // A fake Kubernetes API server for the kubernetes trust provider (tests and benchmarks):
 // HTTPS with its own CA (node-forge), a kubeconfig for agent-sts's reviewer, service-account
 // issuer discovery + JWKS (rotatable), tokens in the real bound-token layout (STANDARDS §4.1),
-// and a TokenReview endpoint as strict as the real one (§4.3).
+// a TokenReview endpoint as strict as the real one (§4.3), and pods: list and watch
+// (`GET /api/v1/pods`, `/api/v1/namespaces/{ns}/pods`, `?watch=true|1`: chunked newline-delimited
+// `{type, object}` events with resourceVersions, 410 Gone for a compacted one) of the pods the
+// minted tokens are bound to, with the same credential checks as the TokenReview route.
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -37,6 +40,22 @@ export interface TokenReviewCall {
   status: number;
 }
 
+export interface PodWatchCall {
+  auth: TokenReviewCall['auth'];
+  path: string;
+  /** The resourceVersion the watch started from ('' for none). */
+  resourceVersion: string;
+  status: number;
+}
+
+export interface FakePod {
+  uid: string;
+  name: string;
+  namespace: string;
+  phase: string;
+  resourceVersion: string;
+}
+
 export interface FakeKubernetesApi {
   /** HTTPS API server base URL. */
   server: string;
@@ -57,7 +76,23 @@ export interface FakeKubernetesApi {
   /** Adds a key and signs with it from now on; old keys stay published unless `retire`. */
   rotateKeys(opts?: { retire?: boolean }): Promise<string>;
   kid: string;
-  deletePod(uid: string): void;
+  /**
+   * Deletes a pod: TokenReview refuses its tokens and watchers get a DELETED event. `unseen`: no
+   * event and none in the history (as if compacted away while no watch was open): only a relist sees it.
+   */
+  deletePod(uid: string, opts?: { unseen?: boolean }): void;
+  /** Moves a pod to another phase (watchers get MODIFIED), e.g. `Succeeded`. */
+  setPodPhase(uid: string, phase: string): void;
+  /** The pods of minted tokens that are not deleted. */
+  pods(): FakePod[];
+  /** Open pod watches right now. */
+  openWatches(): number;
+  /** Drops every open pod watch connection (a network failure or an API server restart). */
+  dropWatches(): void;
+  /** Forgets the event history (etcd compaction): a watch resuming from before now gets 410 Gone. */
+  compact(): void;
+  /** Every pod list (`watch` false) and watch request. */
+  podRequests: (PodWatchCall & { watch: boolean })[];
   /**
    * Makes the TokenReview endpoint misbehave: HTTP 500, a truncated 201 body, or
    * `ignore-audiences` (an old API server: checks only its own audience, ignoring spec.audiences).
@@ -152,6 +187,13 @@ export async function startFakeKubernetesApi(opts: FakeKubernetesApiOptions = {}
   const reviewerToken = `reviewer-${randomUUID()}`;
   const noRbacToken = `norbac-${randomUUID()}`;
   const deletedPods = new Set<string>();
+  const pods = new Map<string, FakePod>();
+  let revision = 1000;
+  /** Events after `historyFrom`, for watches that resume from a resourceVersion. */
+  let history: { rv: number; type: string; pod: FakePod }[] = [];
+  let historyFrom = revision;
+  const watchers = new Set<{ namespace?: string; res: ServerResponse }>();
+  const podRequests: (PodWatchCall & { watch: boolean })[] = [];
   const tokenReviews: TokenReviewCall[] = [];
   const calls: { method: string; path: string }[] = [];
   let failure: FailureMode = null;
@@ -254,9 +296,70 @@ export async function startFakeKubernetesApi(opts: FakeKubernetesApiOptions = {}
     });
   }
 
+  const podObject = (p: FakePod, deleted = false) => ({
+    kind: 'Pod',
+    apiVersion: 'v1',
+    metadata: { name: p.name, namespace: p.namespace, uid: p.uid, resourceVersion: p.resourceVersion, ...(deleted ? { deletionTimestamp: new Date().toISOString() } : {}) },
+    spec: { serviceAccountName: p.name.split('-')[0] },
+    status: { phase: p.phase },
+  });
+  const eventLine = (type: string, object: unknown) => `${JSON.stringify({ type, object })}\n`;
+  const emit = (type: string, pod: FakePod) => {
+    history.push({ rv: Number(pod.resourceVersion), type, pod: { ...pod } });
+    for (const w of watchers) if (!w.namespace || w.namespace === pod.namespace) w.res.write(eventLine(type, podObject(pod, type === 'DELETED')));
+  };
+  const bump = (pod: FakePod) => void (pod.resourceVersion = String(++revision));
+
+  /** GET pods: list, or (watch=true|1) a chunked stream of watch events, as the API server does. */
+  function podsRoute(req: IncomingMessage, res: ServerResponse, url: URL, namespace: string | undefined) {
+    const authz = req.headers.authorization;
+    const auth: TokenReviewCall['auth'] = !authz ? 'none' : authz === `Bearer ${reviewerToken}` ? 'reviewer' : authz === `Bearer ${noRbacToken}` ? 'no-rbac' : 'other';
+    const isWatch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
+    const call = { auth, path: url.pathname, resourceVersion: url.searchParams.get('resourceVersion') ?? '', status: 200, watch: isWatch };
+    podRequests.push(call);
+    const refuse = (status: number, body: unknown) => {
+      call.status = status;
+      send(res, status, body);
+    };
+    if (auth === 'none' || auth === 'other') return refuse(401, statusBody(401, 'Unauthorized', 'Unauthorized'));
+    if (auth === 'no-rbac') {
+      const scope = namespace ? `in the namespace "${namespace}"` : 'at the cluster scope';
+      return refuse(403, statusBody(403, 'Forbidden', `pods is forbidden: User "system:serviceaccount:sts:agent-sts" cannot ${isWatch ? 'watch' : 'list'} resource "pods" in API group "" ${scope}`));
+    }
+    const inScope = [...pods.values()].filter((p) => !namespace || p.namespace === namespace);
+    if (!isWatch) {
+      const limit = Number(url.searchParams.get('limit') ?? 0) || inScope.length || 1;
+      const offset = Number(url.searchParams.get('continue') ?? 0) || 0;
+      const page = inScope.slice(offset, offset + limit);
+      const more = offset + limit < inScope.length;
+      return send(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: String(revision), ...(more ? { continue: String(offset + limit) } : {}) }, items: page.map((p) => podObject(p)) });
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    const from = call.resourceVersion;
+    if (from && from !== '0' && Number(from) < historyFrom) {
+      res.end(eventLine('ERROR', statusBody(410, 'Expired', `too old resource version: ${from} (${historyFrom})`)));
+      return;
+    }
+    // Without a resourceVersion a watch starts with the current state as ADDED events.
+    if (!from || from === '0') for (const p of inScope) res.write(eventLine('ADDED', podObject(p)));
+    else for (const e of history) if (e.rv > Number(from) && (!namespace || e.pod.namespace === namespace)) res.write(eventLine(e.type, podObject(e.pod, e.type === 'DELETED')));
+    const w = { namespace, res };
+    watchers.add(w);
+    const timeout = Number(url.searchParams.get('timeoutSeconds') ?? 0);
+    const timer = timeout > 0 ? setTimeout(() => res.end(), timeout * 1000) : undefined;
+    res.on('close', () => {
+      clearTimeout(timer);
+      watchers.delete(w);
+    });
+  }
+
   const apiServer: HttpsServer = createHttpsServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
-    const path = new URL(req.url ?? '/', 'https://x').pathname;
+    const url = new URL(req.url ?? '/', 'https://x');
+    const path = url.pathname;
     calls.push({ method: req.method ?? 'GET', path });
+    const nsPods = /^\/api\/v1\/namespaces\/([a-z0-9-]+)\/pods$/.exec(path);
+    if (req.method === 'GET' && (path === '/api/v1/pods' || nsPods)) return podsRoute(req, res, url, nsPods?.[1]);
     if (req.method === 'POST' && path === '/apis/authentication.k8s.io/v1/tokenreviews') {
       tokenReview(req, res).catch(() => send(res, 500, statusBody(500, 'InternalError', 'fake failed')));
       return;
@@ -340,6 +443,12 @@ export async function startFakeKubernetesApi(opts: FakeKubernetesApiOptions = {}
       };
       for (const k of Object.keys(payload)) if (payload[k] === undefined) delete payload[k];
       fake.last = { namespace, serviceAccount, serviceAccountUid, pod, node };
+      if (pod && !pods.has(pod.uid) && !deletedPods.has(pod.uid)) {
+        const p: FakePod = { uid: pod.uid, name: pod.name, namespace, phase: 'Running', resourceVersion: '' };
+        bump(p);
+        pods.set(pod.uid, p);
+        emit('ADDED', p);
+      }
       return new SignJWT(payload as JWTPayload).setProtectedHeader({ alg: o.alg ?? 'RS256', kid: o.kid ?? current().kid }).sign(o.key ?? current().privateKey);
     },
     async rotateKeys(o = {}) {
@@ -350,7 +459,31 @@ export async function startFakeKubernetesApi(opts: FakeKubernetesApiOptions = {}
     get kid() {
       return current().kid;
     },
-    deletePod: (uid) => void deletedPods.add(uid),
+    deletePod(uid, o = {}) {
+      deletedPods.add(uid);
+      const p = pods.get(uid);
+      if (!p) return;
+      pods.delete(uid);
+      bump(p);
+      if (!o.unseen) emit('DELETED', p);
+    },
+    setPodPhase(uid, phase) {
+      const p = pods.get(uid);
+      if (!p) throw new Error(`no pod ${uid}`);
+      p.phase = phase;
+      bump(p);
+      emit('MODIFIED', p);
+    },
+    pods: () => [...pods.values()].map((p) => ({ ...p })),
+    openWatches: () => watchers.size,
+    dropWatches() {
+      for (const w of watchers) w.res.socket?.destroy();
+    },
+    compact() {
+      history = [];
+      historyFrom = revision;
+    },
+    podRequests,
     fail: (mode) => void (failure = mode),
     setLatency: (ms) => void (latency = ms),
     tamperReview: (fn) => void (tamper = fn),

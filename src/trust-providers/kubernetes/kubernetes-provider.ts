@@ -20,6 +20,11 @@
  *   without, only unverified shape checks (issuer, audience, expiry) run before the review, and the
  *   identity's `claims` are the decoded payload the review vouched for.
  *
+ * `watchPods` (needs `kubeconfig` or `inCluster` in either mode, and RBAC `list` + `watch` on
+ * `pods`): the broker watches the cluster's pods (pod-watcher.ts) and, when one is deleted or
+ * reaches a terminal phase, reports its instance (`k8s-pod:<provider>:<pod uid>`, set on every
+ * identity from a pod-bound token) through ProviderDeps.onInstanceGone, which ends its tasks.
+ *
  * Only `system:serviceaccount:<ns>:<name>` subjects are accepted (the API server also
  * authenticates people's tokens). Tokens without `exp` (legacy secret-based ones) are refused
  * unless `allowNoExpiry`. Failures on agent-sts's side are UpstreamUnavailable with a cause
@@ -30,22 +35,17 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { decodeJwt, type JWTPayload } from 'jose';
-import {
-  ApiException,
-  AuthenticationV1Api,
-  KubeConfig,
-  Observable,
-  type RequestContext,
-  type ResponseContext,
-  type V1TokenReview,
-} from '@kubernetes/client-node';
+import { ApiException, AuthenticationV1Api, type V1TokenReview } from '@kubernetes/client-node';
 import { parseDuration } from '../../lib/clock.js';
 import { JWT_TOKEN_TYPES } from '../../lib/urns.js';
 import { SubjectTokenRejected, UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { WorkloadIdentity } from '../../core/types.js';
 import type { ProviderDeps, TrustProvider, TrustProviderPlugin, UpstreamCause } from '../trust-provider.js';
 import { createOidcVerifier, expiryOf, OidcConfigSchema } from '../oidc/oidc-provider.js';
+import { apiTimeout, loadKubeConfig } from './kube-config.js';
+import { startPodWatcher } from './pod-watcher.js';
 
+const NAMESPACE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const CLUSTER_NAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 const SA_SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
 /** Far above any real service-account token; bounds the work done on garbage (STANDARDS §11 #15). */
@@ -80,15 +80,30 @@ export const KubernetesConfigSchema = z
     jwks: OidcConfigSchema.shape.jwks.unwrap().optional(),
     /** tokenreview: API server request timeout. */
     apiTimeout: duration.default('5s'),
+    /**
+     * End the tasks of a pod once it is deleted or has terminated (watch on pods; needs kubeconfig
+     * or inCluster, also in mode jwks, and RBAC list + watch on pods). `namespaces`: only these (default: all).
+     */
+    watchPods: z
+      .object({
+        enabled: z.boolean(),
+        namespaces: z.array(z.string().regex(NAMESPACE, 'namespaces: each must be a namespace name')).min(1).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     const problem = (message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, message });
     if (c.jwksUri && c.jwksFile) problem('use either jwksUri or jwksFile');
     if (parseDuration(c.reviewCacheTtl) > 30) problem('reviewCacheTtl must be at most 30s');
+    const watching = c.watchPods?.enabled === true;
     if (c.mode === 'jwks') {
       if (c.offlineCheck === false) problem('mode jwks always verifies offline; offlineCheck: false needs mode tokenreview');
-      if (c.kubeconfig || c.inCluster || c.context) problem('kubeconfig/inCluster/context only apply to mode tokenreview');
+      if (watching) {
+        if (!!c.kubeconfig === !!c.inCluster) problem('watchPods needs the API server: set exactly one of kubeconfig or inCluster: true');
+        if (c.context && !c.kubeconfig) problem('context needs kubeconfig');
+      } else if (c.kubeconfig || c.inCluster || c.context) problem('kubeconfig/inCluster/context only apply to mode tokenreview or watchPods');
     } else {
       if (!!c.kubeconfig === !!c.inCluster) problem('mode tokenreview needs exactly one of kubeconfig or inCluster: true');
       if (c.context && !c.kubeconfig) problem('context needs kubeconfig');
@@ -138,6 +153,11 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
         )
       : undefined;
     const reviewer = config.mode === 'tokenreview' ? createReviewer(config, deps) : undefined;
+    const instanceOf = (podUid: string) => `k8s-pod:${name}:${podUid}`;
+    // Loaded now, so an unreadable kubeconfig is a config error; the watch starts only with start().
+    const watchConfig = config.watchPods?.enabled ? loadKubeConfig(config) : undefined;
+    let watcher: { stop(): void } | undefined;
+    let closed = false;
 
     const reject = (reason: string, extra: Record<string, unknown> = {}): never => {
       log.info({ reason, ...extra }, 'kubernetes token rejected');
@@ -220,6 +240,7 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
         if (id.podUid) attributes.pod_uid = id.podUid;
         if (id.nodeName) attributes.node_name = id.nodeName;
         const identity: WorkloadIdentity = {
+          ...(id.podUid ? { instance: instanceOf(id.podUid) } : {}),
           kind: 'workload',
           provider: name,
           providerType: 'kubernetes',
@@ -230,6 +251,26 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
         };
         return identity;
       },
+      start() {
+        const onInstanceGone = deps.onInstanceGone;
+        if (!watchConfig || !onInstanceGone || watcher || closed) return;
+        log.info({ namespaces: config.watchPods?.namespaces ?? 'all' }, 'watching pods: the tasks of a deleted or terminated pod end');
+        watcher = startPodWatcher({
+          kc: watchConfig,
+          namespaces: config.watchPods?.namespaces,
+          logger: log,
+          listTimeoutMs: parseDuration(config.apiTimeout) * 1000,
+          onGone: (pod) => {
+            log.info({ podUid: pod.uid, namespace: pod.namespace, pod: pod.name, how: pod.how }, 'pod gone: ending its tasks');
+            onInstanceGone(instanceOf(pod.uid), pod.how === 'deleted' ? `pod ${pod.uid} deleted` : `pod ${pod.uid} terminated (${pod.how})`);
+          },
+        });
+      },
+      close() {
+        closed = true;
+        watcher?.stop();
+        watcher = undefined;
+      },
     };
   },
 };
@@ -238,29 +279,11 @@ type Reject = (reason: string, extra?: Record<string, unknown>) => never;
 
 /** TokenReview against the cluster's API server, with a short positive cache keyed by token hash. */
 function createReviewer(config: KubernetesConfig, deps: ProviderDeps) {
-  const kc = new KubeConfig();
-  if (config.inCluster) kc.loadFromCluster();
-  else {
-    kc.loadFromFile(config.kubeconfig!);
-    if (config.context) kc.setCurrentContext(config.context);
-  }
-  if (!kc.getCurrentCluster()) throw new Error(`kubernetes provider for cluster ${config.clusterName}: the kubeconfig has no current cluster`);
-  const api = kc.makeApiClient(AuthenticationV1Api);
+  const api = loadKubeConfig(config).makeApiClient(AuthenticationV1Api);
   const timeoutMs = parseDuration(config.apiTimeout) * 1000;
   const cacheTtlMs = parseDuration(config.reviewCacheTtl) * 1000;
   const cache = new Map<string, { id: ServiceAccountIdentity; until: number }>();
-  const withTimeout = {
-    middleware: [
-      {
-        pre: (rc: RequestContext) => {
-          rc.setSignal(AbortSignal.timeout(timeoutMs));
-          return new Observable(Promise.resolve(rc));
-        },
-        post: (rc: ResponseContext) => new Observable(Promise.resolve(rc)),
-      },
-    ],
-    middlewareMergeStrategy: 'append' as const,
-  };
+  const withTimeout = apiTimeout(timeoutMs);
 
   const upstream = (cause: UpstreamCause, log: ProviderDeps['logger'], extra: Record<string, unknown>, e?: unknown): never => {
     const fields = { cause, stage: 'tokenreview', ...extra };
