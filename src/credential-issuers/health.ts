@@ -138,3 +138,18 @@ export function checkIssuers(issuers: Iterable<CredentialIssuer>, opts: CheckIss
     return { ...(await running) };
   };
 }
+
+/**
+ * Health of a database issuer's admin connection: its secret reference resolves, and `selectOne`
+ * (a `SELECT 1` over the admin pool, bounded by the caller's statement timeout) answers.
+ */
+export function adminConnectionHealth(resolveAdminUrl: () => unknown, selectOne: () => Promise<unknown>, describe: (e: unknown) => string): Promise<IssuerHealth> {
+  return probeHealth(async () => {
+    try {
+      resolveAdminUrl();
+    } catch {
+      throw new HealthProblem('the admin URL secret reference does not resolve');
+    }
+    await selectOne();
+  }, describe);
+}

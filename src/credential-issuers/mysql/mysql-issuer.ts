@@ -7,7 +7,7 @@ import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
 import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
-import { HEALTH_TIMEOUT_MS, HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
+import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
 
 /** MySQL ≥ 5.7.8 allows 32 characters in a user name; MariaDB more. We stay within 32 (STANDARDS §7.2). */
 export const MYSQL_MAX_USER_LENGTH = 32;
@@ -363,14 +363,7 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       },
       /** `SELECT 1` over the admin pool: reachable, and the admin login is accepted. */
       async health() {
-        return probeHealth(async () => {
-          try {
-            adminUrl();
-          } catch {
-            throw new HealthProblem('the admin URL secret reference does not resolve');
-          }
-          await withAdmin((c) => c.query({ sql: 'SELECT 1', timeout: HEALTH_TIMEOUT_MS }));
-        }, healthDetail);
+        return adminConnectionHealth(adminUrl, () => withAdmin((c) => c.query({ sql: 'SELECT 1', timeout: HEALTH_TIMEOUT_MS })), healthDetail);
       },
       async close() {
         await pool?.end();

@@ -7,7 +7,7 @@ import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
 import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
-import { HEALTH_TIMEOUT_MS, HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
+import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
 import { scramSha256Verifier } from './scram.js';
 
 const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)');
@@ -234,14 +234,7 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
       },
       /** `SELECT 1` over the admin pool: reachable, and the admin login is accepted. */
       async health() {
-        return probeHealth(async () => {
-          try {
-            adminUrl();
-          } catch {
-            throw new HealthProblem('the admin URL secret reference does not resolve');
-          }
-          await withAdmin((c) => c.query({ text: 'SELECT 1', query_timeout: HEALTH_TIMEOUT_MS } as pg.QueryConfig));
-        }, healthDetail);
+        return adminConnectionHealth(adminUrl, () => withAdmin((c) => c.query({ text: 'SELECT 1', query_timeout: HEALTH_TIMEOUT_MS } as pg.QueryConfig)), healthDetail);
       },
       async close() {
         await pool?.end();
