@@ -233,4 +233,23 @@ describe('tasks and sub-agents', () => {
     await broker.composed.audit.drain();
     expect(await broker.composed.db.auditEvent.count({ where: { taskId: id, action: 'task.end' } })).toBe(1);
   });
+
+  it('a task past its deadline is ended by the sweep, and its database login dies at the target', async () => {
+    const t = await openTask({ ttl_seconds: 2 });
+    expect(t.status, t.text).toBe(201);
+    const agent = t.json.agent_token as string;
+    const id = String(t.json.task_id);
+    const login = await dbLogin(agent);
+    expect(login.status, login.text).toBe(200);
+    const cred = login.json.credentials as { host: string; port: number; database: string; username: string; password: string };
+    const conn = new pg.Client({ host: cred.host, port: cred.port, database: cred.database, user: cred.username, password: cred.password });
+    conn.on('error', () => {});
+    await conn.connect();
+    const until = Date.now() + 10_000;
+    while ((await broker.composed.db.task.findUniqueOrThrow({ where: { id } })).state !== 'ended' && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    const task = await broker.composed.db.task.findUniqueOrThrow({ where: { id } });
+    expect(task).toMatchObject({ state: 'ended', endReason: 'deadline' });
+    expect(await pgRoleExists(cred.username)).toBe(false);
+    await expect(conn.query('SELECT 1')).rejects.toThrow();
+  });
 });
