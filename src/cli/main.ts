@@ -15,6 +15,7 @@ import { registerProviderCommands } from './providers-commands.js';
 import { registerIssuerCommands } from './issuers-commands.js';
 import { registerDoctorCommands } from './doctor-commands.js';
 import { registerKillCommands } from './kill-commands.js';
+import { registerPolicyCommands } from './policy-commands.js';
 
 const env = process.env;
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -96,7 +97,7 @@ export async function runCli(argv: string[]): Promise<void> {
       const path = file ?? configPath(o.config);
       const config = loadOrExit(path);
       console.log(
-        `${path}: OK (${config.trustProviders.length} trust providers, ${config.credentialIssuers.length} credential issuers, ${config.targets.length} targets, ${config.policy.rules.length} policy rules)`,
+        `${path}: OK (${config.trustProviders.length} trust providers, ${config.credentialIssuers.length} credential issuers, ${config.targets.length} targets, ${config.policy.rules.length} policy rules${config.policy.documents?.length ? `, ${config.policy.documents.length} policy documents` : ''})`,
       );
     });
 
@@ -232,5 +233,6 @@ export async function runCli(argv: string[]): Promise<void> {
   registerIssuerCommands(program, { withCore, configOption, say, env });
   registerDoctorCommands(program, { withCore, configOption, say, env });
   registerKillCommands(program, { withCore, configOption, say, env });
+  registerPolicyCommands(program, { withCore, configOption, say, env });
   await program.parseAsync(argv);
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parseDocument, LineCounter } from 'yaml';
+import { dirname, resolve } from 'node:path';
+import { parseDocument, LineCounter, type Document } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/sts-errors.js';
 import { AppConfigSchema, type RawAppConfig } from './config-schema.js';
@@ -8,6 +9,9 @@ import { credentialIssuerCatalog } from '../credential-issuers/catalog.js';
 import { GITHUB_IMMUTABLE_PINS } from '../trust-providers/github-actions/github-actions-provider.js';
 import { checkGrantLifetimes } from '../policy/grant-lifetimes.js';
 import type { IssuerCapabilities } from '../credential-issuers/credential-issuer.js';
+import { parseDuration } from '../lib/clock.js';
+import { describeWhere, lineFinder, readPolicyPath, validateDocument, type LoadedDocument } from '../policy/policy-document.js';
+import { compilePolicyModel } from '../policy/policy-model.js';
 
 export type AppConfig = RawAppConfig;
 
@@ -34,6 +38,20 @@ export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.Proc
 
 /** Parses YAML text, reporting syntax errors with line and column. */
 export function parseYaml(text: string, file: string): Record<string, unknown> {
+  return parseYamlWithLines(text, file).value;
+}
+
+/** Where the configuration came from: lets policy problems name file and line. */
+export interface ConfigSource {
+  file?: string;
+  /** Line of a path in the file (the deepest node that exists). */
+  lineOf?: (path: readonly (string | number)[]) => number | undefined;
+  /** Relative `policy.dir` resolves against this (the configuration file's directory). */
+  baseDir?: string;
+}
+
+/** parseYaml, plus a way to find the line of any path (for problems found after parsing). */
+export function parseYamlWithLines(text: string, file: string): { value: Record<string, unknown>; lineOf: NonNullable<ConfigSource['lineOf']> } {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   if (doc.errors.length)
@@ -44,13 +62,14 @@ export function parseYaml(text: string, file: string): Record<string, unknown> {
       }),
     );
   const value = doc.toJS() as unknown;
-  if (value === null || value === undefined) return {};
+  const lineOf = lineFinder(doc as Document, lineCounter);
+  if (value === null || value === undefined) return { value: {}, lineOf };
   if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError([`${file}: the top level must be a mapping`]);
-  return value as Record<string, unknown>;
+  return { value: value as Record<string, unknown>, lineOf };
 }
 
 /** Validates everything and reports every problem at once. */
-export function validateConfig(raw: unknown): AppConfig {
+export function validateConfig(raw: unknown, source: ConfigSource = {}): AppConfig {
   const base = AppConfigSchema.safeParse(raw);
   const problems: string[] = base.success ? [] : formatIssues('', base.error);
   // On a schema error, still check every section that parses on its own, so one typo
@@ -124,6 +143,23 @@ export function validateConfig(raw: unknown): AppConfig {
       if (!targetNames.has(g.target)) problems.push(`${where}.grants[${j}].target: no target named "${g.target}"`);
     });
   });
+  const documents = policyDocuments(cfg, source, problems);
+  const v2 = compilePolicyModel(
+    { rules: cfg.policy.rules, documents },
+    { agentTokenMaxTtl: parseDuration(cfg.tokens?.agentTokenMaxTtl ?? '1h'), accessTokenMaxTtl: parseDuration(cfg.tokens?.accessTokenMaxTtl ?? '15m') },
+  );
+  problems.push(...v2.problems);
+  for (const r of v2.model.rules.filter((x) => !x.v1)) {
+    r.workloads.forEach((w, k) => {
+      if (w.provider && !providerTypes.has(w.provider)) problems.push(`${r.source}.workloads[${k}].provider: no trust provider named "${w.provider}"`);
+      if (w.provider && providerTypes.get(w.provider) === 'github-actions' && !GITHUB_IMMUTABLE_PINS.some((p) => w.attributes.some(([a]) => a === p)))
+        problems.push(`${r.source}.workloads[${k}].attributes: a github-actions rule must pin ${GITHUB_IMMUTABLE_PINS.join(' or ')} (names can be recycled)`);
+    });
+    r.humans.forEach((h, k) => {
+      if (h.provider && !providerTypes.has(h.provider)) problems.push(`${r.source}.humans[${k}].provider: no trust provider named "${h.provider}"`);
+    });
+    for (const g of r.grants.values()) if (!targetNames.has(g.target)) problems.push(`${g.source}.target: no target named "${g.target}"`);
+  }
   // Grant lifetimes against what each issuer declared it can issue (issuers whose config parsed; a
   // name used twice is already an error, the first instance is checked).
   if (cfg.tokens) {
@@ -133,7 +169,30 @@ export function validateConfig(raw: unknown): AppConfig {
     problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: capabilities, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
   }
   if (problems.length) throw new ConfigError([...new Set(problems)]);
-  return { ...cfg, trustProviders, credentialIssuers };
+  // The engine gets every v2 document inline, whether written inline or in policy.dir.
+  const { dir: _dir, ...rest } = cfg.policy;
+  const policy = documents.length ? { ...rest, documents: documents.map((d) => d.doc) } : rest;
+  return { ...cfg, policy, trustProviders, credentialIssuers };
+}
+
+/** v2 documents of policy.documents (inline) and policy.dir, each problem with file and line. */
+function policyDocuments(cfg: AppConfig, source: ConfigSource, problems: string[]): LoadedDocument[] {
+  const out: LoadedDocument[] = [];
+  (cfg.policy.documents ?? []).forEach((raw, i) => {
+    const where = (path: readonly (string | number)[]) => {
+      const full = ['policy', 'documents', i, ...path];
+      return source.file ? describeWhere(source.file, source.lineOf?.(full), full) : describeWhere(undefined, undefined, full);
+    };
+    const r = validateDocument(raw, where);
+    problems.push(...r.problems);
+    if (r.doc) out.push({ doc: r.doc, where });
+  });
+  if (cfg.policy.dir) {
+    const r = readPolicyPath(resolve(source.baseDir ?? '.', cfg.policy.dir));
+    problems.push(...r.problems);
+    out.push(...r.documents);
+  }
+  return out;
 }
 
 /** Each top-level section parsed by itself; a section that does not parse counts as empty. */
@@ -157,7 +216,8 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv): AppConfig 
     throw new ConfigError([`${file}: cannot read the configuration file (${(e as NodeJS.ErrnoException).code ?? 'error'})`]);
   }
   try {
-    return validateConfig(applyEnvOverrides(parseYaml(text, file), env));
+    const { value, lineOf } = parseYamlWithLines(text, file);
+    return validateConfig(applyEnvOverrides(value, env), { file, lineOf, baseDir: dirname(file) });
   } catch (e) {
     if (e instanceof ConfigError) throw new ConfigError(e.problems.map((p) => (p.startsWith(file) ? p : `${file}: ${p}`)));
     throw e;

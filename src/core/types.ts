@@ -70,6 +70,20 @@ export interface Decision {
   reasons: string[];
   /** On deny: which dimension refused, used to pick the OAuth error code. */
   denial?: 'identity' | 'target' | 'scope' | 'human';
+  /**
+   * The rules that decided an allow: the agent's, and with a person present the person's (the
+   * same id for a v1 rule, which holds both). `policyId` is the agent's.
+   */
+  decidingRules?: { agent: string; human?: string };
+  /** What the issuance must carry or wait for (policy v2 grants). */
+  obligations?: {
+    /** Tags for the issued session (e.g. AWS STS session tags). */
+    sessionTags?: Record<string, string>;
+    /** Someone must approve first (not built yet: the exchange refuses such grants). */
+    approval?: { approvers: string[]; windowSeconds: number };
+  };
+  /** Granted scope -> parameters for the issuer's templates (policy v2 `{name, params}` scopes). */
+  scopeParams?: Record<string, Record<string, string>>;
 }
 
 export interface RevocationHandle {

@@ -189,15 +189,18 @@ export function createExchangeService(deps: ExchangeDeps) {
   }
 
   function decide(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext): Decision {
-    const d = deps.policy.evaluate(identity, request);
+    const d = deps.policy.evaluate(identity, request, { now: ctx.now, clientAddress: ctx.clientAddress });
     Object.assign(event, { policyId: d.policyId, policyVersion: d.policyVersion });
     if (!d.allow) throw denialError(d, ctx);
+    // Just-in-time approval is not built yet: never issue what policy says needs an approver.
+    if (d.obligations?.approval)
+      throw new MalformedRequest(`this grant requires approval (by ${d.obligations.approval.approvers.join(', ')}), which this server does not support yet`, { detail: { reasons: [...d.reasons, 'approval obligation: approval flow not built'], policyId: d.policyId } });
     return d;
   }
 
   async function startupExchange(identity: BlendedIdentity, req: ExchangeRequest, ctx: CallContext, event: AuditEventInput, markCommitted: () => void, task?: TaskOptions): Promise<ExchangeResult> {
     event.target = deps.issuerUrl;
-    const d = decide(identity, { kind: 'agent-token' }, event, ctx);
+    const d = decide(identity, { kind: 'agent-token', lifetime: req.requestedLifetime }, event, ctx);
     const ttl = Math.min(d.ttlCapSeconds, deps.limits.maxTaskTtl, deps.limits.agentTokenMaxTtl, req.requestedLifetime ?? Infinity, task?.ttlSeconds ?? Infinity);
     return openTask(identity, { ttl, task, reason: d.reasons.join('; '), scopes: [] }, req, ctx, event, markCommitted);
   }
@@ -301,7 +304,7 @@ export function createExchangeService(deps: ExchangeDeps) {
   ): Promise<ExchangeResult> {
     if (agent?.targetCeiling && !agent.targetCeiling.includes(target.name)) throw new TargetNotAllowed("target is outside this sub-agent token's audience");
     if (agent?.scopeCeiling && req.scopes.some((sc) => !agent.scopeCeiling!.includes(sc))) throw new ScopeNotAllowed("scope is wider than this sub-agent token's");
-    let d = decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes }, event, ctx);
+    let d = decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes, lifetime: req.requestedLifetime }, event, ctx);
     if (agent?.scopeCeiling) {
       // Without an explicit scope the grant's scopes apply: a sub-agent gets only those within its ceiling.
       const within = d.grantedScopes.filter((sc) => agent.scopeCeiling!.includes(sc));

@@ -1,140 +1,212 @@
-import { parseDuration } from '../lib/clock.js';
-import { sha256Hex } from '../lib/crypto.js';
 import type { BlendedIdentity, Decision } from '../core/types.js';
-import type { PolicyConfig, PolicyRule } from './policy-schema.js';
-import { grantTtlCap } from './grant-lifetimes.js';
+import { ConfigError } from '../errors/sts-errors.js';
+import { conditionInput, type ConditionInput, type PolicyEnvironment } from './cel-conditions.js';
+import type { LoadedDocument } from './policy-document.js';
+import { buildPolicyIndex } from './policy-index.js';
+import { checkAgentRule, checkHumanRule, STAGE_RANK, type PolicyRequest, type RuleAllows, type RuleMiss, type RuleResult, type Stage } from './policy-match.js';
+import { asLoaded, compilePolicyModel, type ModelRule, type Obligations, type PolicyModel } from './policy-model.js';
+import type { PolicyConfig } from './policy-schema.js';
 
-/** What is asked, independent of HTTP. */
-export type PolicyRequest =
-  | { kind: 'agent-token' }
-  | { kind: 'credential'; target: string; scopes: string[] };
-
-/** Provider types whose canonical subject contains mutable names: rules must pin an immutable id. */
-const REQUIRED_PINS: Record<string, readonly string[]> = {
-  'github-actions': ['repository_id', 'repository_owner_id'],
-};
-
-interface CompiledRule {
-  rule: PolicyRule;
-  subjectRe?: RegExp;
-  agentTokenTtl?: number;
-  grants: Map<string, { scopes: Set<string>; ttl?: number }>;
-}
-
-type Stage = 'identity' | 'human' | 'target' | 'scope';
-const STAGE_RANK: Record<Stage, number> = { identity: 0, human: 1, target: 2, scope: 3 };
+export type { PolicyRequest } from './policy-match.js';
 
 export interface PolicyEngineOptions {
   agentTokenMaxTtl: number;
   accessTokenMaxTtl: number;
+  /** v2 documents already loaded from files (policy.dir); inline `policy.documents` are read from `policy`. */
+  documents?: LoadedDocument[];
 }
 
-/** Compiles the rules once (anchored patterns, parsed durations) and evaluates requests against them. Deny by default. */
+/** One rule as `explain` saw it. */
+export interface RuleTrace {
+  rule: string;
+  side: 'agent' | 'human';
+  source: string;
+  matched: boolean;
+  /** Where it stopped (when not matched). */
+  stage?: Stage;
+  reason: string;
+}
+
+export interface Explanation {
+  decision: Decision;
+  rules: RuleTrace[];
+}
+
+const DENIAL: Record<Stage, NonNullable<Decision['denial']>> = { identity: 'identity', human: 'human', target: 'target', condition: 'identity', scope: 'scope' };
+
+/**
+ * Compiles the policy set once (v1 rules and v2 documents into one model, anchored patterns,
+ * compiled CEL, an index by target and subject) and decides requests. Deny by default; a
+ * condition that cannot be evaluated denies. With a person present (an agent acting for a
+ * human), a credential needs an agent rule AND a human rule for the same target: scopes are the
+ * intersection, the lifetime the shorter cap (a v1 rule's human conditions make it both at once).
+ * Throws ConfigError when the set does not compile.
+ */
 export function createPolicyEngine(policy: PolicyConfig, opts: PolicyEngineOptions) {
-  const version = `sha256:${sha256Hex(JSON.stringify(policy)).slice(0, 16)}`;
-  const compiled: CompiledRule[] = policy.rules.map((rule) => ({
-    rule,
-    subjectRe: rule.workload.subjectPattern ? new RegExp(`^(?:${rule.workload.subjectPattern})$`) : undefined,
-    agentTokenTtl: rule.agentToken ? Math.min(parseDuration(rule.agentToken.maxTtl ?? opts.agentTokenMaxTtl), opts.agentTokenMaxTtl) : undefined,
-    grants: new Map(
-      rule.grants.map((g) => [
-        g.target,
-        { scopes: new Set(g.scopes), ttl: g.maxTtl !== undefined ? parseDuration(g.maxTtl) : undefined },
-      ]),
-    ),
-  }));
+  const inline = asLoaded(policy.documents ?? []);
+  const { model, problems } = compilePolicyModel({ rules: policy.rules, documents: [...inline.documents, ...(opts.documents ?? [])] }, opts);
+  if (inline.problems.length || problems.length) throw new ConfigError([...inline.problems, ...problems]);
+  return createEngineFromModel(model);
+}
 
-  function workloadMismatch(c: CompiledRule, id: BlendedIdentity): string | undefined {
-    const w = c.rule.workload;
-    const wl = id.workload;
-    if (w.provider && w.provider !== wl.provider) return 'trust provider differs';
-    if (w.subject && w.subject !== wl.subject) return 'workload subject differs';
-    if (c.subjectRe && !c.subjectRe.test(wl.subject)) return 'workload subject does not match the pattern';
-    for (const [name, expected] of Object.entries(w.attributes ?? {})) {
-      const actual = wl.attributes[name];
-      const ok = Array.isArray(expected) ? actual !== undefined && expected.includes(actual) : actual === expected;
-      if (!ok) return `attribute ${name} does not match`;
-    }
-    const pins = REQUIRED_PINS[wl.providerType];
-    if (pins && !pins.some((p) => w.attributes?.[p] !== undefined))
-      return `rule pins no immutable id (${pins.join(' or ')}); names alone are not trusted`;
-    return undefined;
+export function createEngineFromModel(model: PolicyModel) {
+  const { version } = model;
+  const index = buildPolicyIndex(model.rules);
+
+  function evaluate(id: BlendedIdentity, req: PolicyRequest, where: PolicyEnvironment = {}): Decision {
+    const input = lazyInput(id, req, where);
+    const target = req.kind === 'credential' ? req.target : undefined;
+    const agentResults = index.agentCandidates(id, target).map((r) => checkAgentRule(r, id, req, input));
+    const allow = decideFrom(id, req, agentResults, input);
+    if (allow) return allow;
+    // Denied: look at every rule that grants the target or could select this workload, to name the closest.
+    const seen = new Set(agentResults.map((r) => r.rule));
+    const more = [...index.grantingRules(target), ...index.identityCandidates(id), ...model.rules.slice(0, 1).filter((r) => r.side === 'agent')]
+      .filter((r) => !seen.has(r) && seen.add(r))
+      .map((r) => checkAgentRule(r, id, req, input));
+    return deny(id, req, [...agentResults, ...more].sort((a, b) => a.rule.order - b.rule.order), input);
   }
 
-  function humanMismatch(c: CompiledRule, id: BlendedIdentity): string | undefined {
-    const h = c.rule.human;
-    const presence = h?.presence ?? 'optional';
-    if (!id.human) return presence === 'required' ? 'rule requires a human principal' : undefined;
-    if (presence === 'forbidden') return 'rule forbids acting for a human';
-    if (!h) return undefined;
-    if (h.provider && h.provider !== id.human.provider) return 'human identity provider differs';
-    if (h.subjects && !h.subjects.includes(id.human.subject)) return 'human subject not listed';
-    if (h.groups && !h.groups.some((g) => id.human!.groups.includes(g))) return 'human is in none of the required groups';
-    if (h.emailDomains) {
-      const domain = id.human.email?.split('@')[1]?.toLowerCase();
-      if (!domain || !h.emailDomains.map((d) => d.toLowerCase()).includes(domain)) return 'human email domain not allowed';
-    }
-    return undefined;
+  function lazyInput(id: BlendedIdentity, req: PolicyRequest, where: PolicyEnvironment): () => ConditionInput {
+    let cached: ConditionInput | undefined;
+    return () => (cached ??= conditionInput(id, req, where));
   }
 
-  function evaluate(id: BlendedIdentity, req: PolicyRequest): Decision {
-    // Closest rule: one that grants the requested target beats one that does not; then the furthest stage reached.
-    let closest: { rule: string; stage: Stage; reason: string; rank: number } | undefined;
-    // The OAuth error follows the furthest stage any rule reached (an identity some rule accepts gets invalid_target, not invalid_request).
-    // Rules that grant what is asked decide it when there are any (a missing human beats "target not granted elsewhere").
+  function humanResults(id: BlendedIdentity, req: PolicyRequest, input: () => ConditionInput): RuleResult[] {
+    return index.humanCandidates(req.kind === 'credential' ? req.target : undefined).map((r) => checkHumanRule(r, id.human!, req, input));
+  }
+
+  /** The best allowed option, or undefined. */
+  function decideFrom(id: BlendedIdentity, req: PolicyRequest, agentResults: RuleResult[], input: () => ConditionInput): Decision | undefined {
+    let best: Decision | undefined;
+    const consider = (d: Decision | string) => {
+      if (typeof d !== 'string' && (!best || d.ttlCapSeconds > best.ttlCapSeconds || (d.ttlCapSeconds === best.ttlCapSeconds && d.grantedScopes.length > best.grantedScopes.length))) best = d;
+    };
+    const agents = agentResults.filter((r): r is RuleAllows => r.ok);
+    if (!agents.length) return undefined;
+    if (!id.human) {
+      // As in v1: the longest lifetime wins, the first rule on a tie.
+      for (const a of agents) {
+        const d = allowOf(req, a, undefined, id);
+        if (typeof d !== 'string' && (!best || d.ttlCapSeconds > best.ttlCapSeconds)) best = d;
+      }
+      return best;
+    }
+    let humans: RuleAllows[] | undefined;
+    for (const a of agents) {
+      // A v1 rule carries its own human conditions: it is both sides of the intersection.
+      if (a.rule.v1) consider(allowOf(req, a, a, id));
+      else for (const h of (humans ??= humanResults(id, req, input).filter((r): r is RuleAllows => r.ok))) consider(allowOf(req, a, h, id));
+    }
+    return best;
+  }
+
+  /** Joins an agent option with a human option; a string says why they do not combine. */
+  function allowOf(req: PolicyRequest, a: RuleAllows, h: RuleAllows | undefined, id: BlendedIdentity): Decision | string {
+    const target = req.kind === 'credential' ? req.target : undefined;
+    const both = h && h !== a ? h : undefined;
+    const scopes = both ? a.scopes.filter((s) => both.scopes.includes(s)) : a.scopes;
+    if (both && !scopes.length && (a.scopes.length || both.scopes.length)) return `scopes of ${a.rule.id} and ${both.rule.id} do not intersect`;
+    const merged = mergeObligations(a, both, scopes);
+    if (typeof merged === 'string') return merged;
+    const reasons = [target ? `rule ${a.rule.id} grants ${target}` : `rule ${a.rule.id} allows an agent token`];
+    if (both) reasons.push(`rule ${both.rule.id} allows ${id.human!.subject} the same (intersection)`);
+    return {
+      allow: true,
+      policyId: a.rule.id,
+      policyVersion: version,
+      target,
+      grantedScopes: scopes,
+      ttlCapSeconds: Math.min(a.ttl, both?.ttl ?? Infinity),
+      reasons,
+      decidingRules: { agent: a.rule.id, ...(h ? { human: h.rule.id } : {}) },
+      ...merged,
+    };
+  }
+
+  function deny(id: BlendedIdentity, req: PolicyRequest, results: RuleResult[], input: () => ConditionInput): Decision {
+    const target = req.kind === 'credential' ? req.target : undefined;
+    const base = { allow: false as const, policyVersion: version, target, grantedScopes: [], ttlCapSeconds: 0 };
+    const agents = results.filter((r): r is RuleAllows => r.ok);
+    if (agents.length) {
+      // The agent is allowed; the person is not (or the two do not combine).
+      const hs = humanResults(id, req, input);
+      const misses = hs.filter((r): r is RuleMiss => !r.ok);
+      const c = closestOf(misses, () => true);
+      const pairProblem = hs.some((r) => r.ok) ? agents.flatMap((a) => hs.filter((h): h is RuleAllows => h.ok).map((h) => allowOf(req, a, h, id))).find((d) => typeof d === 'string') : undefined;
+      const reason = pairProblem
+        ? `agent rule ${agents[0]!.rule.id} and a human rule allow it, but ${pairProblem}`
+        : `agent rule ${agents[0]!.rule.id} allows it, but no rule allows human ${id.human!.subject} for ${target ?? 'an agent token'} (both must)${c ? `: closest human rule ${c.rule.id}: ${c.reason}` : ''}`;
+      return { ...base, policyId: agents[0]!.rule.id, reasons: [reason], denial: pairProblem?.includes('scopes') || c?.stage === 'scope' ? 'scope' : 'human' };
+    }
+    const misses = results.filter((r): r is RuleMiss => !r.ok);
+    const grants = (r: ModelRule) => (target === undefined ? r.agentTokenTtl !== undefined : r.grants.has(target));
+    const closest = closestOf(misses, grants);
     let furthest: Stage = 'identity';
     let furthestGranting: Stage | undefined;
-    const miss = (rule: string, stage: Stage, reason: string) => {
-      if (STAGE_RANK[stage] > STAGE_RANK[furthest]) furthest = stage;
-      const c = compiled.find((x) => x.rule.id === rule)!;
-      const grants = req.kind === 'credential' ? c.grants.has(req.target) : c.agentTokenTtl !== undefined;
-      if (grants && (!furthestGranting || STAGE_RANK[stage] > STAGE_RANK[furthestGranting])) furthestGranting = stage;
-      const rank = STAGE_RANK[stage] + (grants ? 10 : 0);
-      if (!closest || rank > closest.rank) closest = { rule, stage, reason, rank };
-    };
-    let best: Decision | undefined;
-    for (const c of compiled) {
-      const id_ = c.rule.id;
-      const wm = workloadMismatch(c, id);
-      if (wm) { miss(id_, 'identity', wm); continue; }
-      const hm = humanMismatch(c, id);
-      if (hm) { miss(id_, 'human', hm); continue; }
-      if (req.kind === 'agent-token') {
-        if (c.agentTokenTtl === undefined) { miss(id_, 'target', 'rule does not allow agent tokens'); continue; }
-        if (!best || c.agentTokenTtl > best.ttlCapSeconds)
-          best = allow(id_, undefined, [], c.agentTokenTtl, `rule ${id_} allows an agent token`);
-        continue;
-      }
-      const grant = c.grants.get(req.target);
-      if (!grant) { miss(id_, 'target', `rule grants nothing for target ${req.target}`); continue; }
-      const missing = req.scopes.filter((s) => !grant.scopes.has(s));
-      if (missing.length) { miss(id_, 'scope', `scope not granted by this rule: ${missing.join(' ')}`); continue; }
-      const scopes = req.scopes.length ? req.scopes : [...grant.scopes];
-      const ttl = grantTtlCap(grant.ttl, opts.accessTokenMaxTtl);
-      if (!best || ttl > best.ttlCapSeconds) best = allow(id_, req.target, scopes, ttl, `rule ${id_} grants ${req.target}`);
+    for (const m of misses) {
+      if (STAGE_RANK[m.stage] > STAGE_RANK[furthest]) furthest = m.stage;
+      if (grants(m.rule) && (!furthestGranting || STAGE_RANK[m.stage] > STAGE_RANK[furthestGranting])) furthestGranting = m.stage;
     }
-    if (best) return best;
+    // The OAuth error follows the furthest stage any rule reached; rules that grant what is asked decide it when there are any.
+    const stage = furthestGranting && furthestGranting !== 'identity' ? furthestGranting : STAGE_RANK[furthest] >= STAGE_RANK.target ? 'target' : furthest;
     return {
-      allow: false,
-      policyVersion: version,
-      policyId: closest?.rule,
-      target: req.kind === 'credential' ? req.target : undefined,
-      grantedScopes: [],
-      ttlCapSeconds: 0,
-      reasons: [closest ? `closest rule ${closest.rule}: ${closest.reason}` : 'no policy rule exists'],
-      denial:
-        furthestGranting && furthestGranting !== 'identity'
-          ? furthestGranting
-          : STAGE_RANK[furthest] >= STAGE_RANK.target
-            ? 'target'
-            : furthest,
+      ...base,
+      policyId: closest?.rule.id,
+      reasons: [closest ? `closest rule ${closest.rule.id}: ${closest.reason}` : 'no policy rule exists'],
+      denial: DENIAL[stage],
     };
   }
 
-  function allow(policyId: string, target: string | undefined, scopes: string[], ttl: number, reason: string): Decision {
-    return { allow: true, policyId, policyVersion: version, target, grantedScopes: scopes, ttlCapSeconds: ttl, reasons: [reason] };
+  /** Every rule, matched or not and why, plus the decision (the same one `evaluate` returns). */
+  function explain(id: BlendedIdentity, req: PolicyRequest, where: PolicyEnvironment = {}): Explanation {
+    const input = lazyInput(id, req, where);
+    const rules = model.rules.map((r): RuleTrace => {
+      if (r.side === 'human' && !id.human) return { rule: r.id, side: r.side, source: r.source, matched: false, stage: 'human', reason: 'human rule: no person in this request' };
+      const res = r.side === 'agent' ? checkAgentRule(r, id, req, input) : checkHumanRule(r, id.human!, req, input);
+      return res.ok
+        ? { rule: r.id, side: r.side, source: r.source, matched: true, reason: `matches; grants ${res.scopes.join(' ') || (req.kind === 'agent-token' ? 'an agent token' : 'no scopes')} for ${res.ttl}s` }
+        : { rule: r.id, side: r.side, source: r.source, matched: false, stage: res.stage, reason: res.reason };
+    });
+    return { decision: evaluate(id, req, where), rules };
   }
 
-  return { evaluate, version };
+  return { evaluate, explain, version, model };
 }
-export type PolicyEngine = ReturnType<typeof createPolicyEngine>;
+
+/** Closest miss: one that grants what is asked beats one that does not, then the furthest stage; first rule wins ties. */
+function closestOf(misses: RuleMiss[], grants: (r: ModelRule) => boolean): RuleMiss | undefined {
+  let best: { m: RuleMiss; rank: number } | undefined;
+  for (const m of misses) {
+    const rank = STAGE_RANK[m.stage] + (m.near ? 0.5 : 0) + (grants(m.rule) ? 10 : 0);
+    if (!best || rank > best.rank) best = { m, rank };
+  }
+  return best?.m;
+}
+
+/** Obligations and scope parameters of both sides; a conflict refuses the pair (fail closed). */
+function mergeObligations(a: RuleAllows, h: RuleAllows | undefined, scopes: string[]): Pick<Decision, 'obligations' | 'scopeParams'> | string {
+  const sides = h ? [a, h] : [a];
+  const tags: Record<string, string> = {};
+  let approval: Obligations['approval'];
+  for (const s of sides) {
+    for (const [k, v] of Object.entries(s.grant?.obligations?.sessionTags ?? {})) {
+      if (tags[k] !== undefined && tags[k] !== v) return `session tag ${k} differs between ${a.rule.id} and ${h!.rule.id}`;
+      tags[k] = v;
+    }
+    const ap = s.grant?.obligations?.approval;
+    if (ap) approval = approval ? { approvers: [...new Set([...approval.approvers, ...ap.approvers])], windowSeconds: Math.min(approval.windowSeconds, ap.windowSeconds) } : { ...ap };
+  }
+  const scopeParams: Record<string, Record<string, string>> = {};
+  for (const scope of scopes)
+    for (const s of sides)
+      for (const [k, v] of Object.entries(s.grant?.scopes.get(scope) ?? {})) {
+        const p = (scopeParams[scope] ??= {});
+        if (p[k] !== undefined && p[k] !== v) return `parameter ${k} of scope ${scope} differs between ${a.rule.id} and ${h!.rule.id}`;
+        p[k] = v;
+      }
+  const obligations: Obligations = { ...(Object.keys(tags).length ? { sessionTags: tags } : {}), ...(approval ? { approval } : {}) };
+  return { ...(Object.keys(obligations).length ? { obligations } : {}), ...(Object.keys(scopeParams).length ? { scopeParams } : {}) };
+}
+
+export type PolicyEngine = ReturnType<typeof createEngineFromModel>;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-const duration = z.union([z.number().int().positive(), z.string().regex(/^\d+\s*(s|m|h|d)?$/, 'a duration like 90s, 15m, 2h')]);
+export const PolicyDuration = z.union([z.number().int().positive(), z.string().regex(/^\d+\s*(s|m|h|d)?$/, 'a duration like 90s, 15m, 2h')]);
 
 const stringMap = z.record(z.string(), z.union([z.string(), z.array(z.string()).nonempty()]));
 
@@ -17,10 +17,12 @@ export const WorkloadMatchSchema = z
   .strict()
   .refine((w) => !(w.subject && w.subjectPattern), 'use either subject or subjectPattern, not both');
 
+/** `required`: only with a human; `forbidden`: never with one; `optional` (default): either. */
+export const HumanPresenceSchema = z.enum(['required', 'optional', 'forbidden']);
+
 export const HumanMatchSchema = z
   .object({
-    /** `required`: only with a human; `forbidden`: never with one; `optional` (default): either. */
-    presence: z.enum(['required', 'optional', 'forbidden']).default('optional'),
+    presence: HumanPresenceSchema.default('optional'),
     provider: z.string().optional(),
     subjects: z.array(z.string()).optional(),
     /** The human must be in at least one of these groups. */
@@ -35,7 +37,7 @@ export const GrantSchema = z
     target: z.string().min(1),
     /** Scopes this rule may grant at the target. Empty = only a scope-less credential. */
     scopes: z.array(z.string().min(1)).default([]),
-    maxTtl: duration.optional(),
+    maxTtl: PolicyDuration.optional(),
   })
   .strict();
 
@@ -46,14 +48,19 @@ export const PolicyRuleSchema = z
     workload: WorkloadMatchSchema,
     human: HumanMatchSchema.optional(),
     /** Allows the startup exchange (attestation -> agent token) and caps the task it opens. */
-    agentToken: z.object({ maxTtl: duration.optional() }).strict().optional(),
+    agentToken: z.object({ maxTtl: PolicyDuration.optional() }).strict().optional(),
     grants: z.array(GrantSchema).default([]),
   })
   .strict();
 
 export const PolicySchema = z
   .object({
+    /** v1 rules (still supported; translated into the same model as v2 documents). */
     rules: z.array(PolicyRuleSchema).default([]),
+    /** v2 documents inline (`apiVersion: agent-sts.dev/v2`), validated by policy-document.ts. */
+    documents: z.array(z.unknown()).optional(),
+    /** A directory (or file) of v2 documents, relative to the configuration file. */
+    dir: z.string().min(1).optional(),
   })
   .strict();
 

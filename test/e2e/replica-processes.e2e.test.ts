@@ -85,11 +85,11 @@ describe('two broker processes on one PostgreSQL store', { timeout: 120_000 }, (
     const role = (login.json.credentials as { username: string }).username;
 
     const end = await fetch(`${a}/v1/tasks/${String(start.json.task_id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${agent}` } });
-    expect(end.status).toBe(200);
+    // 200: every credential revoked at once; 202: a revocation is queued (a loaded machine can push
+    // the DROP ROLE past its statement timeout) and the sweep leader retries it.
+    expect([200, 202]).toContain(end.status);
     const ended = Date.now();
-    // Ended through A, A revoked B's login at the target at once...
-    expect(await pgRoleExists(role)).toBe(false);
-    // ...and B refuses the agent token within 1 s (its revocation poll runs twice a second).
+    // B refuses the agent token within 1 s (its revocation poll runs twice a second)...
     let refusedAfter = -1;
     while (Date.now() - ended < 3000) {
       if ((await loginAt(b)).status === 400) {
@@ -100,6 +100,9 @@ describe('two broker processes on one PostgreSQL store', { timeout: 120_000 }, (
     }
     expect(refusedAfter).toBeGreaterThanOrEqual(0);
     expect(refusedAfter).toBeLessThanOrEqual(1000);
+    // ...and the login B issued is gone at the target (at once, or after the queued retry).
+    while ((await pgRoleExists(role)) && Date.now() - ended < 20_000) await sleep(200);
+    expect(await pgRoleExists(role)).toBe(false);
   });
 
   it('when the sweep leader is killed, the other process takes the sweep over after the lease expires', async () => {
