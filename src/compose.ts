@@ -12,7 +12,8 @@ import { createRoleAuth } from './server/role-auth.js';
 import { createProviderSet } from './trust-providers/provider-set.js';
 import { createIssuerSet } from './credential-issuers/issuer-set.js';
 import { checkIssuers } from './credential-issuers/health.js';
-import { createPolicyEngine } from './policy/policy-engine.js';
+import { createPolicySet } from './policy/policy-set.js';
+import { createPolicyAdmin } from './policy/policy-admin.js';
 import { createAuditLog } from './audit/audit-log.js';
 import { createRevocationList } from './tasks/revocation-list.js';
 import { createTaskService, ISSUING_GRACE_MS } from './tasks/task-service.js';
@@ -26,6 +27,7 @@ import { createApp } from './server/app.js';
 import { createBearerAuth } from './server/bearer-auth.js';
 import { createOAuthTokenEndpoints } from './server/oauth-revocation.js';
 import { createKillSwitch } from './tasks/kill-switch.js';
+import { openApprovals } from './approvals/open-approvals.js';
 import { ensureDevIssuerKey } from './dev/dev-issuer.js';
 import type { DestinationStream } from 'pino';
 import type { BearerClientConfig } from './config/config-schema.js';
@@ -142,11 +144,11 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   await trust.reload(true);
   const issuers = openIssuers(core, config, opts, () => issuerUrl.value);
   await issuers.reload(true);
-  const policy = createPolicyEngine(config.policy, {
-    agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl),
-    accessTokenMaxTtl: parseDuration(tokens.accessTokenMaxTtl),
-  });
+  // Config file + policy.dir + uploaded documents; every replica polls dir and table (policy-set.ts).
+  const policy = createPolicySet({ config, table: db.policyDocument, logger, clock });
+  await policy.reload(true);
   const audit = createAuditLog({ batch: database.batch, clock, logger });
+  const approvals = openApprovals({ db, audit, clock, logger, env: opts.env, fetch: opts.fetch, issuerUrl: () => issuerUrl.value }, config);
   const revocations = createRevocationList({ db, clock });
   await revocations.refresh();
   // Test hook only: set from the environment, never from the configuration (lib/chaos-hook.ts).
@@ -179,6 +181,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       logger,
       limits: { agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl), maxTaskTtl: parseDuration(tokens.maxTaskTtl), maxDelegationDepth: tokens.maxDelegationDepth },
       blocks: revocations,
+      approvals,
       chaos,
     }));
 
@@ -216,6 +219,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       introspectionClients: createBearerAuth(hashedClients(config.auth.introspectionClients, opts.env, 'introspectionClients')),
     }),
     killSwitch,
+    approvals,
+    policies: { set: policy, admin: createPolicyAdmin({ set: policy, table: db.policyDocument, audit }) },
     roles: createRoleAuth({
       bootstrap: {
         auditor: createBearerAuth(hashedClients(config.auth.auditors, opts.env, 'auditors')),
@@ -228,6 +233,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   });
 
   const timers: NodeJS.Timeout[] = [];
+  const onClose: (() => void)[] = [];
   const background = (name: string, everyMs: number, fn: () => Promise<unknown>) => {
     let running = false;
     const run = () => {
@@ -257,6 +263,9 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     background('revocation-refresh', REVOCATION_POLL_MS, () => revocations.refresh());
     background('trust-provider-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => trust.reload());
     background('credential-issuer-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => issuers.reload());
+    const reloadPolicy = background('policy-reload', parseDuration(config.server.providerReloadInterval) * 1000, () => policy.reload());
+    process.on('SIGHUP', reloadPolicy);
+    onClose.push(() => process.off('SIGHUP', reloadPolicy));
     background('replay-purge', 60_000, () => replay.purgeExpired());
     // The sweep (and, on its first pass, start-up recovery) runs only on the sweep lease's holder.
     background('sweep-lease', Math.floor(leaseTtlMs / 3), () => leadership.heartbeat());
@@ -277,6 +286,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
 
   async function close(): Promise<void> {
     timers.forEach(clearInterval);
+    onClose.forEach((f) => f());
     trust.close();
     await reaper.close();
     await leadership.release().catch(() => {});

@@ -15,6 +15,7 @@ import { registerProviderCommands } from './providers-commands.js';
 import { registerIssuerCommands } from './issuers-commands.js';
 import { registerDoctorCommands } from './doctor-commands.js';
 import { registerKillCommands } from './kill-commands.js';
+import { registerApprovalCommands } from './approval-commands.js';
 import { registerPolicyCommands } from './policy-commands.js';
 
 const env = process.env;
@@ -233,6 +234,7 @@ export async function runCli(argv: string[]): Promise<void> {
   registerIssuerCommands(program, { withCore, configOption, say, env });
   registerDoctorCommands(program, { withCore, configOption, say, env });
   registerKillCommands(program, { withCore, configOption, say, env });
+  registerApprovalCommands(program, { withCore, configOption, say, env });
   registerPolicyCommands(program, { withCore, configOption, say, env });
   await program.parseAsync(argv);
 }

@@ -10,6 +10,7 @@ import { createPolicyEngine, type PolicyEngine } from '../policy/policy-engine.j
 import { caseFilesIn, EnvInputSchema, formatExplanation, IdentityInputSchema, RequestInputSchema, runPolicyCases, toEnv, toIdentity, toRequest } from '../policy/policy-cases.js';
 import { diffPolicies } from '../policy/policy-diff.js';
 import type { CliHelpers } from './instance-commands.js';
+import { registerPolicyStoreCommands } from './policy-store-commands.js';
 
 const DEFAULT_LIMITS = { agentTokenMaxTtl: 3600, accessTokenMaxTtl: 900 };
 
@@ -45,9 +46,10 @@ function readValue<T>(what: string, text: string, schema: z.ZodType<T>): T {
   return r.data;
 }
 
-/** `agent-sts policy evaluate|test|diff`: offline, no database. */
+/** `agent-sts policy evaluate|test|diff` (offline, no database) and `put|rm|status` (the store). */
 export function registerPolicyCommands(program: Command, h: CliHelpers) {
-  const policy = program.command('policy').description('policy tools (offline: nothing is started, no database)');
+  const policy = program.command('policy').description('policy tools: evaluate|test|diff offline (no database); put|rm|status on the store');
+  registerPolicyStoreCommands(policy, h);
   const run = (fn: () => void) => {
     try {
       fn();

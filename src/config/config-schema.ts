@@ -143,6 +143,14 @@ export const AppConfigSchema = z
     credentialIssuers: z.array(PluginInstanceSchema).default([]),
     targets: z.array(TargetSchema).default([]),
     policy: PolicySchema.default({ rules: [] }),
+    /** Just-in-time approval: who is told when a grant waits for a person's decision. */
+    approvals: z
+      .object({
+        /** POSTed a JSON notice per new approval request; signed (X-Agent-STS-Signature) when `secret` is set. */
+        webhook: z.object({ url: z.string().url(), secret: SecretRefSchema.optional() }).strict().optional(),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 

@@ -11,7 +11,7 @@ import { checkGrantLifetimes } from '../policy/grant-lifetimes.js';
 import type { IssuerCapabilities } from '../credential-issuers/credential-issuer.js';
 import { parseDuration } from '../lib/clock.js';
 import { describeWhere, lineFinder, readPolicyPath, validateDocument, type LoadedDocument } from '../policy/policy-document.js';
-import { compilePolicyModel } from '../policy/policy-model.js';
+import { compilePolicyModel, type PolicyModel } from '../policy/policy-model.js';
 
 export type AppConfig = RawAppConfig;
 
@@ -144,6 +144,44 @@ export function validateConfig(raw: unknown, source: ConfigSource = {}): AppConf
     });
   });
   const documents = policyDocuments(cfg, source, problems);
+  problems.push(...compilePolicySet(cfg, documents).problems);
+  // Grant lifetimes against what each issuer declared it can issue (issuers whose config parsed; a
+  // name used twice is already an error, the first instance is checked).
+  if (cfg.tokens) {
+    const capabilities = new Map<string, { type: string; capabilities: IssuerCapabilities }>();
+    for (const inst of credentialIssuers)
+      if (parsed.has(inst) && !capabilities.has(inst.name)) capabilities.set(inst.name, { type: inst.type, capabilities: credentialIssuerCatalog.get(inst.type).capabilities(inst.config) });
+    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: capabilities, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
+  }
+  if (problems.length) throw new ConfigError([...new Set(problems)]);
+  // The engine gets every v2 document inline, whether written inline or in policy.dir.
+  const { dir: _dir, ...rest } = cfg.policy;
+  const policy = documents.length ? { ...rest, documents: documents.map((d) => d.doc) } : rest;
+  // The live policy set (policy-set.ts) re-reads policy.dir on change: it needs the resolved path
+  // and which documents were written inline.
+  policySources.set(policy, { dir: cfg.policy.dir ? resolve(source.baseDir ?? '.', cfg.policy.dir) : undefined, inlineCount: cfg.policy.documents?.length ?? 0 });
+  return { ...cfg, policy, trustProviders, credentialIssuers };
+}
+
+const policySources = new WeakMap<object, { dir?: string; inlineCount: number }>();
+
+/**
+ * Where a validated configuration's v2 documents came from: `policy.dir` (absolute) and how many
+ * of `policy.documents` (the first ones) were written inline; the rest were read from the dir.
+ */
+export function policySourcesOf(policy: AppConfig['policy']): { dir?: string; inlineCount: number } {
+  return policySources.get(policy) ?? { inlineCount: policy.documents?.length ?? 0 };
+}
+
+/**
+ * Compiles v1 rules and the given v2 documents against a validated configuration (its trust
+ * providers, targets and token limits; ceilings and lifetimes inside the model), as at start-up.
+ * Every problem names where it is and why.
+ */
+export function compilePolicySet(cfg: AppConfig, documents: LoadedDocument[]): { model: PolicyModel; problems: string[] } {
+  const targetNames = new Set(cfg.targets.map((t) => t.name));
+  const providerTypes = new Map(cfg.trustProviders.map((p) => [p.name, p.type]));
+  const problems: string[] = [];
   const v2 = compilePolicyModel(
     { rules: cfg.policy.rules, documents },
     { agentTokenMaxTtl: parseDuration(cfg.tokens?.agentTokenMaxTtl ?? '1h'), accessTokenMaxTtl: parseDuration(cfg.tokens?.accessTokenMaxTtl ?? '15m') },
@@ -160,19 +198,7 @@ export function validateConfig(raw: unknown, source: ConfigSource = {}): AppConf
     });
     for (const g of r.grants.values()) if (!targetNames.has(g.target)) problems.push(`${g.source}.target: no target named "${g.target}"`);
   }
-  // Grant lifetimes against what each issuer declared it can issue (issuers whose config parsed; a
-  // name used twice is already an error, the first instance is checked).
-  if (cfg.tokens) {
-    const capabilities = new Map<string, { type: string; capabilities: IssuerCapabilities }>();
-    for (const inst of credentialIssuers)
-      if (parsed.has(inst) && !capabilities.has(inst.name)) capabilities.set(inst.name, { type: inst.type, capabilities: credentialIssuerCatalog.get(inst.type).capabilities(inst.config) });
-    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: capabilities, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
-  }
-  if (problems.length) throw new ConfigError([...new Set(problems)]);
-  // The engine gets every v2 document inline, whether written inline or in policy.dir.
-  const { dir: _dir, ...rest } = cfg.policy;
-  const policy = documents.length ? { ...rest, documents: documents.map((d) => d.doc) } : rest;
-  return { ...cfg, policy, trustProviders, credentialIssuers };
+  return { model: v2.model, problems };
 }
 
 /** v2 documents of policy.documents (inline) and policy.dir, each problem with file and line. */

@@ -79,7 +79,7 @@ export interface Decision {
   obligations?: {
     /** Tags for the issued session (e.g. AWS STS session tags). */
     sessionTags?: Record<string, string>;
-    /** Someone must approve first (not built yet: the exchange refuses such grants). */
+    /** Someone must approve first (just-in-time approval: src/approvals/). */
     approval?: { approvers: string[]; windowSeconds: number };
   };
   /** Granted scope -> parameters for the issuer's templates (policy v2 `{name, params}` scopes). */

@@ -11,6 +11,7 @@ export type OAuthErrorCode =
   | 'unsupported_grant_type'
   | 'invalid_scope'
   | 'invalid_target'
+  | 'authorization_pending'
   | 'temporarily_unavailable'
   | 'server_error';
 
@@ -55,6 +56,21 @@ export class TargetNotAllowed extends StsError {
 export class ScopeNotAllowed extends StsError {
   readonly oauthCode = 'invalid_scope';
   readonly status = 400;
+}
+/**
+ * The grant needs a person's approval first (just-in-time approval). `authorization_pending` is
+ * borrowed from RFC 8628 §3.5 (a code the client retries on); the answer carries the
+ * `approval_id` extension member so the agent can point a person at the request.
+ */
+export class AuthorizationPending extends StsError {
+  readonly oauthCode = 'authorization_pending';
+  readonly status = 400;
+  constructor(
+    readonly approvalId: string,
+    opts?: { detail?: Record<string, unknown> },
+  ) {
+    super(`approval required: request ${approvalId} is waiting for a decision`, opts);
+  }
 }
 /** An upstream (IdP JWKS, database, cloud API) could not be reached: retry later. */
 export class UpstreamUnavailable extends StsError {

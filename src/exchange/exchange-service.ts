@@ -21,6 +21,7 @@ import { Secret as SecretValue } from '../core/secret.js';
 import type { ChaosHook } from '../lib/chaos-hook.js';
 import type { RevocationList } from '../tasks/revocation-list.js';
 import { blockOn } from '../tasks/kill-switch.js';
+import type { ApprovalService } from '../approvals/approval-service.js';
 
 /** Options of an explicitly opened task (POST /v1/tasks). */
 export interface TaskOptions {
@@ -55,6 +56,8 @@ export interface ExchangeDeps {
   chaos?: ChaosHook;
   /** Kill switch: identities whose exchanges are refused (refreshed each second on every replica). */
   blocks?: Pick<RevocationList, 'blockOf'>;
+  /** Just-in-time approval of grants with an approval obligation; absent: such grants are refused. */
+  approvals?: Pick<ApprovalService, 'gate'>;
 }
 
 type Presented =
@@ -188,19 +191,24 @@ export function createExchangeService(deps: ExchangeDeps) {
     }
   }
 
-  function decide(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext): Decision {
+  async function decide(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext, target: string): Promise<Decision> {
     const d = deps.policy.evaluate(identity, request, { now: ctx.now, clientAddress: ctx.clientAddress });
     Object.assign(event, { policyId: d.policyId, policyVersion: d.policyVersion });
     if (!d.allow) throw denialError(d, ctx);
-    // Just-in-time approval is not built yet: never issue what policy says needs an approver.
-    if (d.obligations?.approval)
-      throw new MalformedRequest(`this grant requires approval (by ${d.obligations.approval.approvers.join(', ')}), which this server does not support yet`, { detail: { reasons: [...d.reasons, 'approval obligation: approval flow not built'], policyId: d.policyId } });
-    return d;
+    const approval = d.obligations?.approval;
+    if (!approval) return d;
+    // Never issue what policy says needs an approver without an approved, unexpired approval.
+    if (!deps.approvals)
+      throw new MalformedRequest('this grant requires approval, which this server is not set up for', { detail: { reasons: [...d.reasons, 'approval obligation: no approval service'], policyId: d.policyId } });
+    const rules = d.decidingRules ? [d.decidingRules.agent, d.decidingRules.human].filter(Boolean).join('+') : (d.policyId ?? '');
+    // Throws AuthorizationPending (pending/new) or PolicyDenied (denied); the refusal is audited by exchange().
+    const approvalId = await deps.approvals.gate({ identity, target, grantedScopes: d.grantedScopes, policyId: rules, approval }, ctx);
+    return { ...d, reasons: [...d.reasons, `approval ${approvalId} approved`] };
   }
 
   async function startupExchange(identity: BlendedIdentity, req: ExchangeRequest, ctx: CallContext, event: AuditEventInput, markCommitted: () => void, task?: TaskOptions): Promise<ExchangeResult> {
     event.target = deps.issuerUrl;
-    const d = decide(identity, { kind: 'agent-token', lifetime: req.requestedLifetime }, event, ctx);
+    const d = await decide(identity, { kind: 'agent-token', lifetime: req.requestedLifetime }, event, ctx, deps.issuerUrl);
     const ttl = Math.min(d.ttlCapSeconds, deps.limits.maxTaskTtl, deps.limits.agentTokenMaxTtl, req.requestedLifetime ?? Infinity, task?.ttlSeconds ?? Infinity);
     return openTask(identity, { ttl, task, reason: d.reasons.join('; '), scopes: [] }, req, ctx, event, markCommitted);
   }
@@ -264,7 +272,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const remaining = Math.floor((agent.expiresAt.getTime() - ctx.now.getTime()) / 1000);
     if (req.requestedLifetime !== undefined && req.requestedLifetime > remaining)
       throw new MalformedRequest('requested_lifetime is longer than the parent agent token has left');
-    const d = decide(identity, { kind: 'agent-token' }, event, ctx);
+    const d = await decide(identity, { kind: 'agent-token' }, event, ctx, deps.issuerUrl);
     const ttl = Math.min(remaining, d.ttlCapSeconds, req.requestedLifetime ?? Infinity);
     if (ttl < 1) throw new SubjectTokenRejected('the task of this agent token has no time left');
     // Agent tokens do not carry the instance: the child task inherits it from the parent's row, so it ends with the pod too.
@@ -304,7 +312,7 @@ export function createExchangeService(deps: ExchangeDeps) {
   ): Promise<ExchangeResult> {
     if (agent?.targetCeiling && !agent.targetCeiling.includes(target.name)) throw new TargetNotAllowed("target is outside this sub-agent token's audience");
     if (agent?.scopeCeiling && req.scopes.some((sc) => !agent.scopeCeiling!.includes(sc))) throw new ScopeNotAllowed("scope is wider than this sub-agent token's");
-    let d = decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes, lifetime: req.requestedLifetime }, event, ctx);
+    let d = await decide(identity, { kind: 'credential', target: target.name, scopes: req.scopes, lifetime: req.requestedLifetime }, event, ctx, target.name);
     if (agent?.scopeCeiling) {
       // Without an explicit scope the grant's scopes apply: a sub-agent gets only those within its ceiling.
       const within = d.grantedScopes.filter((sc) => agent.scopeCeiling!.includes(sc));

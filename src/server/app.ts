@@ -25,6 +25,11 @@ import { oauthError, problem, problemFor } from './http-errors.js';
 import { INTROSPECTION_PATH, REVOCATION_PATH, type OAuthTokenEndpoints } from './oauth-revocation.js';
 import { registerIdentityAdmin } from './admin-identities.js';
 import type { KillSwitch } from '../tasks/kill-switch.js';
+import type { ApprovalService } from '../approvals/approval-service.js';
+import { registerApprovalAdmin } from './admin-approvals.js';
+import type { PolicySet } from '../policy/policy-set.js';
+import type { PolicyAdmin } from '../policy/policy-admin.js';
+import { registerPolicyAdmin } from './admin-policies.js';
 
 export interface AppDeps {
   issuerUrl: () => string;
@@ -54,6 +59,10 @@ export interface AppDeps {
   oauthTokens?: OAuthTokenEndpoints;
   /** The kill switch (`/v1/admin/identities`). */
   killSwitch?: KillSwitch;
+  /** Just-in-time approvals (`/v1/admin/approvals`). */
+  approvals?: ApprovalService;
+  /** The live policy set and its admin (`/v1/admin/policies`). */
+  policies?: { set: PolicySet; admin: PolicyAdmin };
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -192,6 +201,8 @@ export function createApp(deps: AppDeps) {
   registerIssuerAdmin(app, { roles: deps.roles, issuers: deps.issuers, admin: createIssuerAdmin({ issuers: deps.issuers, db: deps.db, audit: deps.audit, kek: deps.kek }), ctxOf });
   deps.oauthTokens?.register(app, ctxOf);
   if (deps.killSwitch) registerIdentityAdmin(app, { roles: deps.roles, killSwitch: deps.killSwitch, ctxOf });
+  if (deps.approvals) registerApprovalAdmin(app, { roles: deps.roles, approvals: deps.approvals, ctxOf });
+  if (deps.policies) registerPolicyAdmin(app, { roles: deps.roles, ctxOf, ...deps.policies });
 
   return app;
 }

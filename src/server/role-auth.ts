@@ -16,7 +16,7 @@ export interface RoleMapping {
 }
 
 export type RoleCheck =
-  | { ok: true; principal: string; via: 'bootstrap' | 'provider' }
+  | { ok: true; principal: string; via: 'bootstrap' | 'provider'; /** A person's groups (provider principals of people only). */ groups?: string[] }
   /** 401: no credential or one that does not verify; 403: a verified identity without the role. */
   | { ok: false; status: 401 | 403; detail: string };
 
@@ -65,7 +65,7 @@ export function createRoleAuth(deps: {
         return { ok: false, status: 401, detail: 'the credential could not be verified' };
       }
       if (!holds(role, provider, id)) return { ok: false, status: 403, detail: `this identity does not hold the ${role} role` };
-      return { ok: true, principal: `${provider}:${id.subject}`, via: 'provider' };
+      return { ok: true, principal: `${provider}:${id.subject}`, via: 'provider', ...(id.kind === 'human' ? { groups: id.groups } : {}) };
     },
   };
 }

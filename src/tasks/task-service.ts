@@ -212,6 +212,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     deps.revocations.revokeTask(taskId);
     // Whoever moves the task out of `open` writes the one-off records (replicas and retries race here).
     const ending = task.state === 'open' && (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending' } })).count === 1;
+    const lostRace = task.state === 'open' && !ending;
     const creds = await deps.db.credential.findMany({ where: { taskId }, orderBy: { issuedAt: 'asc' }, include: withTask });
     const now = deps.clock.now();
     const results: TaskEndResult['credentials'] = [];
@@ -222,6 +223,9 @@ export function createTaskService(deps: TaskServiceDeps) {
       let fate: CredentialFate;
       let revokedAt = c.state === 'revoked' ? c.revokedAt : null;
       if (c.state === 'revoked' || c.state === 'expired' || c.state === 'failed') fate = c.state;
+      // Another call (replica, pod watcher, sweep) moved this task out of `open` first and is
+      // revoking: leave the credentials to it, so the two calls never split them between them.
+      else if (lostRace) fate = revocable ? 'revocation_pending' : 'expires_naturally';
       else if (!revocable) {
         // Nothing can end it early, so its row stays as it is: valid until expiresAt, when the sweep records credential.expire.
         fate = c.expiresAt <= now ? 'expired' : 'expires_naturally';

@@ -1,5 +1,5 @@
 // Policy v2 through the token endpoint: a v2 grant issues, a CEL condition on the client network
-// denies, and a grant with an approval obligation is refused (approval is not built yet).
+// denies, and a grant with an approval obligation waits for an approval (approvals.e2e.test.ts has the flow).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
@@ -68,10 +68,10 @@ describe('policy v2 at the token endpoint', () => {
     expect(r.json.error).toBe('invalid_request');
   });
 
-  it('refuses a grant that requires approval instead of issuing it', async () => {
+  it('answers authorization_pending for a grant that requires approval instead of issuing it', async () => {
     const r = await exchange('payouts', 'pay');
     expect(r.status, r.text).toBe(400);
-    expect(r.json).toMatchObject({ error: 'invalid_request' });
-    expect(r.json.error_description).toContain('requires approval (by cfo), which this server does not support yet');
+    expect(r.json).toMatchObject({ error: 'authorization_pending', approval_id: expect.stringMatching(/^apr_/) });
+    expect(r.json.access_token).toBeUndefined();
   });
 });
