@@ -7,6 +7,7 @@ import type { PolicySet } from '../policy/policy-set.js';
 import { adminGuard, sendProblem, type AdminApp } from './admin-instances.js';
 import { mediaType, readJsonBody, refuseBody } from './json-body.js';
 import type { RoleAuth } from './role-auth.js';
+import { EnvInputSchema, IdentityInputSchema, RequestInputSchema, toEnv, toIdentity, toRequest } from '../policy/policy-cases.js';
 
 const BASE = '/v1/admin/policies';
 const YAML_TYPES = new Set(['application/yaml', 'application/x-yaml', 'text/yaml']);
@@ -45,6 +46,8 @@ function readContent(req: FastifyRequest): { ok: true; value: string } | { ok: f
  * see policy-admin.ts) and `POST /v1/admin/policies/reload` (re-read policy.dir and the table now).
  * Admin role only.
  */
+const ExplainBody = z.object({ identity: IdentityInputSchema, request: RequestInputSchema, env: EnvInputSchema.optional() }).strict();
+
 export function registerPolicyAdmin(app: AdminApp, deps: { roles: RoleAuth; ctxOf: (req: FastifyRequest) => CallContext; set: PolicySet; admin: PolicyAdmin }) {
   const admin = adminGuard(deps);
 
@@ -61,6 +64,19 @@ export function registerPolicyAdmin(app: AdminApp, deps: { roles: RoleAuth; ctxO
   app.get(BASE, async (req, reply) => {
     if (!(await admin(req, reply))) return reply;
     return policyStatusJson(deps.set);
+  });
+
+  /**
+   * Explains one decision with the set in force: every rule considered, matched or not, and why
+   * (the same as `agent-sts policy evaluate`). Body: `{ identity, request, env? }` in the format of
+   * policy test cases. Read-only: decides nothing, issues nothing.
+   */
+  app.post(`${BASE}/explain`, async (req, reply) => {
+    if (!(await admin(req, reply))) return reply;
+    const body = readJsonBody(req, ExplainBody);
+    if (!body.ok) return refuseBody(reply, body);
+    const e = deps.set.engine().explain(toIdentity(body.value.identity), toRequest(body.value.request), toEnv(body.value.env));
+    return reply.header('cache-control', 'no-store').send(e);
   });
 
   app.post(`${BASE}/reload`, async (req, reply) => {

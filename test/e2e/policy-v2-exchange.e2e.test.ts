@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
 describe('policy v2 at the token endpoint', () => {
   let issuer: FakeIssuer;
@@ -73,5 +73,19 @@ describe('policy v2 at the token endpoint', () => {
     expect(r.status, r.text).toBe(400);
     expect(r.json).toMatchObject({ error: 'authorization_pending', approval_id: expect.stringMatching(/^apr_/) });
     expect(r.json.access_token).toBeUndefined();
+  });
+
+  it('explains a decision through the admin API: each rule considered and why, with the set in force', async () => {
+    const ask = (body: unknown, auth = `Bearer ${TEST_ADMIN_TOKEN}`) =>
+      fetch(`${broker.url}/v1/admin/policies/explain`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const allow = await ask({ identity: { workload: { provider: 'ci', subject: 'test://billing-bot' } }, request: { target: 'billing-api', scopes: ['invoices:read'] } });
+    expect(allow.status).toBe(200);
+    const a = (await allow.json()) as Record<string, unknown>;
+    expect(JSON.stringify(a)).toContain('agents');
+    expect((a.decision as { allow: boolean }).allow).toBe(true);
+    const deny = (await (await ask({ identity: { workload: { provider: 'ci', subject: 'test://stranger' } }, request: { target: 'billing-api', scopes: ['invoices:read'] } })).json()) as { decision: { allow: boolean } };
+    expect(deny.decision.allow).toBe(false);
+    expect((await ask({ identity: {}, request: {} })).status).toBe(400);
+    expect((await ask({ identity: { workload: { provider: 'ci', subject: 'x' } }, request: { target: 't' } }, 'Bearer nope')).status).toBe(401);
   });
 });
