@@ -85,12 +85,10 @@ export function createInstanceAdmin(o: InstanceAdminOptions) {
   async function apply(ctx: ChangeContext, action: string, name: string, next: Candidate | null, write: () => Promise<unknown>): Promise<void> {
     const summary = next ? `; type ${next.type}, enabled ${next.enabled}, config sha256 ${sha256Hex(JSON.stringify(next.config)).slice(0, 16)}` : '';
     const event = { requestId: ctx.requestId, action: `${o.auditAction}.${action}`, clientAddress: ctx.clientAddress, ...o.auditFields(name) };
-    await o.audit.append({ event: { ...event, outcome: 'allow', reason: `by ${ctx.principal}${summary}` } });
     try {
-      await write();
+      await auditedWrite(o.audit, event, ctx.principal, summary, write);
     } catch (e) {
       const code = (e as { code?: string }).code;
-      await o.audit.append({ event: { ...event, outcome: 'failure', reason: `by ${ctx.principal}: not applied (${code ?? 'storage error'})` } });
       if (code === 'P2002') throw new InstanceChangeRefused(409, 'conflict', `a ${o.kind} named "${name}" exists`);
       if (code === 'P2025') throw notFound(name);
       throw e;
@@ -135,6 +133,27 @@ export function createInstanceAdmin(o: InstanceAdminOptions) {
   };
 }
 export type InstanceAdmin = ReturnType<typeof createInstanceAdmin>;
+
+/**
+ * An admin change: audited (`allow`, by whom, with a summary) before it is applied, then written;
+ * a write that fails gets a `failure` record and is rethrown (Prisma's `code` tells callers why).
+ */
+export async function auditedWrite(
+  audit: Pick<AuditLog, 'append'>,
+  event: Omit<AuditEventInput, 'outcome' | 'reason'>,
+  principal: string,
+  summary: string,
+  write: () => Promise<unknown>,
+): Promise<void> {
+  await audit.append({ event: { ...event, outcome: 'allow', reason: `by ${principal}${summary}` } });
+  try {
+    await write();
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    await audit.append({ event: { ...event, outcome: 'failure', reason: `by ${principal}: not applied (${code ?? 'storage error'})` } });
+    throw e;
+  }
+}
 
 /** Paths of inline secret values (`insecureValue`) in a config: never accepted at runtime. */
 export function inlineSecretPaths(v: unknown, path = 'config'): string[] {

@@ -1,6 +1,6 @@
 import type { AuditLog } from '../audit/audit-log.js';
 import { sha256Hex } from '../lib/crypto.js';
-import { InstanceChangeRefused, type ChangeContext } from '../lib/instance-admin.js';
+import { auditedWrite, InstanceChangeRefused, type ChangeContext } from '../lib/instance-admin.js';
 import { parsePolicyFile } from './policy-document.js';
 import { apiSource, type PolicyDocumentTable, type PolicySet } from './policy-set.js';
 
@@ -38,12 +38,10 @@ export function createPolicyAdmin(o: { set: PolicySet; table: PolicyDocumentTabl
 
   async function apply(ctx: ChangeContext, action: 'put' | 'delete', name: string, summary: string, write: () => Promise<unknown>) {
     const event = { requestId: ctx.requestId, action: `admin.policy.${action}`, clientAddress: ctx.clientAddress, policyId: name };
-    await o.audit.append({ event: { ...event, outcome: 'allow', reason: `by ${ctx.principal}${summary}` } });
     try {
-      await write();
+      await auditedWrite(o.audit, event, ctx.principal, summary, write);
     } catch (e) {
       const code = (e as { code?: string }).code;
-      await o.audit.append({ event: { ...event, outcome: 'failure', reason: `by ${ctx.principal}: not applied (${code ?? 'storage error'})` } });
       if (code === 'P2025') throw new InstanceChangeRefused(404, 'policy not found', `no uploaded policy document named "${name}"`);
       throw e;
     }
