@@ -49,11 +49,19 @@ export function createRoleAuth(deps: {
   }
 
   return {
-    async check(authorization: string | undefined, role: Role, ctx: CallContext): Promise<RoleCheck> {
-      const name = deps.bootstrap[role].authenticate(authorization);
-      if (name) return { ok: true, principal: `bootstrap:${name}`, via: 'bootstrap' };
+    /**
+     * Whether the caller holds `role` (or any of several roles: the credential is verified once,
+     * which matters for single-use attestations such as signed AWS requests).
+     */
+    async check(authorization: string | undefined, role: Role | readonly Role[], ctx: CallContext): Promise<RoleCheck> {
+      const roles: readonly Role[] = typeof role === 'string' ? [role] : role;
+      const named = roles.join(' or ');
+      for (const r of roles) {
+        const name = deps.bootstrap[r].authenticate(authorization);
+        if (name) return { ok: true, principal: `bootstrap:${name}`, via: 'bootstrap' };
+      }
       const token = bearerToken(authorization);
-      if (!token || token.split('.').length !== 3) return { ok: false, status: 401, detail: `an ${role} credential is required` };
+      if (!token || token.split('.').length !== 3) return { ok: false, status: 401, detail: `an ${named} credential is required` };
       let provider: string;
       let id: VerifiedIdentity;
       try {
@@ -61,10 +69,10 @@ export function createRoleAuth(deps: {
         provider = p.name;
         id = await p.verify({ token, tokenType: TOKEN_TYPE.jwt }, ctx);
       } catch (e) {
-        deps.logger.info({ requestId: ctx.requestId, role, reason: e instanceof StsError ? e.detail : (e as Error).message }, 'role credential refused');
+        deps.logger.info({ requestId: ctx.requestId, role: named, reason: e instanceof StsError ? e.detail : (e as Error).message }, 'role credential refused');
         return { ok: false, status: 401, detail: 'the credential could not be verified' };
       }
-      if (!holds(role, provider, id)) return { ok: false, status: 403, detail: `this identity does not hold the ${role} role` };
+      if (!roles.some((r) => holds(r, provider, id))) return { ok: false, status: 403, detail: `this identity does not hold the ${named} role` };
       return { ok: true, principal: `${provider}:${id.subject}`, via: 'provider', ...(id.kind === 'human' ? { groups: id.groups } : {}) };
     },
   };

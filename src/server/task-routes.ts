@@ -84,15 +84,19 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
     return false;
   }
 
+  /** The agent may act on this task (its own or a descendant's); otherwise the refusal is sent. */
+  async function mayAct(agent: AgentTokenIdentity, req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply): Promise<boolean> {
+    if (await governs(agent.taskId, req.params.id)) return true;
+    // 403 for another agent's task, 404 for no such task.
+    const exists = await deps.db.task.findUnique({ where: { id: req.params.id }, select: { id: true } });
+    await sendProblem(reply, exists ? 403 : 404, exists ? 'forbidden' : 'task not found', exists ? 'the agent token belongs to another task' : undefined);
+    return false;
+  }
+
   /** Agent of this task (or an ancestor) → ok; otherwise the refusal has been sent. */
   async function authorize(req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, opts: { ignoreRevocation: boolean }): Promise<boolean> {
     const agent = await agentOf(req, reply, opts);
-    if (!agent) return false;
-    if (await governs(agent.taskId, req.params.id)) return true;
-    const exists = await deps.db.task.findUnique({ where: { id: req.params.id }, select: { id: true } });
-    // Another agent's task: do not confirm it exists.
-    await sendProblem(reply, exists ? 403 : 404, exists ? 'forbidden' : 'task not found', exists ? 'the agent token belongs to another task' : undefined);
-    return false;
+    return agent !== undefined && mayAct(agent, req, reply);
   }
 
   app.post('/v1/tasks', async (req, reply) => {
@@ -123,13 +127,13 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
   });
 
   app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
+    // An agent token (verified once) of this task or an ancestor's; else an auditor or admin credential.
     const token = bearerToken(req.headers.authorization);
-    const own = token?.split('.').length === 3 && (await deps.agentTokens.verify(token, { ignoreRevocation: true }).then(() => true, () => false));
-    if (own) {
-      if (!(await authorize(req, reply, { ignoreRevocation: true }))) return reply;
-    } else {
-      const role = (await deps.roles.check(req.headers.authorization, 'auditor', deps.ctxOf(req))).ok || (await deps.roles.check(req.headers.authorization, 'admin', deps.ctxOf(req))).ok;
-      if (!role) return unauthorized(reply, 'an agent token of this task (or its parent), or an auditor or admin credential, is required');
+    const agent = token && token.length <= deps.maxTokenBytes ? await deps.agentTokens.verify(token, { ignoreRevocation: true }).catch(() => undefined) : undefined;
+    if (agent) {
+      if (!(await mayAct(agent, req, reply))) return reply;
+    } else if (!(await deps.roles.check(req.headers.authorization, ['auditor', 'admin'], deps.ctxOf(req))).ok) {
+      return unauthorized(reply, 'an agent token of this task (or its parent), or an auditor or admin credential, is required');
     }
     const t = await deps.db.task.findUnique({ where: { id: req.params.id } });
     if (!t) return sendProblem(reply, 404, 'task not found');
