@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPostgresDatabase, type TestPostgresDatabase } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { runAgentSts, ROOT } from '../support/cli.js';
-import { freePort, startBrokerProcess, type BrokerProcess } from '../support/broker-process.js';
+import { startBrokerProcess, writeProcessConfig, type BrokerProcess } from '../support/broker-process.js';
 import { JWT_TYPE, postToken, TOKEN_EXCHANGE } from '../support/broker.js';
 import { openDatabase, type Database } from '../../src/storage/prisma-client.js';
 import { sha256Hex } from '../../src/lib/crypto.js';
@@ -38,27 +38,21 @@ describe('policy hot reload on two broker processes sharing PostgreSQL', { timeo
   const brokers: Record<'a' | 'b', BrokerProcess | undefined> = { a: undefined, b: undefined };
   const env = { RP_KEK: randomBytes(32).toString('base64'), RP_ADMIN: ADMIN };
 
-  const configFor = async (name: string) => {
-    const file = join(dir, `${name}.json`);
-    writeFileSync(
-      file,
-      JSON.stringify({
-        server: { host: '127.0.0.1', port: await freePort(), issuer: 'https://agent-sts.policy-replicas.test', providerReloadInterval: '1s' },
-        storage: { url: store.url },
-        keys: { kek: { fromEnv: 'RP_KEK' } },
-        logging: { level: 'info' },
-        auth: { admins: [{ name: 'ops', token: { fromEnv: 'RP_ADMIN' } }] },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
-        credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
-        targets: [
-          { name: 'api', audiences: ['api'], issuer: 'tokens', scopes: ['read'] },
-          { name: 'reports', audiences: ['reports'], issuer: 'tokens', scopes: ['read'] },
-        ],
-        policy: { rules: [{ id: 'agent', workload: { subject: 'test://agent' }, grants: [{ target: 'api', scopes: ['read'] }] }] },
-      }),
-    );
-    return file;
-  };
+  const configFor = (name: string) =>
+    writeProcessConfig(dir, name, {
+      server: { issuer: 'https://agent-sts.policy-replicas.test', providerReloadInterval: '1s' },
+      storage: { url: store.url },
+      keys: { kek: { fromEnv: 'RP_KEK' } },
+      logging: { level: 'info' },
+      auth: { admins: [{ name: 'ops', token: { fromEnv: 'RP_ADMIN' } }] },
+      trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+      credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
+      targets: [
+        { name: 'api', audiences: ['api'], issuer: 'tokens', scopes: ['read'] },
+        { name: 'reports', audiences: ['reports'], issuer: 'tokens', scopes: ['read'] },
+      ],
+      policy: { rules: [{ id: 'agent', workload: { subject: 'test://agent' }, grants: [{ target: 'api', scopes: ['read'] }] }] },
+    });
 
   beforeAll(async () => {
     workloads = await startFakeOidcIssuer();

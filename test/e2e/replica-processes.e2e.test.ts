@@ -1,14 +1,14 @@
 // Two real broker processes (`agent-sts serve`) on one PostgreSQL store: exactly one of them runs
 // the sweep, a task ended through one is refused by the other within 1 s, and when the sweep
 // leader is killed with SIGKILL the other takes the sweep over once the lease has expired.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPostgresDatabase, dropPgRolesWithPrefix, PG_ADMIN_URL, pgRoleExists, type TestPostgresDatabase } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { freePort, startBrokerProcess, type BrokerProcess } from '../support/broker-process.js';
+import { startBrokerProcess, writeProcessConfig, type BrokerProcess } from '../support/broker-process.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TOKEN_EXCHANGE } from '../support/broker.js';
 import { openDatabase, type Database } from '../../src/storage/prisma-client.js';
 
@@ -24,25 +24,19 @@ describe('two broker processes on one PostgreSQL store', { timeout: 120_000 }, (
   const brokers: Record<'a' | 'b', BrokerProcess | undefined> = { a: undefined, b: undefined };
   const env = { RP_KEK: randomBytes(32).toString('base64'), RP_PG_ADMIN: PG_ADMIN_URL };
 
-  const configFor = async (name: string) => {
-    const file = join(dir, `${name}.json`);
-    writeFileSync(
-      file,
-      JSON.stringify({
-        // One public issuer for both, as behind a load balancer: a token minted by one is valid at the other.
-        server: { host: '127.0.0.1', port: await freePort(), issuer: 'https://agent-sts.replicas.test' },
-        storage: { url: store.url },
-        keys: { kek: { fromEnv: 'RP_KEK' } },
-        logging: { level: 'info' },
-        sweep: { interval: '1s' },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
-        credentialIssuers: [{ name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'RP_PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } }],
-        targets: [{ name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'] }],
-        policy: { rules: [{ id: 'agent', workload: { subject: 'test://agent' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] }] },
-      }),
-    );
-    return file;
-  };
+  const configFor = (name: string) =>
+    writeProcessConfig(dir, name, {
+      // One public issuer for both, as behind a load balancer: a token minted by one is valid at the other.
+      server: { issuer: 'https://agent-sts.replicas.test' },
+      storage: { url: store.url },
+      keys: { kek: { fromEnv: 'RP_KEK' } },
+      logging: { level: 'info' },
+      sweep: { interval: '1s' },
+      trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+      credentialIssuers: [{ name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'RP_PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } }],
+      targets: [{ name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'] }],
+      policy: { rules: [{ id: 'agent', workload: { subject: 'test://agent' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] }] },
+    });
 
   beforeAll(async () => {
     workloads = await startFakeOidcIssuer();

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { ROOT } from './cli.js';
 
@@ -28,6 +29,16 @@ export async function freePort(): Promise<number> {
   const port = (s.address() as { port: number }).port;
   await new Promise((r) => s.close(r));
   return port;
+}
+
+/**
+ * Writes a broker config as `<dir>/<name>.json` (YAML is a superset of JSON), listening on a fresh
+ * loopback port; returns the file to give `startBrokerProcess`.
+ */
+export async function writeProcessConfig(dir: string, name: string, config: { server?: Record<string, unknown> } & Record<string, unknown>): Promise<string> {
+  const file = join(dir, `${name}.json`);
+  writeFileSync(file, JSON.stringify({ ...config, server: { host: '127.0.0.1', port: await freePort(), ...config.server } }, null, 2));
+  return file;
 }
 
 export async function startBrokerProcess(configFile: string, env: Record<string, string>, timeoutMs = 30_000): Promise<BrokerProcess> {
