@@ -45,3 +45,24 @@ describe('auth.roles and server.providerReloadInterval', () => {
     expect(problems({ server: { providerReloadInterval: 'soon' } }).join('\n')).toMatch(/server\.providerReloadInterval/);
   });
 });
+
+describe('targets[].issuerRegisteredAtRuntime', () => {
+  const issuers = [{ name: 'tokens', type: 'agent-sts-jwt' }];
+  const target = (extra: Record<string, unknown>) => ({ name: 'db', audiences: ['db'], scopes: ['read'], ...extra });
+
+  it('a target naming an issuer the file does not declare is refused unless it says the issuer is registered at runtime', () => {
+    expect(problems({ credentialIssuers: issuers, targets: [target({ issuer: 'pg-runtime' })] })).toEqual([
+      'targets[0] (db).issuer: no credential issuer named "pg-runtime" in this file (if it is registered through the admin API, set issuerRegisteredAtRuntime: true)',
+    ]);
+    expect(problems({ credentialIssuers: issuers, targets: [target({ issuer: 'pg-runtime', issuerRegisteredAtRuntime: true })] })).toEqual([]);
+  });
+
+  it('refuses the flag on an issuer of the file, and a non-boolean value', () => {
+    expect(problems({ credentialIssuers: issuers, targets: [target({ issuer: 'tokens', issuerRegisteredAtRuntime: true })] })).toEqual([
+      'targets[0] (db).issuerRegisteredAtRuntime: "tokens" is declared in this file',
+    ]);
+    expect(problems({ credentialIssuers: issuers, targets: [target({ issuer: 'tokens', issuerRegisteredAtRuntime: 'yes' })] })).toEqual([
+      'targets[0].issuerRegisteredAtRuntime: Invalid input: expected boolean, received string',
+    ]);
+  });
+});
