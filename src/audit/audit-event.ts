@@ -21,6 +21,10 @@ export interface AuditEventInput {
   credentialFingerprint?: string;
   credentialExpiresAt?: Date;
   clientAddress?: string;
+  /** Credential issuer instance that minted or revoked the credential. */
+  issuerName?: string;
+  /** Signals raised by this record (e.g. `first_use_of_target`). */
+  flags?: string[];
 }
 
 export interface AuditRow {
@@ -48,21 +52,31 @@ export interface AuditRow {
   clientAddress: string | null;
   prevHash: string;
   hash: string;
+  issuerName: string | null;
+  flags: string | null;
 }
 
-/** Fields covered by the hash, in a fixed order (a new field must be appended, never reordered). */
+/**
+ * Fields covered by the hash, in a fixed order. A new field is appended, never reordered; fields
+ * after the first {@link ORIGINAL_HASHED} are left out of the canonical form while they and every
+ * field after them are null, so records written before a field existed keep their hash.
+ */
 const HASHED_FIELDS = [
   'id', 'chainId', 'seq', 'time', 'requestId', 'action', 'outcome', 'reason', 'providerName',
   'workloadSubject', 'humanSubject', 'delegationChain', 'target', 'requestedScope', 'grantedScope',
   'policyId', 'policyVersion', 'taskId', 'credentialId', 'credentialFingerprint', 'credentialExpiresAt',
   'clientAddress', 'prevHash',
+  // added 2026-11-25 (issue 8)
+  'issuerName', 'flags',
 ] as const;
+const ORIGINAL_HASHED = 23;
 
 export function hashAuditRow(row: Omit<AuditRow, 'hash'>): string {
   const canonical = HASHED_FIELDS.map((f) => {
     const v = row[f];
     return v instanceof Date ? v.toISOString() : (v ?? null);
   });
+  while (canonical.length > ORIGINAL_HASHED && canonical[canonical.length - 1] === null) canonical.pop();
   return sha256Hex(JSON.stringify(canonical));
 }
 
@@ -89,6 +103,8 @@ export function toRow(e: AuditEventInput, meta: { id: string; chainId: string; s
     credentialFingerprint: e.credentialFingerprint ?? null,
     credentialExpiresAt: e.credentialExpiresAt ?? null,
     clientAddress: e.clientAddress ?? null,
+    issuerName: e.issuerName ?? null,
+    flags: e.flags?.length ? e.flags.join(',') : null,
   };
   return { ...base, hash: hashAuditRow(base) };
 }

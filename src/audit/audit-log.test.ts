@@ -2,6 +2,7 @@
 // writer thread (batches applied in order, a failed batch poisons later batches of its epoch).
 // What must hold: every record resolves only after its batch is durable, the chain stays unbroken
 // across failures, a bad record fails only its own caller, and drain() waits for everything.
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createAuditLog } from './audit-log.js';
 import { genesisHash, hashAuditRow, type AuditRow } from './audit-event.js';
@@ -114,5 +115,27 @@ describe('audit log group commit', () => {
     await log.drain();
     expect(w.rows).toHaveLength(50);
     await log.drain(); // idle: resolves at once
+  });
+});
+
+describe('hash of records written before issuerName and flags existed', () => {
+  const base = {
+    id: 'r1', chainId: 'c1', seq: 1, time: new Date('2026-01-01T00:00:00.000Z'), requestId: 'q', action: 'token.exchange', outcome: 'allow',
+    reason: null, providerName: 'p', workloadSubject: 'w', humanSubject: null, delegationChain: null, target: 't', requestedScope: null,
+    grantedScope: null, policyId: null, policyVersion: null, taskId: null, credentialId: null, credentialFingerprint: null,
+    credentialExpiresAt: null, clientAddress: null, prevHash: 'x',
+  };
+  // The canonical form of the first 23 fields, as the first release computed it.
+  const legacy = createHash('sha256').update(JSON.stringify(Object.values(base).map((v) => (v instanceof Date ? v.toISOString() : v)))).digest('hex');
+
+  it('keeps the old hash while the new fields are null', () => {
+    expect(hashAuditRow({ ...base, issuerName: null, flags: null })).toBe(legacy);
+  });
+
+  it('covers the new fields once set: changing one changes the hash', () => {
+    const a = hashAuditRow({ ...base, issuerName: 'pg', flags: null });
+    expect(a).not.toBe(legacy);
+    expect(hashAuditRow({ ...base, issuerName: 'pg', flags: 'new_network' })).not.toBe(a);
+    expect(hashAuditRow({ ...base, issuerName: null, flags: 'new_network' })).not.toBe(legacy);
   });
 });

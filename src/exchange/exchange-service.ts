@@ -229,7 +229,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     // iat and exp from the same instant: exp - iat is exactly the granted lifetime.
     const token = await deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now);
     const fingerprint = credentialFingerprint(token);
-    Object.assign(event, { outcome: 'allow', reason: o.reason, taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
+    Object.assign(event, { outcome: 'allow', reason: o.reason, issuerName: 'agent-sts', taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
     await commitOrFail(
       {
         event,
@@ -356,7 +356,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     if (plannedHandle) deps.chaos?.('after-upstream');
     if (credential.expiresAt.getTime() <= ctx.now.getTime() || credential.expiresAt.getTime() > ctx.now.getTime() + ttl * 1000 + 1000)
       throw new Error(`issuer ${issuer.name} returned a credential whose expiry is outside the granted lifetime`);
-    Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
+    Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), issuerName: issuer.name, credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
     // An exchange is activity: a task with an idle timeout stays alive (same transaction, no extra write).
     const taskUpdates = agent?.idleTimeoutSeconds ? [{ id: taskId, data: { lastActivityAt: ctx.now } }] : undefined;
     const write: AuditWrite = plannedHandle

@@ -158,7 +158,7 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
         requestId: ctx.requestId, action: 'credential.revoke', outcome: 'success', clientAddress: ctx.clientAddress,
         reason: `revoked by its holder (RFC 7009) at ${now.toISOString()}`,
         providerName: row.task.providerName, workloadSubject: row.task.workloadSubject, humanSubject: row.task.humanSubject ?? undefined,
-        taskId: row.taskId, credentialId: row.id, credentialFingerprint: row.fingerprint, target: row.target, credentialExpiresAt: row.expiresAt,
+        issuerName: row.issuerName, taskId: row.taskId, credentialId: row.id, credentialFingerprint: row.fingerprint, target: row.target, credentialExpiresAt: row.expiresAt,
       },
       credentialUpdates: [{ id: row.id, data: { state: 'revoked', revokedAt: now, lastError: null } }],
     });

@@ -79,7 +79,7 @@ export const CREDENTIAL_COLUMNS = [
 export const AUDIT_COLUMNS = [
   'id', 'chainId', 'seq', 'time', 'requestId', 'action', 'outcome', 'reason', 'providerName', 'workloadSubject', 'humanSubject',
   'delegationChain', 'target', 'requestedScope', 'grantedScope', 'policyId', 'policyVersion', 'taskId', 'credentialId',
-  'credentialFingerprint', 'credentialExpiresAt', 'clientAddress', 'prevHash', 'hash',
+  'credentialFingerprint', 'credentialExpiresAt', 'clientAddress', 'prevHash', 'hash', 'issuerName', 'flags',
 ] as const;
 export const HEAD_COLUMNS = ['chainId', 'seq', 'hash', 'updatedAt'] as const;
 export const CREDENTIAL_UPDATABLE = ['state', 'fingerprint', 'expiresAt', 'sealedRevocationHandle', 'revokedAt', 'lastError'] as const;

@@ -134,7 +134,7 @@ type CredRow = Awaited<ReturnType<Db['credential']['findMany']>>[number] & {
 };
 const withTask = { task: { select: { providerName: true, workloadSubject: true, humanSubject: true } } } as const;
 /** Who the credential was issued to, for its lifecycle audit records. */
-const whoOf = (c: CredRow) => ({ providerName: c.task?.providerName, workloadSubject: c.task?.workloadSubject, humanSubject: c.task?.humanSubject ?? undefined });
+const whoOf = (c: CredRow) => ({ issuerName: c.issuerName, providerName: c.task?.providerName, workloadSubject: c.task?.workloadSubject, humanSubject: c.task?.humanSubject ?? undefined });
 
 /**
  * Task end and the background sweep. Every state change of a credential is claimed with a
