@@ -15,6 +15,7 @@ import { checkIssuers } from './credential-issuers/health.js';
 import { createPolicySet } from './policy/policy-set.js';
 import { createPolicyAdmin } from './policy/policy-admin.js';
 import { createAuditLog } from './audit/audit-log.js';
+import { checkpointPolicy } from './audit/audit-checkpoint.js';
 import { createRevocationList } from './tasks/revocation-list.js';
 import { createTaskService, ISSUING_GRACE_MS } from './tasks/task-service.js';
 import { createLeadership, newHolderId } from './tasks/lease.js';
@@ -28,9 +29,12 @@ import { createBearerAuth } from './server/bearer-auth.js';
 import { createOAuthTokenEndpoints } from './server/oauth-revocation.js';
 import { createKillSwitch } from './tasks/kill-switch.js';
 import { openApprovals } from './approvals/open-approvals.js';
+import { openInventory } from './inventory/open-inventory.js';
 import { ensureDevIssuerKey } from './dev/dev-issuer.js';
 import type { DestinationStream } from 'pino';
 import type { BearerClientConfig } from './config/config-schema.js';
+import { logTelemetryDiagnostics, telemetryFromEnv, type Telemetry } from './telemetry/otel.js';
+import { observeStore } from './telemetry/metrics.js';
 
 export interface ComposeOptions {
   env: NodeJS.ProcessEnv;
@@ -42,6 +46,8 @@ export interface ComposeOptions {
   fetch?: typeof fetch;
   /** Apply pending migrations first (serve, migrate). Other CLI commands run beside a live server and only read the schema. */
   migrate?: boolean;
+  /** Traces and metrics; default: from the OTEL_* variables of `env` (off when none is set). The caller owns a given one (close() does not shut it down). */
+  telemetry?: Telemetry;
 }
 
 /** Opens storage, applies migrations and loads keys: what every command that touches data needs. */
@@ -125,9 +131,13 @@ export const REVOCATION_POLL_MS = 500;
 
 /** Composition root: builds every module from config with plain calls. */
 export async function compose(config: AppConfig, opts: ComposeOptions) {
+  // A mistake in the OTEL_* variables is a configuration error: it stops start-up before anything is opened.
+  const telemetry = opts.telemetry ?? telemetryFromEnv(opts.env);
   const core = await openCore(config, opts);
   const { clock, logger, database, kek, keyStore } = core;
   const db = database.db;
+  if (!opts.telemetry && telemetry.enabled) logTelemetryDiagnostics(logger);
+  if (telemetry.enabled) observeStore(telemetry.meter, { db, clock, logger });
   await keyStore.init();
 
   const issuerUrl = { value: config.server.issuer?.replace(/\/$/, '') ?? '' };
@@ -147,19 +157,25 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   // Config file + policy.dir + uploaded documents; every replica polls dir and table (policy-set.ts).
   const policy = createPolicySet({ config, table: db.policyDocument, logger, clock });
   await policy.reload(true);
-  const audit = createAuditLog({ batch: database.batch, clock, logger });
+  const audit = createAuditLog({
+    batch: database.batch,
+    clock,
+    logger,
+    checkpoints: checkpointPolicy({ db, signer: keyStore.signer, everyRecords: config.audit.checkpointEvery.records, everyMs: parseDuration(config.audit.checkpointEvery.interval) * 1000 }),
+  });
   const approvals = openApprovals({ db, audit, clock, logger, env: opts.env, fetch: opts.fetch, issuerUrl: () => issuerUrl.value }, config);
   const revocations = createRevocationList({ db, clock });
   await revocations.refresh();
   // Test hook only: set from the environment, never from the configuration (lib/chaos-hook.ts).
   const chaos = chaosHookFrom(opts.env.AGENT_STS_CHAOS);
   if (chaos) logger.warn({ chaos: opts.env.AGENT_STS_CHAOS }, 'AGENT_STS_CHAOS is set: this process kills itself at that point (crash test hook)');
-  const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations, chaos });
+  const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations, chaos, telemetry });
   const sweepEveryMs = parseDuration(config.sweep.interval) * 1000;
   const leaseTtlMs = Math.max(3 * sweepEveryMs, 3000);
   const leadership = createLeadership({ db, clock, logger, holder: newHolderId(clock), ttlMs: leaseTtlMs });
   const reaper = createInstanceReaper({ db, tasks: taskService, clock, logger, isLeader: leadership.isLeader, fallbackDelayMs: leaseTtlMs + sweepEveryMs });
   const killSwitch = createKillSwitch({ db, clock, logger, audit, tasks: taskService, revocations });
+  const inventory = openInventory({ db, clock, logger, env: opts.env, fetch: opts.fetch, engine: () => policy.engine(), audit, killSwitch }, config);
 
   let agentTokens: ReturnType<typeof createAgentTokens> | undefined;
   const getAgentTokens = () =>
@@ -183,6 +199,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       blocks: revocations,
       approvals,
       chaos,
+      monitor: inventory.monitor,
+      telemetry,
     }));
 
   const app = createApp({
@@ -220,7 +238,9 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     }),
     killSwitch,
     approvals,
+    inventory: { service: inventory.service, review: inventory.review },
     policies: { set: policy, admin: createPolicyAdmin({ set: policy, table: db.policyDocument, audit }) },
+    telemetry,
     roles: createRoleAuth({
       bootstrap: {
         auditor: createBearerAuth(hashedClients(config.auth.auditors, opts.env, 'auditors')),
@@ -267,6 +287,11 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     process.on('SIGHUP', reloadPolicy);
     onClose.push(() => process.off('SIGHUP', reloadPolicy));
     background('replay-purge', 60_000, () => replay.purgeExpired());
+    // Inventory: load the stored history for signals (exchanges are served meanwhile), then write what was seen every flush interval.
+    void inventory.view.start().catch(() => undefined);
+    background('inventory-flush', inventory.flushIntervalMs, () => inventory.view.flush());
+    const autoDisable = inventory.autoDisable;
+    if (autoDisable) background('inventory-auto-disable', sweepEveryMs, async () => (leadership.isLeader() ? autoDisable() : undefined));
     // The sweep (and, on its first pass, start-up recovery) runs only on the sweep lease's holder.
     background('sweep-lease', Math.floor(leaseTtlMs / 3), () => leadership.heartbeat());
     let recovered = false;
@@ -291,11 +316,15 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     await reaper.close();
     await leadership.release().catch(() => {});
     await app.close();
-    await audit.drain();
+    // What this replica saw since its last flush (no request comes in any more).
+    await inventory.view.flush().catch((e: unknown) => logger.error({ err: { message: (e as Error).message } }, 'inventory: last flush failed'));
+    await inventory.webhook?.drain();
+    await audit.close();
     await issuers.close();
     await database.close();
+    if (!opts.telemetry) await telemetry.shutdown();
   }
 
-  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, taskService, audit, logger, database, leadership };
+  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, taskService, audit, logger, database, leadership, telemetry, inventory };
 }
 export type Composed = Awaited<ReturnType<typeof compose>>;

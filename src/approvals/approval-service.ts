@@ -3,7 +3,7 @@ import type { AuditEventInput } from '../audit/audit-event.js';
 import type { BlendedIdentity, CallContext } from '../core/types.js';
 import { AuthorizationPending, PolicyDenied } from '../errors/sts-errors.js';
 import type { Clock } from '../lib/clock.js';
-import { randomLowerId, sha256Hex } from '../lib/crypto.js';
+import { sha256Hex } from '../lib/crypto.js';
 import type { Logger } from '../log/logger.js';
 import type { Db } from '../storage/prisma-client.js';
 import type { ApprovalNotice } from './approval-webhook.js';
@@ -68,6 +68,25 @@ export function approvalRequestKey(i: { workloadSubject: string; humanSubject?: 
   return sha256Hex(JSON.stringify(['agent-sts approval v1', i.workloadSubject, i.humanSubject ?? null, i.target, [...i.scopes].sort(), i.policyId]));
 }
 
+/**
+ * The id of the `generation`-th approval request of a request key (0 for its first, 1 once that
+ * one is over, ...). Deterministic, so replicas creating "the next request" for one key at once
+ * all try to insert the same primary key: one insert wins, the others fail on it and answer with
+ * the winner's request (no second pending row, no second webhook), without a schema change.
+ */
+export function approvalIdFor(requestKey: string, generation: number): string {
+  return `apr_${sha256Hex(`agent-sts approval id v1\n${requestKey}\n${generation}`).slice(0, 24)}`;
+}
+
+/** Prisma's unique-constraint violation (P2002), or the driver's (SQLite / PostgreSQL) when not wrapped. */
+function isUniqueViolation(e: unknown): boolean {
+  const x = e as { code?: unknown; cause?: { code?: unknown; originalCode?: unknown } };
+  return x.code === 'P2002' || x.code === '23505' || x.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || x.cause?.originalCode === '23505';
+}
+
+/** Attempts of one gate() to create the next request when others keep winning and losing it at once (in practice 1–2). */
+const CREATE_ATTEMPTS = 5;
+
 /** The subject part of a principal (`github:octocat` -> `octocat`; `bootstrap:alice` -> `alice`). */
 const subjectOf = (principal: string) => principal.slice(principal.indexOf(':') + 1);
 
@@ -111,21 +130,33 @@ export function createApprovalService(deps: ApprovalServiceDeps) {
     const now = ctx.now;
     // Lapsed requests are marked so the admin list shows them as expired.
     await db.policyApproval.updateMany({ where: { requestKey, state: { in: ['pending', 'approved'] }, expiresAt: { lte: now } }, data: { state: 'expired' } });
-    const live = await db.policyApproval.findFirst({ where: { requestKey, state: { in: ['pending', 'approved', 'denied'] }, expiresAt: { gt: now } }, orderBy: { createdAt: 'desc' } });
-    if (live?.state === 'approved') return live.id;
-    if (live?.state === 'denied')
-      throw new PolicyDenied('the approval request was denied', { detail: { reasons: [`approval ${live.id} denied by ${live.decidedBy}: ${live.reason ?? ''}`] } });
-    if (live) throw new AuthorizationPending(live.id, { detail: { reasons: [`approval ${live.id} is pending`] } });
-
-    const id = `apr_${randomLowerId(20)}`;
     const expiresAt = new Date(now.getTime() + input.approval.windowSeconds * 1000);
     const scopes = [...input.grantedScopes].sort();
-    const row = await db.policyApproval.create({
-      data: {
-        id, state: 'pending', requestKey, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
-        target: input.target, scopes: scopes.join(' '), policyId: input.policyId, approvers: JSON.stringify(input.approval.approvers), createdAt: now, expiresAt,
-      },
-    });
+    let row: ApprovalRecord | undefined;
+    for (let attempt = 1; !row; attempt++) {
+      const live = await db.policyApproval.findFirst({ where: { requestKey, state: { in: ['pending', 'approved', 'denied'] }, expiresAt: { gt: now } }, orderBy: { createdAt: 'desc' } });
+      if (live?.state === 'approved') return live.id;
+      if (live?.state === 'denied')
+        throw new PolicyDenied('the approval request was denied', { detail: { reasons: [`approval ${live.id} denied by ${live.decidedBy}: ${live.reason ?? ''}`] } });
+      if (live) throw new AuthorizationPending(live.id, { detail: { reasons: [`approval ${live.id} is pending`] } });
+
+      // None live: create the key's next request. Its id is fixed by the key and how many of the key's
+      // requests are over (rows are never deleted), so a replica racing us for it collides on the primary
+      // key — also one that created it after our read above: it is live, so it is not counted here.
+      const generation = await db.policyApproval.count({ where: { requestKey, OR: [{ state: 'expired' }, { expiresAt: { lte: now } }] } });
+      try {
+        row = await db.policyApproval.create({
+          data: {
+            id: approvalIdFor(requestKey, generation), state: 'pending', requestKey, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
+            target: input.target, scopes: scopes.join(' '), policyId: input.policyId, approvers: JSON.stringify(input.approval.approvers), createdAt: now, expiresAt,
+          },
+        });
+      } catch (e) {
+        // Lost the race: the winner's row is committed; the next round answers with it.
+        if (!isUniqueViolation(e) || attempt >= CREATE_ATTEMPTS) throw e;
+      }
+    }
+    const id = row.id;
     await deps.audit.append({
       event: {
         ...baseEvent(row, ctx.requestId, ctx.clientAddress),

@@ -8,6 +8,7 @@ import { createAuditLog } from './audit-log.js';
 import { genesisHash, hashAuditRow, type AuditRow } from './audit-event.js';
 import type { Batch, BatchWriter } from '../storage/batch.js';
 import { createLogger } from '../log/logger.js';
+import type { Checkpoint } from './audit-checkpoint.js';
 
 const logger = createLogger({ level: 'silent' });
 const clock = { now: () => new Date('2030-01-02T03:04:05.000Z') };
@@ -137,5 +138,69 @@ describe('hash of records written before issuerName and flags existed', () => {
     expect(a).not.toBe(legacy);
     expect(hashAuditRow({ ...base, issuerName: 'pg', flags: 'new_network' })).not.toBe(a);
     expect(hashAuditRow({ ...base, issuerName: null, flags: 'new_network' })).not.toBe(legacy);
+  });
+});
+
+describe('periodic signed checkpoints', () => {
+  const checkpointSink = (opts: { everyRecords: number; everyMs: number; fail?: () => boolean }) => {
+    const written: Checkpoint[] = [];
+    let attempts = 0;
+    return {
+      written,
+      attempts: () => attempts,
+      policy: {
+        everyRecords: opts.everyRecords,
+        everyMs: opts.everyMs,
+        async write(c: Checkpoint) {
+          attempts++;
+          await new Promise((r) => setTimeout(r, 1));
+          if (opts.fail?.()) throw new Error('database is locked');
+          written.push(c);
+        },
+      },
+    };
+  };
+
+  it('checkpoints the durable tip every N records and at drain, out of band, each one on a record boundary with its hash', async () => {
+    const w = orderedWriter({ maxInFlight: 2 });
+    const sink = checkpointSink({ everyRecords: 50, everyMs: 60_000 });
+    const log = createAuditLog({ batch: w.writer, clock, logger, checkpoints: sink.policy, maxBatch: 20 });
+    await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(event(`r${i}`))));
+    await log.close();
+    const bySeq = new Map(w.rows.map((r) => [r.seq, r.hash]));
+    expect(sink.written.length).toBeGreaterThanOrEqual(3);
+    for (const c of sink.written) expect(c).toMatchObject({ chainId: log.chainId, kind: 'periodic', hash: bySeq.get(c.seq) });
+    expect(sink.written.map((c) => c.seq)).toEqual([...sink.written.map((c) => c.seq)].sort((a, b) => a - b));
+    expect(sink.written.at(-1)!.seq).toBe(200);
+    // Gaps between checkpoints are about N records (the tip of a durable batch, never less than N).
+    const seqs = sink.written.map((c) => c.seq);
+    for (let i = 1; i < seqs.length - 1; i++) expect(seqs[i]! - seqs[i - 1]!).toBeGreaterThanOrEqual(50);
+  });
+
+  it('checkpoints after T seconds when fewer than N records came', async () => {
+    const w = orderedWriter({ maxInFlight: 1 });
+    const sink = checkpointSink({ everyRecords: 10_000, everyMs: 30 });
+    const log = createAuditLog({ batch: w.writer, clock, logger, checkpoints: sink.policy });
+    await log.append(event('a'));
+    await log.append(event('b'));
+    await new Promise((r) => setTimeout(r, 120));
+    expect(sink.written.map((c) => c.seq)).toEqual([2]);
+    await log.close();
+    expect(sink.written.map((c) => c.seq)).toEqual([2]); // nothing new: no second checkpoint
+  });
+
+  it('a failing checkpoint write is logged and retried later; it never fails or delays an append', async () => {
+    let failing = true;
+    const w = orderedWriter({ maxInFlight: 1 });
+    const sink = checkpointSink({ everyRecords: 5, everyMs: 20, fail: () => failing });
+    const log = createAuditLog({ batch: w.writer, clock, logger, checkpoints: sink.policy });
+    for (let i = 0; i < 12; i++) await log.append(event(`r${i}`));
+    expect(w.rows).toHaveLength(12);
+    expect(sink.attempts()).toBeGreaterThan(0);
+    expect(sink.written).toEqual([]);
+    failing = false;
+    await new Promise((r) => setTimeout(r, 1100)); // past the first backoff (1 s)
+    expect(sink.written.map((c) => c.seq)).toEqual([12]);
+    await log.close();
   });
 });

@@ -2,6 +2,7 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../log/logger.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { genesisHash, toRow, type AuditEventInput, type AuditRow } from './audit-event.js';
+import type { CheckpointPolicy } from './audit-checkpoint.js';
 import type { BatchWriter, Row, CredentialInsert, CredentialUpdate, TaskInsert, TaskUpdate } from '../storage/batch.js';
 
 export type { CredentialInsert, CredentialUpdate, TaskInsert, TaskUpdate };
@@ -32,6 +33,8 @@ export interface AuditLogDeps {
   logger: Logger;
   /** Largest number of records committed in one transaction. */
   maxBatch?: number;
+  /** Signed checkpoints of this chain (none when absent: one-shot CLI chains without a key). */
+  checkpoints?: CheckpointPolicy;
 }
 
 /**
@@ -53,6 +56,7 @@ export function createAuditLog(deps: AuditLogDeps) {
   let idle: (() => void)[] = [];
   const maxBatch = deps.maxBatch ?? 256;
   const maxInFlight = Math.max(1, deps.batch.maxInFlight);
+  const checkpoints = createChainCheckpoints(chainId, deps, () => durable);
 
   function send(batch: Pending[]): void {
     const time = deps.clock.now();
@@ -82,6 +86,7 @@ export function createAuditLog(deps: AuditLogDeps) {
         () => {
           durable = end;
           batch.forEach((p, i) => p.resolve(rows[i]!));
+          checkpoints.afterDurable();
         },
         (e: unknown) => {
           if (sentEpoch !== epoch) {
@@ -144,11 +149,80 @@ export function createAuditLog(deps: AuditLogDeps) {
     });
   }
 
+  /** Resolves when everything queued so far is written, and checkpointed when a policy is set. */
+  async function drain(): Promise<void> {
+    if (queue.length || inFlight) await new Promise<void>((r) => idle.push(r));
+    await checkpoints.now();
+  }
+
   return {
     append,
     chainId,
-    /** Resolves when everything queued so far is written (shutdown). */
-    drain: () => (queue.length || inFlight ? new Promise<void>((r) => idle.push(r)) : Promise.resolve()),
+    drain,
+    /** Shutdown: drain, write the last checkpoint, stop the checkpoint timer. */
+    close: async () => {
+      await drain();
+      checkpoints.stop();
+    },
   };
 }
 export type AuditLog = ReturnType<typeof createAuditLog>;
+
+/**
+ * Periodic signed checkpoints of one chain: after a durable batch that brings the chain
+ * `everyRecords` past the last checkpoint, or every `everyMs` while records keep coming. Written
+ * out of band — never awaited by `append()` — so the hot path does not wait for a signature or a
+ * second write; a failed write is logged and retried with backoff, and never fails an exchange.
+ */
+function createChainCheckpoints(chainId: string, deps: AuditLogDeps, durable: () => { seq: number; hash: string }) {
+  const policy = deps.checkpoints;
+  let last = 0;
+  let running: Promise<void> | undefined;
+  let retryAt = 0;
+  let backoffMs = 1000;
+  let timer: NodeJS.Timeout | undefined;
+
+  async function write(): Promise<void> {
+    const at = durable();
+    if (!policy || at.seq <= last) return;
+    try {
+      await policy.write({ chainId, seq: at.seq, hash: at.hash, time: deps.clock.now(), kind: 'periodic' });
+      last = Math.max(last, at.seq);
+      backoffMs = 1000;
+      retryAt = 0;
+    } catch (e) {
+      retryAt = Date.now() + backoffMs;
+      backoffMs = Math.min(backoffMs * 2, Math.max(policy.everyMs, 1000));
+      deps.logger.error({ chainId, seq: at.seq, err: { message: (e as Error).message } }, 'audit checkpoint write failed; retrying later (records are unaffected)');
+    }
+  }
+
+  /** One write at a time; a request while one runs is served by the next trigger. */
+  function start(): Promise<void> {
+    running ??= write().finally(() => (running = undefined));
+    return running;
+  }
+
+  return {
+    afterDurable(): void {
+      if (!policy) return;
+      if (!timer) {
+        timer = setInterval(() => {
+          if (durable().seq > last && Date.now() >= retryAt) void start();
+        }, policy.everyMs);
+        timer.unref();
+      }
+      if (durable().seq - last >= policy.everyRecords && Date.now() >= retryAt) void start();
+    },
+    /** Checkpoints whatever is durable now (drain, shutdown); waits for a write in progress first. */
+    async now(): Promise<void> {
+      if (!policy) return;
+      if (running) await running;
+      await start();
+    },
+    stop(): void {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}

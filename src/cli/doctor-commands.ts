@@ -5,6 +5,7 @@ import { openIssuers } from '../compose.js';
 import { runDoctor } from '../tasks/doctor.js';
 import { pendingRevocations } from '../tasks/task-service.js';
 import type { CliHelpers } from './instance-commands.js';
+import { telemetryFromEnv } from '../telemetry/otel.js';
 
 const ago = (d: Date | null, now: number) => (d ? `${Math.round((now - d.getTime()) / 1000)}s ago` : '-');
 
@@ -19,10 +20,12 @@ export function registerDoctorCommands(program: Command, h: CliHelpers) {
       h.withCore(o.config, async (core, config) => {
         const issuers = openIssuers(core, config, { env: h.env }, () => config.server.issuer ?? '');
         const audit = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
+        // OTEL_* as for `serve`: the orphans found are counted in agent_sts.doctor.orphans, exported on exit.
+        const telemetry = telemetryFromEnv(h.env);
         try {
           await issuers.reload(true);
           const reports = await runDoctor(
-            { db: core.database.db, clock: core.clock, kek: core.kek, audit, issuers: issuers.all() },
+            { db: core.database.db, clock: core.clock, kek: core.kek, audit, issuers: issuers.all(), telemetry },
             { fix: Boolean(o.fix), ctx: { requestId: `cli-doctor-${randomUUID()}`, now: core.clock.now() }, onProgress: h.say },
           );
           let remaining = 0;
@@ -55,6 +58,7 @@ export function registerDoctorCommands(program: Command, h: CliHelpers) {
         } finally {
           await audit.drain();
           await issuers.close();
+          await telemetry.shutdown();
         }
       }),
     );

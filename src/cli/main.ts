@@ -8,8 +8,6 @@ import { ConfigError } from '../errors/sts-errors.js';
 import { loadConfigFile, type AppConfig } from '../config/load-config.js';
 import { compose, openCore } from '../compose.js';
 import { applyMigrations } from '../storage/migrate.js';
-import { verifyAuditLog } from '../audit/audit-verify.js';
-import { AuditQuerySchema, auditRowToJson, queryAudit } from '../audit/audit-query.js';
 import { DEV_ISSUER, signDevToken } from '../dev/dev-issuer.js';
 import { registerProviderCommands } from './providers-commands.js';
 import { registerIssuerCommands } from './issuers-commands.js';
@@ -17,6 +15,8 @@ import { registerDoctorCommands } from './doctor-commands.js';
 import { registerKillCommands } from './kill-commands.js';
 import { registerApprovalCommands } from './approval-commands.js';
 import { registerPolicyCommands } from './policy-commands.js';
+import { registerInventoryCommands } from './inventory-commands.js';
+import { registerAuditCommands } from './audit-commands.js';
 
 const env = process.env;
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -73,10 +73,16 @@ export async function runCli(argv: string[]): Promise<void> {
     .action(async (o: { config?: string }) => {
       const file = configPath(o.config);
       const config = loadOrExit(file);
-      const c = await compose(config, { env, onProgress: say });
+      const c = await compose(config, { env, onProgress: say }).catch((e: unknown) => {
+        // e.g. a bad OTEL_* variable: the same clear exit as a bad configuration file.
+        if (!(e instanceof ConfigError)) throw e;
+        for (const p of e.problems) say(`agent-sts: ${p}`);
+        return process.exit(2);
+      });
       const address = await c.listen();
       const iss = c.issuerUrl();
       say(`agent-sts listening on ${address} (issuer ${iss}, store ${c.database.provider}, config ${file})`);
+      say(`telemetry: ${c.telemetry.description}`);
       if (config.devIssuer.enabled)
         say(`try it: npx agent-sts dev token --config ${file} --sub my-agent   then POST it to ${iss}/oauth2/token (see README "5-minute walkthrough")`);
       const stop = async (sig: string) => {
@@ -141,62 +147,6 @@ export async function runCli(argv: string[]): Promise<void> {
       }),
     );
 
-  const audit = program.command('audit').description('issuance log');
-  audit
-    .command('verify')
-    .description('check the hash chains of the issuance log; exits 1 at the first broken link')
-    .addOption(configOption())
-    .action((o: { config?: string }) =>
-      withCore(o.config, async (core) => {
-        let last = 0;
-        const r = await verifyAuditLog(core.database.db, {
-          onProgress: (done, total) => {
-            if (process.stderr.isTTY && Date.now() - last > 200) {
-              last = Date.now();
-              process.stderr.write(`\rverifying ${done}/${total} records`);
-            }
-          },
-        });
-        if (process.stderr.isTTY) process.stderr.write('\n');
-        if (r.ok) console.log(`audit log OK: ${r.records} records in ${r.chains} chain(s), every link verified`);
-        else {
-          console.log(`audit log BROKEN: ${r.problems.length} problem(s) in ${r.records} records`);
-          for (const p of r.problems) console.log(`  chain ${p.chainId}${p.seq !== undefined ? ` record ${p.seq}` : ''}${p.id ? ` (id ${p.id})` : ''}: ${p.problem}`);
-          process.exitCode = 1;
-        }
-      }),
-    );
-  audit
-    .command('query')
-    .description('query the issuance log (JSON lines, newest first)')
-    .addOption(configOption())
-    .option('--workload <subject>')
-    .option('--human <subject>')
-    .option('--target <name>')
-    .option('--outcome <outcome>', 'allow | deny | error | success | failure')
-    .option('--task <id>')
-    .option('--fingerprint <fp>', 'credential fingerprint (sha256:...)')
-    .option('--since <time>')
-    .option('--until <time>')
-    .option('--limit <n>', 'records per page', '100')
-    .option('--all', 'follow the cursor to the end')
-    .action(async (o: Record<string, string | boolean | undefined>) => {
-      const { config: configOpt, all, ...filters } = o;
-      const q = AuditQuerySchema.safeParse(Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)));
-      if (!q.success) {
-        say(`agent-sts: ${q.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; ')}`);
-        process.exit(2);
-      }
-      await withCore(configOpt as string | undefined, async (core) => {
-        let cursor: string | undefined;
-        do {
-          const page = await queryAudit(core.database.db, { ...q.data, cursor });
-          for (const r of page.records) console.log(JSON.stringify(auditRowToJson(r)));
-          cursor = all ? page.nextCursor : undefined;
-        } while (cursor);
-      });
-    });
-
   const dev = program.command('dev').description('development helpers (only the dev config trusts them)');
   dev
     .command('token')
@@ -236,5 +186,7 @@ export async function runCli(argv: string[]): Promise<void> {
   registerKillCommands(program, { withCore, configOption, say, env });
   registerApprovalCommands(program, { withCore, configOption, say, env });
   registerPolicyCommands(program, { withCore, configOption, say, env });
+  registerInventoryCommands(program, { withCore, configOption, say, env });
+  registerAuditCommands(program, { withCore, configOption, say, env });
   await program.parseAsync(argv);
 }

@@ -63,6 +63,43 @@ export const TargetSchema = z
   })
   .strict();
 
+const INVENTORY_DEFAULTS = { flushInterval: '5s', staleAfterDays: 30, unusedGrantAfterDays: 30, maxIdentitiesInMemory: 50_000 } as const;
+export const InventorySchema = z
+  .object({
+    /** How often each replica writes what it saw (coalesced upserts); also the staleness bound of the stored inventory. */
+    flushInterval: duration.default(INVENTORY_DEFAULTS.flushInterval),
+    /** An identity not seen for this many days is flagged `stale`. */
+    staleAfterDays: z.number().int().min(1).max(3650).default(INVENTORY_DEFAULTS.staleAfterDays),
+    /** A grant not used for this many days is flagged (least-privilege recommendation). */
+    unusedGrantAfterDays: z.number().int().min(1).max(3650).default(INVENTORY_DEFAULTS.unusedGrantAfterDays),
+    /** Block (kill switch) identities not seen for this many days; off when absent. */
+    autoDisableAfterDays: z.number().int().min(1).max(3650).optional(),
+    /** Identities each replica keeps in memory for signals (least recently seen leave first). */
+    maxIdentitiesInMemory: z.number().int().min(100).max(10_000_000).default(INVENTORY_DEFAULTS.maxIdentitiesInMemory),
+  })
+  .strict();
+
+const SIGNALS_DEFAULTS = { denialBurst: { threshold: 5, window: '1m' } } as const;
+export const SignalsSchema = z
+  .object({
+    /** `denial_burst`: this many denials of one identity within `window` (counted per replica). */
+    denialBurst: z
+      .object({ threshold: z.number().int().min(2).max(100_000).default(5), window: duration.default('1m') })
+      .strict()
+      .default(SIGNALS_DEFAULTS.denialBurst),
+    /** `rate_spike` (off when absent): an identity's exchanges in one minute reach `minPerMinute` and `factor` times its usual rate. */
+    rateSpike: z
+      .object({ factor: z.number().min(1.5).max(1000).default(10), minPerMinute: z.number().int().min(1).default(60) })
+      .strict()
+      .optional(),
+    /** POSTed one JSON notice per flagged exchange (non-blocking, bounded queue); signed (X-Agent-STS-Signature) when `secret` is set. */
+    webhook: z
+      .object({ url: z.string().url(), secret: SecretRefSchema.optional(), queueSize: z.number().int().min(1).max(100_000).default(1000) })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const AppConfigSchema = z
   .object({
     server: z
@@ -119,6 +156,17 @@ export const AppConfigSchema = z
       .object({ interval: duration.default('15s') })
       .strict()
       .default({ interval: '15s' }),
+    /** The issuance log. */
+    audit: z
+      .object({
+        /** Each writer signs a checkpoint of its chain after this many records or this long (whichever comes first), and at shutdown. */
+        checkpointEvery: z
+          .object({ records: z.number().int().min(1).max(10_000_000).default(10_000), interval: duration.default('60s') })
+          .strict()
+          .default({ records: 10_000, interval: '60s' }),
+      })
+      .strict()
+      .default({ checkpointEvery: { records: 10_000, interval: '60s' } }),
     logging: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -151,9 +199,15 @@ export const AppConfigSchema = z
       })
       .strict()
       .default({}),
+    /** Identity inventory (src/inventory): who was seen, what they used, what they could obtain. */
+    inventory: InventorySchema.default(INVENTORY_DEFAULTS),
+    /** Behaviour signals raised on exchanges (src/signals): audit flags, metrics, optional webhook. */
+    signals: SignalsSchema.default(SIGNALS_DEFAULTS),
   })
   .strict();
 
 export type RawAppConfig = z.infer<typeof AppConfigSchema>;
 export type TargetConfig = z.infer<typeof TargetSchema>;
 export type BearerClientConfig = z.infer<typeof BearerClientSchema>;
+export type InventoryConfig = z.infer<typeof InventorySchema>;
+export type SignalsConfig = z.infer<typeof SignalsSchema>;

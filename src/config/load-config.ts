@@ -7,8 +7,7 @@ import { AppConfigSchema, type RawAppConfig } from './config-schema.js';
 import { trustProviderCatalog } from '../trust-providers/catalog.js';
 import { credentialIssuerCatalog } from '../credential-issuers/catalog.js';
 import { GITHUB_IMMUTABLE_PINS } from '../trust-providers/github-actions/github-actions-provider.js';
-import { checkGrantLifetimes } from '../policy/grant-lifetimes.js';
-import type { IssuerCapabilities } from '../credential-issuers/credential-issuer.js';
+import { checkGrantLifetimes, checkModelGrants, type IssuerFacts } from '../policy/grant-lifetimes.js';
 import { parseDuration } from '../lib/clock.js';
 import { describeWhere, lineFinder, readPolicyPath, validateDocument, type LoadedDocument } from '../policy/policy-document.js';
 import { compilePolicyModel, type PolicyModel } from '../policy/policy-model.js';
@@ -144,14 +143,12 @@ export function validateConfig(raw: unknown, source: ConfigSource = {}): AppConf
     });
   });
   const documents = policyDocuments(cfg, source, problems);
-  problems.push(...compilePolicySet(cfg, documents).problems);
+  // Only issuers whose config parsed: the grant checks read their parsed configs.
+  problems.push(...compilePolicySet({ ...cfg, credentialIssuers: credentialIssuers.filter((i) => parsed.has(i)) }, documents).problems);
   // Grant lifetimes against what each issuer declared it can issue (issuers whose config parsed; a
   // name used twice is already an error, the first instance is checked).
   if (cfg.tokens) {
-    const capabilities = new Map<string, { type: string; capabilities: IssuerCapabilities }>();
-    for (const inst of credentialIssuers)
-      if (parsed.has(inst) && !capabilities.has(inst.name)) capabilities.set(inst.name, { type: inst.type, capabilities: credentialIssuerCatalog.get(inst.type).capabilities(inst.config) });
-    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: capabilities, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
+    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: issuerFacts(credentialIssuers.filter((i) => parsed.has(i))), accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
   }
   if (problems.length) throw new ConfigError([...new Set(problems)]);
   // The engine gets every v2 document inline, whether written inline or in policy.dir.
@@ -173,9 +170,21 @@ export function policySourcesOf(policy: AppConfig['policy']): { dir?: string; in
   return policySources.get(policy) ?? { inlineCount: policy.documents?.length ?? 0 };
 }
 
+/** What the grant checks know of the issuers declared in the file (parsed configs only; a name used twice: the first). */
+function issuerFacts(issuers: readonly { name: string; type: string; config: unknown }[]): Map<string, IssuerFacts> {
+  const facts = new Map<string, IssuerFacts>();
+  for (const inst of issuers) {
+    if (facts.has(inst.name)) continue;
+    const plugin = credentialIssuerCatalog.get(inst.type);
+    facts.set(inst.name, { type: inst.type, capabilities: plugin.capabilities(inst.config), ...(plugin.checkGrant ? { checkGrant: (g) => plugin.checkGrant!(inst.config, g) } : {}) });
+  }
+  return facts;
+}
+
 /**
  * Compiles v1 rules and the given v2 documents against a validated configuration (its trust
- * providers, targets and token limits; ceilings and lifetimes inside the model), as at start-up.
+ * providers, targets and token limits; ceilings and lifetimes inside the model; each grant against
+ * its issuer: v2 lifetimes, scope parameters and session tags), as at start-up and on every reload.
  * Every problem names where it is and why.
  */
 export function compilePolicySet(cfg: AppConfig, documents: LoadedDocument[]): { model: PolicyModel; problems: string[] } {
@@ -198,6 +207,7 @@ export function compilePolicySet(cfg: AppConfig, documents: LoadedDocument[]): {
     });
     for (const g of r.grants.values()) if (!targetNames.has(g.target)) problems.push(`${g.source}.target: no target named "${g.target}"`);
   }
+  problems.push(...checkModelGrants({ rules: v2.model.rules, targets: cfg.targets, issuers: issuerFacts(cfg.credentialIssuers), accessTokenMaxTtl: parseDuration(cfg.tokens?.accessTokenMaxTtl ?? '15m') }));
   return { model: v2.model, problems };
 }
 

@@ -91,10 +91,41 @@ export interface IssuerDeps {
   secret: SecretResolver;
 }
 
+/** What one policy grant asks of the issuer of its target (checked when the policy set loads). */
+export interface GrantRequirements {
+  /** Granted scope -> its parameters (an empty object when it has none). */
+  scopes: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  /** The grant's session-tag obligation. */
+  sessionTags?: Readonly<Record<string, string>>;
+  /**
+   * The grant can decide alone: no human rule can add parameters to it (a v1 rule, or an agent
+   * rule that does not require a person). Parameters the issuer needs must then be in the grant.
+   */
+  standalone: boolean;
+}
+
 export interface CredentialIssuerPlugin<Config = unknown> {
   readonly type: string;
   readonly configSchema: z.ZodType<Config>;
   /** Static: from the parsed config alone, without building an instance or calling anything. */
   capabilities(config: Config): IssuerCapabilities;
+  /**
+   * Problems with a policy grant for a target of this issuer, from the parsed config alone: scope
+   * parameters it does not know or that would go beyond its configuration (a role not in its
+   * allow-list, a repository it may not hand out), session tags it cannot carry. One sentence per
+   * problem, without location (the caller adds file:line). issue() applies the same rules again
+   * (fail closed): this is where a policy author hears about them first. Absent: the issuer takes
+   * no scope parameters and no session tags.
+   */
+  checkGrant?(config: Config, grant: GrantRequirements): string[];
   create(name: string, config: Config, deps: IssuerDeps): CredentialIssuer;
+}
+
+/** checkGrant of an issuer type that takes no parameters and carries no session tags. */
+export function noGrantParameters(type: string, grant: GrantRequirements): string[] {
+  const problems: string[] = [];
+  for (const [scope, params] of grant.scopes)
+    if (Object.keys(params).length) problems.push(`scope ${scope}: ${type} issuers take no scope parameters (got ${Object.keys(params).join(', ')})`);
+  if (grant.sessionTags && Object.keys(grant.sessionTags).length) problems.push(`${type} issuers cannot carry session tags (obligations.sessionTags)`);
+  return problems;
 }

@@ -22,6 +22,10 @@ import type { ChaosHook } from '../lib/chaos-hook.js';
 import type { RevocationList } from '../tasks/revocation-list.js';
 import { blockOn } from '../tasks/kill-switch.js';
 import type { ApprovalService } from '../approvals/approval-service.js';
+import type { ExchangeMonitor } from '../inventory/exchange-monitor.js';
+import type { Telemetry } from '../telemetry/otel.js';
+import { createExchangeTelemetry } from '../telemetry/exchange-telemetry.js';
+import type { SpanHandle } from '../telemetry/spans.js';
 
 /** Options of an explicitly opened task (POST /v1/tasks). */
 export interface TaskOptions {
@@ -58,6 +62,10 @@ export interface ExchangeDeps {
   blocks?: Pick<RevocationList, 'blockOf'>;
   /** Just-in-time approval of grants with an approval obligation; absent: such grants are refused. */
   approvals?: Pick<ApprovalService, 'gate'>;
+  /** Inventory and behaviour signals (src/inventory, src/signals): in memory, never a database round trip here. */
+  monitor?: ExchangeMonitor;
+  /** Spans and metrics of every exchange (telemetry/exchange-telemetry.ts); absent or off: none. */
+  telemetry?: Telemetry;
 }
 
 type Presented =
@@ -72,14 +80,23 @@ interface Resolved {
 }
 
 export function createExchangeService(deps: ExchangeDeps) {
-  async function verifyPresented(token: Secret<string>, tokenType: string, ctx: CallContext): Promise<Presented> {
+  const tel = createExchangeTelemetry(deps.telemetry);
+
+  /** Stage `provider.verify` (one span per presented token). */
+  function verifyPresented(token: Secret<string>, tokenType: string, ctx: CallContext, tokenRole: 'subject' | 'actor'): Promise<Presented> {
+    return tel.stage('provider.verify', { tokenRole }, (s) => verifyOnce(token, tokenType, ctx, s));
+  }
+
+  async function verifyOnce(token: Secret<string>, tokenType: string, ctx: CallContext, s: SpanHandle): Promise<Presented> {
     const raw = token.reveal();
     if (isOwnToken(raw)) {
+      s.set({ provider: 'agent-sts', providerType: 'agent-token' });
       if (tokenType !== TOKEN_TYPE.accessToken && tokenType !== TOKEN_TYPE.jwt)
         throw new SubjectTokenRejected('token type does not match the token');
       return { kind: 'agent', id: await deps.agentTokens.verify(raw) };
     }
     const provider = deps.trust.resolveFor(raw, tokenType);
+    s.set({ provider: provider.name, providerType: provider.type });
     const id: VerifiedIdentity = await provider.verify({ token: raw, tokenType }, ctx);
     return id.kind === 'human' ? { kind: 'human', id } : { kind: 'workload', id };
   }
@@ -122,7 +139,8 @@ export function createExchangeService(deps: ExchangeDeps) {
     return new PolicyDenied(`not permitted by policy ${see}`, { detail });
   }
 
-  async function exchange(req: ExchangeRequest, ctx: CallContext, opts: { task?: TaskOptions } = {}): Promise<ExchangeResult> {
+  /** One exchange, in span `agent_sts.exchange` and counted in `agent_sts.exchanges`. */
+  function exchange(req: ExchangeRequest, ctx: CallContext, opts: { task?: TaskOptions } = {}): Promise<ExchangeResult> {
     const event: AuditEventInput = {
       requestId: ctx.requestId,
       action: 'token.exchange',
@@ -132,11 +150,17 @@ export function createExchangeService(deps: ExchangeDeps) {
       target: req.resource ?? req.audience,
       policyVersion: deps.policy.version,
     };
+    return tel.exchange(event, () => exchangeOnce(req, ctx, opts, event));
+  }
+
+  async function exchangeOnce(req: ExchangeRequest, ctx: CallContext, opts: { task?: TaskOptions }, event: AuditEventInput): Promise<ExchangeResult> {
     let committed = false;
+    let verified: BlendedIdentity | undefined;
     try {
-      const subject = await verifyPresented(req.subjectToken, req.subjectTokenType, ctx);
-      const actor = req.actorToken ? await verifyPresented(req.actorToken, req.actorTokenType!, ctx) : undefined;
+      const subject = await verifyPresented(req.subjectToken, req.subjectTokenType, ctx, 'subject');
+      const actor = req.actorToken ? await verifyPresented(req.actorToken, req.actorTokenType!, ctx, 'actor') : undefined;
       const { identity, agent } = blend(subject, actor);
+      verified = identity;
       Object.assign(event, {
         providerName: identity.workload.provider,
         workloadSubject: identity.workload.subject,
@@ -171,6 +195,7 @@ export function createExchangeService(deps: ExchangeDeps) {
       const issuer = deps.issuers.get(target.issuer);
       // A runtime issuer that is disabled, removed or not yet registered: out of service, not a bad request.
       if (!issuer) throw new UpstreamUnavailable('this target is out of service; try again later', { detail: { cause: 'issuer-unavailable', issuer: target.issuer } });
+      tel.note({ issuer: issuer.name, issuerType: issuer.type });
       if (req.requestedTokenType && !issuer.issuedTokenTypes.includes(req.requestedTokenType))
         throw new MalformedRequest('requested_token_type cannot be issued for this target');
       if (target.scopes) {
@@ -183,7 +208,9 @@ export function createExchangeService(deps: ExchangeDeps) {
         const err = e instanceof StsError ? e : undefined;
         event.outcome = err && err.status < 500 ? 'deny' : 'error';
         event.reason = reasonFor(e);
-        await deps.audit.append({ event }).catch((auditErr: unknown) => {
+        // Denials of a verified identity count for the inventory and its signals (denial_burst).
+        if (verified) observe(verified, event, ctx);
+        await tel.stage('audit.write', {}, () => deps.audit.append({ event })).catch((auditErr: unknown) => {
           deps.logger.error({ requestId: ctx.requestId, err: { message: (auditErr as Error).message } }, 'could not audit a refused exchange');
         });
       }
@@ -191,7 +218,14 @@ export function createExchangeService(deps: ExchangeDeps) {
     }
   }
 
-  async function decide(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext, target: string): Promise<Decision> {
+  /** Stage `policy.decide`: the decision and, for grants that need one, the approval gate. */
+  function decide(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext, target: string): Promise<Decision> {
+    return tel.stage('policy.decide', {}, (s) =>
+      decideOnce(identity, request, event, ctx, target).finally(() => s.set({ policyId: event.policyId, policyVersion: event.policyVersion })),
+    );
+  }
+
+  async function decideOnce(identity: BlendedIdentity, request: PolicyRequest, event: AuditEventInput, ctx: CallContext, target: string): Promise<Decision> {
     const d = deps.policy.evaluate(identity, request, { now: ctx.now, clientAddress: ctx.clientAddress });
     Object.assign(event, { policyId: d.policyId, policyVersion: d.policyVersion });
     if (!d.allow) throw denialError(d, ctx);
@@ -227,7 +261,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const expiresAt = new Date(ctx.now.getTime() + o.ttl * 1000);
     const limits: AgentTokenLimits = { ...o.limits, ...(o.task?.idleTimeoutSeconds ? { idleTimeoutSeconds: o.task.idleTimeoutSeconds } : {}) };
     // iat and exp from the same instant: exp - iat is exactly the granted lifetime.
-    const token = await deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now);
+    const token = await tel.stage('issuer.issue', { issuer: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE }, () => deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now));
     const fingerprint = credentialFingerprint(token);
     Object.assign(event, { outcome: 'allow', reason: o.reason, issuerName: 'agent-sts', taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
     await commitOrFail(
@@ -242,6 +276,8 @@ export function createExchangeService(deps: ExchangeDeps) {
         credentials: [{ id: tokenId, taskId, issuerName: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE, tokenType: TOKEN_TYPE.accessToken, target: deps.issuerUrl, state: 'active', fingerprint, expiresAt }],
       },
       markCommitted,
+      identity,
+      ctx,
     );
     return {
       credential: { id: tokenId, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: 'Bearer', expiresAt, fingerprint, accessToken: new SecretValue(token), revocationHandle: null },
@@ -347,7 +383,9 @@ export function createExchangeService(deps: ExchangeDeps) {
     if (plannedHandle) deps.chaos?.('before-upstream');
     let credential: Credential;
     try {
-      credential = await issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle }, ctx);
+      credential = await tel.stage('issuer.issue', { issuer: issuer.name, issuerType: issuer.type }, () =>
+        issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle }, ctx),
+      );
     } catch (e) {
       // Issuance is atomic upstream (or nothing was created); the planned row is closed as failed.
       if (plannedHandle) await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: (e as Error).message.slice(0, 500) } }).catch(() => {});
@@ -371,7 +409,7 @@ export function createExchangeService(deps: ExchangeDeps) {
           }],
         };
     try {
-      await commitOrFail(write, markCommitted);
+      await commitOrFail(write, markCommitted, identity, ctx);
     } catch (e) {
       // Fail closed: no audit record, no credential. Undo what exists upstream.
       if (credential.revocationHandle)
@@ -383,9 +421,23 @@ export function createExchangeService(deps: ExchangeDeps) {
     return { credential, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
   }
 
-  async function commitOrFail(write: AuditWrite, markCommitted: () => void): Promise<void> {
-    await deps.audit.append(write);
+  /** Records the inventory has seen (a failed commit is audited again as an error: seen once). */
+  const observed = new WeakSet<AuditEventInput>();
+
+  /** The inventory sees the exchange; its signals become the record's flags (before the record is written). */
+  function observe(identity: BlendedIdentity, event: AuditEventInput, ctx: CallContext) {
+    if (!deps.monitor || observed.has(event)) return undefined;
+    observed.add(event);
+    const seen = deps.monitor?.observe(identity, event, { now: ctx.now, targetCredential: event.target !== deps.issuerUrl });
+    if (seen?.flags.length) event.flags = seen.flags;
+    return seen;
+  }
+
+  async function commitOrFail(write: AuditWrite, markCommitted: () => void, identity: BlendedIdentity, ctx: CallContext): Promise<void> {
+    const seen = observe(identity, write.event, ctx);
+    await tel.stage('audit.write', {}, () => deps.audit.append(write));
     markCommitted();
+    seen?.committed();
   }
 
   return { exchange };

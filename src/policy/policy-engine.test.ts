@@ -75,3 +75,27 @@ describe('policy engine v1', () => {
     expect(engine.evaluate({ ...id, human: { ...human, groups: ['sre'] } }, { kind: 'credential', target: 'prod', scopes: ['deploy'] })).toMatchObject({ allow: true, ttlCapSeconds: 60 });
   });
 });
+
+describe('policy engine: scope parameters and tags named like Object members', () => {
+  it('merges them as data (no prototype lookups)', () => {
+    const docs = PolicySchema.parse({
+      documents: [
+        {
+          apiVersion: 'agent-sts.dev/v2', kind: 'Policy', metadata: { name: 'odd', owners: ['o'] },
+          spec: {
+            rules: [
+              { name: 'agent', workloads: [{ subject: 'dev://bot' }], grants: [{ target: 'db', scopes: [{ name: 'constructor', params: { toString: 'a,b', __proto__x: 'y' } }], obligations: { sessionTags: { constructor: 'c' } } }] },
+              { name: 'people', humans: [{ subject: 'alice' }], grants: [{ target: 'db', scopes: [{ name: 'constructor', params: { toString: 'b' } }] }] },
+            ],
+          },
+        },
+      ],
+    });
+    const e = createPolicyEngine(docs, { agentTokenMaxTtl: 60, accessTokenMaxTtl: 60 });
+    const human = { kind: 'human' as const, provider: 'idp', issuer: 'https://idp', subject: 'alice', groups: [], roles: [], expiresAt: new Date() };
+    const d = e.evaluate({ ...wl('dev://bot'), human }, { kind: 'credential', target: 'db', scopes: ['constructor'] });
+    expect(d).toMatchObject({ allow: true, obligations: { sessionTags: { constructor: 'c' } } });
+    expect(d.scopeParams).toEqual({ constructor: { toString: 'b', __proto__x: 'y' } });
+    expect(Object.hasOwn(d.scopeParams!, 'constructor')).toBe(true);
+  });
+});

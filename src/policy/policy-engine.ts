@@ -1,5 +1,6 @@
 import type { BlendedIdentity, Decision } from '../core/types.js';
 import { ConfigError } from '../errors/sts-errors.js';
+import { paramItems } from '../credential-issuers/grant-params.js';
 import { conditionInput, type ConditionInput, type PolicyEnvironment } from './cel-conditions.js';
 import type { LoadedDocument } from './policy-document.js';
 import { buildPolicyIndex } from './policy-index.js';
@@ -34,6 +35,9 @@ export interface Explanation {
 
 const DENIAL: Record<Stage, NonNullable<Decision['denial']>> = { identity: 'identity', human: 'human', target: 'target', condition: 'identity', scope: 'scope' };
 
+/** How many more rules of each kind a denial checks to name the closest one (see explainingMisses). */
+const EXPLAIN_LIMIT = 16;
+
 /**
  * Compiles the policy set once (v1 rules and v2 documents into one model, anchored patterns,
  * compiled CEL, an index by target and subject) and decides requests. Deny by default; a
@@ -59,12 +63,32 @@ export function createEngineFromModel(model: PolicyModel) {
     const agentResults = index.agentCandidates(id, target).map((r) => checkAgentRule(r, id, req, input));
     const allow = decideFrom(id, req, agentResults, input);
     if (allow) return allow;
-    // Denied: look at every rule that grants the target or could select this workload, to name the closest.
-    const seen = new Set(agentResults.map((r) => r.rule));
-    const more = [...index.grantingRules(target), ...index.identityCandidates(id), ...model.rules.slice(0, 1).filter((r) => r.side === 'agent')]
-      .filter((r) => !seen.has(r) && seen.add(r))
-      .map((r) => checkAgentRule(r, id, req, input));
-    return deny(id, req, [...agentResults, ...more].sort((a, b) => a.rule.order - b.rule.order), input);
+    return deny(id, req, [...agentResults, ...explainingMisses(id, req, target, agentResults, input)].sort((a, b) => a.rule.order - b.rule.order), input);
+  }
+
+  /**
+   * For a denial, besides the candidates already checked: rules that could select this workload
+   * (whatever they grant) and rules that grant the target (whoever they are for), to name the
+   * closest. Bounded (EXPLAIN_LIMIT each, first in policy order) so that a denial costs about the
+   * same with 10 or 10,000 rules; `explain` still checks every rule.
+   */
+  function explainingMisses(id: BlendedIdentity, req: PolicyRequest, target: string | undefined, checked: RuleResult[], input: () => ConditionInput): RuleResult[] {
+    // Short lists: a linear search is cheaper than a Set here.
+    const out: RuleResult[] = [];
+    const known = (r: ModelRule) => checked.some((c) => c.rule === r) || out.some((c) => c.rule === r);
+    const take = (rules: readonly ModelRule[]) => {
+      let n = 0;
+      for (const r of rules) {
+        if (n >= EXPLAIN_LIMIT) break;
+        if (r.side !== 'agent' || known(r)) continue;
+        n++;
+        out.push(checkAgentRule(r, id, req, input));
+      }
+    };
+    take(index.identityCandidates(id, EXPLAIN_LIMIT + checked.length));
+    take(index.grantingRules(target));
+    take(model.rules.slice(0, 1));
+    return out;
   }
 
   function lazyInput(id: BlendedIdentity, req: PolicyRequest, where: PolicyEnvironment): () => ConditionInput {
@@ -137,7 +161,7 @@ export function createEngineFromModel(model: PolicyModel) {
       const reason = pairProblem
         ? `agent rule ${agents[0]!.rule.id} and a human rule allow it, but ${pairProblem}`
         : `agent rule ${agents[0]!.rule.id} allows it, but no rule allows human ${id.human!.subject} for ${target ?? 'an agent token'} (both must)${c ? `: closest human rule ${c.rule.id}: ${c.reason}` : ''}`;
-      return { ...base, policyId: agents[0]!.rule.id, reasons: [reason], denial: pairProblem?.includes('scopes') || c?.stage === 'scope' ? 'scope' : 'human' };
+      return { ...base, policyId: agents[0]!.rule.id, reasons: [reason], denial: (pairProblem && /^(scopes|parameter) /.test(pairProblem)) || c?.stage === 'scope' ? 'scope' : 'human' };
     }
     const misses = results.filter((r): r is RuleMiss => !r.ok);
     const grants = (r: ModelRule) => (target === undefined ? r.agentTokenTtl !== undefined : r.grants.has(target));
@@ -184,29 +208,47 @@ function closestOf(misses: RuleMiss[], grants: (r: ModelRule) => boolean): RuleM
   return best?.m;
 }
 
+/**
+ * One parameter of a scope both sides grant: the same value, or the items (comma-separated) both
+ * allow, in the agent's order; undefined when they have none in common. A parameter only one side
+ * gives is taken as it is (a parameter narrows a scope; no parameter is the scope's full extent).
+ */
+function intersectParam(agent: string, human: string): string | undefined {
+  if (agent === human) return agent;
+  const theirs = new Set(paramItems(human));
+  const common = paramItems(agent).filter((x) => theirs.has(x));
+  return common.length ? [...new Set(common)].join(',') : undefined;
+}
+
 /** Obligations and scope parameters of both sides; a conflict refuses the pair (fail closed). */
 function mergeObligations(a: RuleAllows, h: RuleAllows | undefined, scopes: string[]): Pick<Decision, 'obligations' | 'scopeParams'> | string {
   const sides = h ? [a, h] : [a];
-  const tags: Record<string, string> = {};
+  // Maps, not object literals: a tag, scope or parameter may be named like an Object.prototype member.
+  const tags = new Map<string, string>();
   let approval: Obligations['approval'];
   for (const s of sides) {
     for (const [k, v] of Object.entries(s.grant?.obligations?.sessionTags ?? {})) {
-      if (tags[k] !== undefined && tags[k] !== v) return `session tag ${k} differs between ${a.rule.id} and ${h!.rule.id}`;
-      tags[k] = v;
+      if (tags.has(k) && tags.get(k) !== v) return `session tag ${k} differs between ${a.rule.id} and ${h!.rule.id}`;
+      tags.set(k, v);
     }
     const ap = s.grant?.obligations?.approval;
     if (ap) approval = approval ? { approvers: [...new Set([...approval.approvers, ...ap.approvers])], windowSeconds: Math.min(approval.windowSeconds, ap.windowSeconds) } : { ...ap };
   }
-  const scopeParams: Record<string, Record<string, string>> = {};
+  const scopeParams = new Map<string, Map<string, string>>();
   for (const scope of scopes)
     for (const s of sides)
       for (const [k, v] of Object.entries(s.grant?.scopes.get(scope) ?? {})) {
-        const p = (scopeParams[scope] ??= {});
-        if (p[k] !== undefined && p[k] !== v) return `parameter ${k} of scope ${scope} differs between ${a.rule.id} and ${h!.rule.id}`;
-        p[k] = v;
+        const p = scopeParams.get(scope) ?? scopeParams.set(scope, new Map()).get(scope)!;
+        const had = p.get(k);
+        const both = had === undefined ? v : intersectParam(had, v);
+        if (both === undefined) return `parameter ${k} of scope ${scope} has nothing in common between ${a.rule.id} (${had}) and ${h!.rule.id} (${v})`;
+        p.set(k, both);
       }
-  const obligations: Obligations = { ...(Object.keys(tags).length ? { sessionTags: tags } : {}), ...(approval ? { approval } : {}) };
-  return { ...(Object.keys(obligations).length ? { obligations } : {}), ...(Object.keys(scopeParams).length ? { scopeParams } : {}) };
+  const obligations: Obligations = { ...(tags.size ? { sessionTags: Object.fromEntries(tags) } : {}), ...(approval ? { approval } : {}) };
+  return {
+    ...(Object.keys(obligations).length ? { obligations } : {}),
+    ...(scopeParams.size ? { scopeParams: Object.fromEntries([...scopeParams].map(([scope, p]) => [scope, Object.fromEntries(p)])) } : {}),
+  };
 }
 
 export type PolicyEngine = ReturnType<typeof createEngineFromModel>;

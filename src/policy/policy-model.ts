@@ -46,6 +46,8 @@ export interface ModelGrant {
   scopes: Map<string, Record<string, string>>;
   /** Effective cap, seconds (grant maxTtl capped by tokens.accessTokenMaxTtl). */
   ttl: number;
+  /** The grant's own maxTtl, seconds, when it gives one (for load-time messages). */
+  maxTtl?: number;
   human?: Presence;
   when?: Condition;
   obligations?: Obligations;
@@ -59,6 +61,8 @@ export interface ModelRule {
   /** Where it was written, for explanations. */
   source: string;
   description?: string;
+  /** v2: the owners of its document (`metadata.owners`); v1 rules have none. */
+  owners?: readonly string[];
   /** `agent`: grants to workloads; `human`: grants to people (only together with an agent rule). */
   side: 'agent' | 'human';
   /** v1 rule: its human conditions are part of the same rule, so it counts for both sides at once. */
@@ -198,11 +202,13 @@ export function compilePolicyModel(input: PolicySetInput, limits: ModelLimits): 
         targets.add(g.target);
         if (r.humans && g.human)
           problems.push(`${at('grants', j, 'human')}: \`human\` (presence) belongs to agent rules`);
+        const maxTtl = ttlOf(g.maxTtl, at('grants', j, 'maxTtl'));
         grants.set(g.target, {
           target: g.target,
           source: at('grants', j),
           scopes: new Map(g.scopes.map((s) => (typeof s === 'string' ? [s, {}] : [s.name, s.params]))),
-          ttl: grantTtlCap(ttlOf(g.maxTtl, at('grants', j, 'maxTtl')), limits.accessTokenMaxTtl),
+          ttl: grantTtlCap(maxTtl, limits.accessTokenMaxTtl),
+          ...(maxTtl !== undefined ? { maxTtl } : {}),
           human: g.human,
           when: condition(g.when, at('grants', j, 'when')),
           obligations: g.obligations && {
@@ -216,6 +222,7 @@ export function compilePolicyModel(input: PolicySetInput, limits: ModelLimits): 
         order: rules.length,
         source: at(),
         description: r.description,
+        owners: doc.metadata.owners,
         side: r.workloads ? 'agent' : 'human',
         v1: false,
         workloads: (r.workloads ?? []).map((w, k) => workload(w, at('workloads', k))),

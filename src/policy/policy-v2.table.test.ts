@@ -133,6 +133,9 @@ const rows: Row[] = [
   // obligations
   { name: 'approval obligation is carried in the decision', id: teamA(), req: cred('approve', ['read']), allow: true, reason: 'team/agents', obligations: { approval: { approvers: ['sre-lead'], windowSeconds: 900 } } },
   { name: 'session tags of both sides are merged', id: teamA(carol), req: cred('tagged', ['read']), allow: true, reason: 'team/sre-humans', obligations: { sessionTags: { team: 'a', oncall: 'true' } } },
+  { name: 'scope parameters of both sides intersect (lists item by item)', id: teamA(bob), req: cred('repos', ['code']), allow: true, reason: 'team/sre-humans', rules: { agent: 'team/agents', human: 'team/sre-humans' }, scopeParams: { code: { repositories: 'web', permissions: 'contents:read' } } },
+  { name: 'scope parameters with nothing in common refuse the pair', id: teamA(dave), req: cred('repos', ['code']), allow: false, reason: 'parameter repositories of scope code has nothing in common between team/agents (app,web) and team/staff (docs)', denial: 'scope' },
+  { name: 'the agent alone keeps its own parameters', id: teamA(), req: cred('repos', ['code']), allow: true, reason: 'team/agents', scopeParams: { code: { repositories: 'app,web', permissions: 'contents:read' } } },
   { name: 'conflicting session tags refuse the pair', id: teamA(dave), req: cred('tagged', ['read']), allow: false, reason: 'session tag team differs between team/agents and team/staff', denial: 'human' },
   // TTL caps
   { name: 'grant without maxTtl: tokens.accessTokenMaxTtl', id: wl('dev://legacy/x'), req: cred('legacy-api', ['read']), allow: true, reason: 'rule legacy-open grants legacy-api', ttl: 2400 },

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyRequest } from 'fastify';
 import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
 import type { CallContext } from '../core/types.js';
@@ -19,7 +19,7 @@ import { createIssuerAdmin, type IssuerSet } from '../credential-issuers/issuer-
 import { createProviderAdmin } from '../trust-providers/provider-admin.js';
 import type { RoleAuth } from './role-auth.js';
 import type { Db } from '../storage/prisma-client.js';
-import { AuditQuerySchema, auditRowToJson, InvalidCursor, queryAudit } from '../audit/audit-query.js';
+import { registerAuditRoutes } from './audit-routes.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { oauthError, problem, problemFor } from './http-errors.js';
 import { INTROSPECTION_PATH, REVOCATION_PATH, type OAuthTokenEndpoints } from './oauth-revocation.js';
@@ -30,6 +30,11 @@ import { registerApprovalAdmin } from './admin-approvals.js';
 import type { PolicySet } from '../policy/policy-set.js';
 import type { PolicyAdmin } from '../policy/policy-admin.js';
 import { registerPolicyAdmin } from './admin-policies.js';
+import { registerInventoryRoutes } from './inventory-routes.js';
+import type { InventoryService } from '../inventory/inventory-service.js';
+import type { AccessReviewer } from '../inventory/access-review.js';
+import type { Telemetry } from '../telemetry/otel.js';
+import { registerHttpTracing } from '../telemetry/http-tracing.js';
 
 export interface AppDeps {
   issuerUrl: () => string;
@@ -63,6 +68,10 @@ export interface AppDeps {
   approvals?: ApprovalService;
   /** The live policy set and its admin (`/v1/admin/policies`). */
   policies?: { set: PolicySet; admin: PolicyAdmin };
+  /** The identity inventory and access reviews (`/v1/inventory`). */
+  inventory?: { service: InventoryService; review: AccessReviewer };
+  /** W3C trace context and HTTP server spans (telemetry/http-tracing.ts); absent or off: none. */
+  telemetry?: Telemetry;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -79,6 +88,9 @@ export function createApp(deps: AppDeps) {
     // Fastify's own per-request lines are off: one line per request is written in onResponse.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimitBytes,
+    // Subjects appear in paths (`/v1/admin/identities/{subject}/kill`) and can be long (a GitHub
+    // Actions subject with its ref, a SPIFFE id): Fastify's default of 100 characters answered 414.
+    maxParamLength: 2048,
     trustProxy: deps.trustProxy,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
@@ -89,6 +101,8 @@ export function createApp(deps: AppDeps) {
   // Bodies of any type are read as text (bounded by bodyLimit); handlers decide what they accept.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  // Before the hooks below: the `request` log line is written inside the request's span.
+  if (deps.telemetry?.enabled) registerHttpTracing(app, deps.telemetry);
 
   const ctxOf = (req: FastifyRequest): CallContext => ({ requestId: req.id, clientAddress: req.ip, now: deps.clock.now() });
 
@@ -180,22 +194,7 @@ export function createApp(deps: AppDeps) {
     exchange: deps.exchange, tasks: deps.tasks, signer: deps.signer, roles: deps.roles, ctxOf,
   });
 
-  app.get('/v1/audit', async (req, reply) => {
-    const auditor = await deps.roles.check(req.headers.authorization, 'auditor', ctxOf(req));
-    if (!auditor.ok) {
-      if (auditor.status === 403) return reply.code(403).type('application/problem+json').send(problem(403, 'forbidden', auditor.detail));
-      return unauthorized(reply, auditor.detail);
-    }
-    const q = AuditQuerySchema.safeParse(req.query);
-    if (!q.success) return reply.code(400).type('application/problem+json').send(problem(400, 'invalid query', q.error.issues.map((i) => `${i.path.join('.') || 'query'}: ${i.message}`).join('; ')));
-    try {
-      const page = await queryAudit(deps.db, q.data);
-      return { records: page.records.map(auditRowToJson), next_cursor: page.nextCursor ?? null };
-    } catch (e) {
-      if (e instanceof InvalidCursor) return reply.code(400).type('application/problem+json').send(problem(400, 'invalid query', 'cursor is not valid'));
-      throw e;
-    }
-  });
+  registerAuditRoutes(app, { db: deps.db, roles: deps.roles, audit: deps.audit, clock: deps.clock, logger: deps.logger, ctxOf });
 
   registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, ctxOf });
   registerIssuerAdmin(app, { roles: deps.roles, issuers: deps.issuers, admin: createIssuerAdmin({ issuers: deps.issuers, db: deps.db, audit: deps.audit, kek: deps.kek }), ctxOf });
@@ -203,11 +202,8 @@ export function createApp(deps: AppDeps) {
   if (deps.killSwitch) registerIdentityAdmin(app, { roles: deps.roles, killSwitch: deps.killSwitch, ctxOf });
   if (deps.approvals) registerApprovalAdmin(app, { roles: deps.roles, approvals: deps.approvals, ctxOf });
   if (deps.policies) registerPolicyAdmin(app, { roles: deps.roles, ctxOf, ...deps.policies });
+  if (deps.inventory) registerInventoryRoutes(app, { roles: deps.roles, ctxOf, audit: deps.audit, ...deps.inventory });
 
   return app;
-}
-
-function unauthorized(reply: FastifyReply, detail: string) {
-  return reply.code(401).header('www-authenticate', 'Bearer').type('application/problem+json').send(problem(401, 'unauthorized', detail));
 }
 export type App = ReturnType<typeof createApp>;

@@ -6,6 +6,8 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { CredentialIssuer } from '../credential-issuers/credential-issuer.js';
 import { unseal } from '../lib/crypto.js';
 import { handleAad } from './task-service.js';
+import type { Telemetry } from '../telemetry/otel.js';
+import { toAttributes } from '../telemetry/spans.js';
 
 /** States in which a credential owns its account at the target. */
 const OWNING = ['issuing', 'active', 'revoking'];
@@ -29,6 +31,8 @@ export interface DoctorDeps {
   kek: Secret<Buffer>;
   audit: Pick<AuditLog, 'append'>;
   issuers: Iterable<CredentialIssuer>;
+  /** Counts the orphans found per issuer in `agent_sts.doctor.orphans` (0 too: the series shows the check ran). */
+  telemetry?: Pick<Telemetry, 'instruments'>;
 }
 
 /** The account name in a database issuer's handle (`role` for postgres, `user` for mysql). */
@@ -63,6 +67,7 @@ export async function runDoctor(deps: DoctorDeps, opts: { fix: boolean; ctx: Cal
     reports.push(report);
     try {
       await checkIssuer(deps, issuer, report, opts);
+      deps.telemetry?.instruments.doctorOrphans.add(report.orphans.length, toAttributes({ issuer: issuer.name, issuerType: issuer.type }));
     } catch (e) {
       report.error = safeError(e);
     }

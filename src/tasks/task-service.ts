@@ -8,6 +8,9 @@ import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type IssuerCapabilities }
 import type { RevocationList } from './revocation-list.js';
 import { seal, unseal } from '../lib/crypto.js';
 import type { ChaosHook } from '../lib/chaos-hook.js';
+import type { Telemetry } from '../telemetry/otel.js';
+import { createTaskTelemetry } from '../telemetry/task-telemetry.js';
+import type { SpanHandle } from '../telemetry/spans.js';
 
 export const handleAad = (credentialId: string) => `revocation-handle:${credentialId}`;
 
@@ -58,6 +61,8 @@ export interface TaskServiceDeps {
   revocations: Pick<RevocationList, 'revokeTask' | 'revokeToken'>;
   /** Test hook only (see lib/chaos-hook.ts). */
   chaos?: ChaosHook;
+  /** Spans `agent_sts.task.end` / `agent_sts.credential.revoke` and the revocation counter; absent or off: none. */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -142,6 +147,8 @@ const whoOf = (c: CredRow) => ({ issuerName: c.issuerName, providerName: c.task?
  * credential twice and a crash leaves a state the next sweep can resume from.
  */
 export function createTaskService(deps: TaskServiceDeps) {
+  const tel = createTaskTelemetry(deps.telemetry);
+
   async function claim(id: string, from: string[], to: string): Promise<boolean> {
     // A claimed revocation is due again after REVOKE_CLAIM_MS: if this replica dies now, the sweep picks it up.
     const data = to === 'revoking' ? { state: to, nextRevokeAt: new Date(deps.clock.now().getTime() + REVOKE_CLAIM_MS) } : { state: to };
@@ -150,7 +157,11 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   /** Revokes one credential upstream (if needed) and records the outcome (`at`: when). Never throws. */
-  async function revokeCredential(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string): Promise<{ fate: CredentialFate; at: Date }> {
+  function revokeCredential(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string): Promise<{ fate: CredentialFate; at: Date }> {
+    return tel.revoke(cred, action, (s) => revokeOnce(cred, finalState, ctx, action, s));
+  }
+
+  async function revokeOnce(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string, s: SpanHandle): Promise<{ fate: CredentialFate; at: Date }> {
     const issuer = deps.issuers.get(cred.issuerName);
     const now = deps.clock.now();
     try {
@@ -161,6 +172,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         deps.chaos?.('during-revocation');
       }
     } catch (e) {
+      s.fail(e);
       const message = (e as Error).message.slice(0, 500);
       const attempt = cred.revokeAttempts + 1;
       const nextRevokeAt = new Date(now.getTime() + revokeBackoffMs(attempt));
@@ -206,7 +218,11 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   /** Ends a task: revokes every credential in it that can be revoked. Idempotent. */
-  async function endTask(taskId: string, reason: string, ctx: CallContext): Promise<TaskEndResult | undefined> {
+  function endTask(taskId: string, reason: string, ctx: CallContext): Promise<TaskEndResult | undefined> {
+    return tel.taskEnd(taskId, () => endTaskOnce(taskId, reason, ctx));
+  }
+
+  async function endTaskOnce(taskId: string, reason: string, ctx: CallContext): Promise<TaskEndResult | undefined> {
     const task = await deps.db.task.findUnique({ where: { id: taskId } });
     if (!task) return undefined;
     deps.revocations.revokeTask(taskId);

@@ -295,6 +295,12 @@ describe('revocation, introspection and the kill switch', () => {
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(r.type).toMatch(/application\/problem\+json/);
     }
+    // a long subject (a GitHub Actions subject with a deep ref) fits in the path
+    const long = `repo:acme/${'x'.repeat(150)}:ref:refs/heads/${'feature/'.repeat(20)}deep`;
+    const killedLong = await admin(broker, 'POST', `/${encodeURIComponent(long)}/kill`, { reason: 'long subject' });
+    expect(killedLong.status, JSON.stringify(killedLong.json)).toBe(200);
+    expect(killedLong.json).toMatchObject({ subject: long, newly_blocked: true });
+    expect((await admin(broker, 'POST', `/${encodeURIComponent(long)}/restore`)).status).toBe(200);
     const r = await admin(broker, 'POST', `/${subject}/restore`);
     expect(r.status).toBe(404);
     expect(r.type).toMatch(/application\/problem\+json/);

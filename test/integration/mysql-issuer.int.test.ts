@@ -65,13 +65,13 @@ interface Login {
 const loginOf = (cred: Credential) => cred.structured!.reveal() as unknown as Login;
 const connectAs = (l: Login) => mysql.createConnection({ host: l.host, port: l.port, user: l.username, password: l.password, database: l.database, connectTimeout: 5000 });
 
-async function issue(issuer: CredentialIssuer, scopes: string[], over: { taskId?: string; plannedHandle?: MysqlHandle } = {}): Promise<Credential> {
+async function issue(issuer: CredentialIssuer, scopes: string[], over: { taskId?: string; plannedHandle?: MysqlHandle; scopeParams?: Record<string, Record<string, string>> } = {}): Promise<Credential> {
   const taskId = over.taskId ?? `tsk${randomLowerId(16)}`;
   const credentialId = `cred-${randomLowerId(8)}`;
   const plannedHandle = over.plannedHandle ?? issuer.planHandle!({ taskId, credentialId });
   return issuer.issue(
     {
-      decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: 300, reasons: [] },
+      decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: 300, reasons: [], ...(over.scopeParams ? { scopeParams: over.scopeParams } : {}) },
       identity: {} as BlendedIdentity,
       taskId,
       credentialId,
@@ -113,6 +113,7 @@ describe('mysql credential issuer (real server)', () => {
         viaRole: [{ role }],
         broken: [{ privileges: ['SELECT'], on: `${db.name}.no_such_table` }],
       },
+      grantableRoles: { write: [role] },
       userPrefix: PREFIX,
       maxConnections: 3,
     });
@@ -186,6 +187,23 @@ describe('mysql credential issuer (real server)', () => {
     expect(Number(rows[0]!.n)).toBeGreaterThanOrEqual(2);
     await expect(conn.query('SELECT * FROM audit')).rejects.toMatchObject({ errno: ER_TABLEACCESS_DENIED });
     await issuer.revoke(cred.revocationHandle!, ctx());
+  });
+
+  it("joins the role a grant's role parameter chose (from grantableRoles) instead of the scope's grants", async () => {
+    const cred = await issue(issuer, ['write'], { scopeParams: { write: { role } } });
+    const conn = await connectAs(loginOf(cred));
+    open.push(conn);
+    const [rows] = await conn.query<mysql.RowDataPacket[]>('SELECT COUNT(*) AS n FROM items');
+    expect(Number(rows[0]!.n)).toBeGreaterThanOrEqual(2);
+    // the scope's own grants (INSERT, UPDATE on items) were not given
+    await expect(conn.query('INSERT INTO items VALUES (11, ?)', ['eleven'])).rejects.toMatchObject({ errno: ER_TABLEACCESS_DENIED });
+    await issuer.revoke(cred.revocationHandle!, ctx());
+  });
+
+  it('refuses a role parameter outside grantableRoles before creating anything', async () => {
+    const handle = issuer.planHandle!({ taskId: `tsk${randomLowerId(16)}`, credentialId: 'c' }) as MysqlHandle;
+    await expect(issue(issuer, ['write'], { plannedHandle: handle, scopeParams: { write: { role: 'root' } } })).rejects.toMatchObject({ name: 'ScopeNotAllowed' });
+    expect(await userExists(handle.user)).toBe(false);
   });
 
   it('revocation kills open sessions, refuses new logins, drops the user and is idempotent', async () => {

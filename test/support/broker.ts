@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { validateConfig } from '../../src/config/load-config.js';
 import { compose, type Composed } from '../../src/compose.js';
 import { createLogger } from '../../src/log/logger.js';
+import type { Telemetry } from '../../src/telemetry/otel.js';
 
 export interface TestBroker {
   url: string;
@@ -19,9 +20,10 @@ export const TEST_ADMIN_TOKEN = `admin-${randomBytes(12).toString('hex')}`;
 
 /**
  * Starts a real broker on loopback port 0 from a config object (same validation as the file),
- * with a fresh key-encryption key, logging at debug level into memory.
+ * with a fresh key-encryption key, logging at debug level into memory. `telemetry`: traces and
+ * metrics into the test's own providers (e.g. in-memory exporters); default off.
  */
-export async function startBroker(config: Record<string, unknown>, opts: { env?: NodeJS.ProcessEnv } = {}): Promise<TestBroker> {
+export async function startBroker(config: Record<string, unknown>, opts: { env?: NodeJS.ProcessEnv; telemetry?: Telemetry } = {}): Promise<TestBroker> {
   const env = { TEST_KEK: randomBytes(32).toString('base64'), TEST_AUDITOR_TOKEN, TEST_ADMIN_TOKEN, ...opts.env };
   const cfg = validateConfig({
     server: { host: '127.0.0.1', port: 0 },
@@ -42,7 +44,7 @@ export async function startBroker(config: Record<string, unknown>, opts: { env?:
     },
   });
   const logger = createLogger({ level: 'debug', destination });
-  const composed = await compose(cfg, { env, logger });
+  const composed = await compose(cfg, { env, logger, telemetry: opts.telemetry });
   await composed.listen();
   return { url: composed.issuerUrl(), composed, logs, env, close: () => composed.close() };
 }

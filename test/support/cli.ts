@@ -25,11 +25,13 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runAgentSts(args: string[], opts: { cwd: string; env?: Record<string, string> }): Promise<CliResult> {
+/** `input`: written to the command's standard input (otherwise it is empty). */
+export function runAgentSts(args: string[], opts: { cwd: string; env?: Record<string, string>; input?: string }): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   for (const k of OVERRIDES) if (!opts.env || !(k in opts.env)) delete env[k];
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, '-e', CLI_EVAL, '--', ...args], { cwd: opts.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, '-e', CLI_EVAL, '--', ...args], { cwd: opts.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.end(opts.input ?? '');
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

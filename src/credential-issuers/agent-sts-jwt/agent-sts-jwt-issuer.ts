@@ -3,8 +3,9 @@ import { Secret } from '../../core/secret.js';
 import { credentialFingerprint } from '../../lib/crypto.js';
 import { epochSeconds } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
-import type { Actor, BlendedIdentity } from '../../core/types.js';
-import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import type { Actor, BlendedIdentity, Decision } from '../../core/types.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuerCapabilities } from '../credential-issuer.js';
+import { grantOfDecision, paramsOf, refuseGrantProblems, renderSessionTags, sessionTagTemplateProblems } from '../grant-params.js';
 
 export const AgentStsJwtConfigSchema = z.object({}).strict();
 export type AgentStsJwtConfig = z.infer<typeof AgentStsJwtConfigSchema>;
@@ -37,15 +38,33 @@ const CAPABILITIES: IssuerCapabilities = Object.freeze({
   maxTtlReason: 'its JWTs are verified offline and cannot be revoked, so agent-sts issues them for at most 24h',
 });
 
+/** Any scope parameters (they become claims); session tags whose placeholders are known. */
+export function checkJwtGrant(_config: AgentStsJwtConfig, grant: GrantRequirements): string[] {
+  return Object.entries(grant.sessionTags ?? {}).flatMap(([k, v]) => sessionTagTemplateProblems(k, v));
+}
+
+/** Claims carrying the grant's scope parameters and session tags to the resource server (none when the grant has neither). */
+function grantClaims(req: { decision: Decision; identity: BlendedIdentity; taskId: string }): Record<string, unknown> {
+  const params = Object.fromEntries(req.decision.grantedScopes.map((s) => [s, paramsOf(req.decision, s)] as const).filter(([, p]) => Object.keys(p).length));
+  const tags = req.decision.obligations?.sessionTags;
+  return {
+    ...(Object.keys(params).length ? { scope_params: params } : {}),
+    ...(tags && Object.keys(tags).length ? { session_tags: renderSessionTags(tags, req.identity, req.taskId) } : {}),
+  };
+}
+
 /**
  * Audience-bound JWT access tokens (RFC 9068, `typ: at+jwt`) for internal APIs and MCP servers.
  * `aud` is exactly the requested resource/audience; `jti` is the credential id, so a token is
- * revoked by id and traced to its issuance by fingerprint.
+ * revoked by id and traced to its issuance by fingerprint. The grant's scope parameters travel as
+ * `scope_params` ({ scope: { name: value } }, granted scopes only) and its session tags as
+ * `session_tags`, for the resource server to enforce.
  */
 export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
   type: 'agent-sts-jwt',
   configSchema: AgentStsJwtConfigSchema,
   capabilities: () => CAPABILITIES,
+  checkGrant: checkJwtGrant,
   create(name, _config, deps): CredentialIssuer {
     // No health(): nothing upstream (signing keys are checked by /readyz on their own).
     return {
@@ -55,6 +74,7 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
       needsActiveRevocation: false,
       capabilities: CAPABILITIES,
       async issue(req, ctx) {
+        refuseGrantProblems(name, checkJwtGrant({}, grantOfDecision(req.decision)));
         const iat = epochSeconds(ctx.now);
         const exp = iat + req.ttlSeconds;
         const token = await deps.signer.sign(
@@ -67,6 +87,7 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
             jti: req.credentialId,
             task_id: req.taskId,
             ...(req.decision.grantedScopes.length ? { scope: req.decision.grantedScopes.join(' ') } : {}),
+            ...grantClaims(req),
           },
           'at+jwt',
         );

@@ -1,4 +1,4 @@
-import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput, type Tag } from '@aws-sdk/client-sts';
+import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
 import { GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
@@ -9,16 +9,17 @@ import { parseDuration } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { MalformedRequest, ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuerCapabilities } from '../credential-issuer.js';
+import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
+import { AWS_MAX_SESSION_POLICY_CHARS, fit, roleParamProblems, sessionPolicyTemplateProblems, sessionPolicyText, sessionTagProblems, sessionTagsFor } from './aws-session.js';
+
+export { AWS_MAX_SESSION_POLICY_CHARS, SESSION_POLICY_PLACEHOLDERS } from './aws-session.js';
 
 /** AWS limits (STS-API AssumeRoleInput; STANDARDS §5.3). */
 export const AWS_MIN_SESSION_SECONDS = 900;
 export const AWS_MAX_SESSION_SECONDS = 43_200;
-export const AWS_MAX_SESSION_POLICY_CHARS = 2048;
 const SESSION_NAME_MAX = 64;
-const TAG_KEY_MAX = 128;
-const TAG_VALUE_MAX = 256;
 /** The inline role policy holding agent-sts's per-session deny statements (STANDARDS §5.4). */
 export const REVOCATION_POLICY_NAME = 'agent-sts-revoked-sessions';
 /** IAM's inline role policy quota (characters, whitespace not counted). */
@@ -27,12 +28,6 @@ export const AWS_MAX_ROLE_POLICY_CHARS = 10_240;
 export const REVOCATION_SID_PREFIX = 'AgsRevoked';
 /** Read-modify-write attempts of one revocation when a concurrent writer overwrote the policy. */
 const REVOKE_ATTEMPTS = 4;
-
-/** Placeholders a session-policy template may use; anything else of this shape (no `:`) is a typo. */
-export const SESSION_POLICY_PLACEHOLDERS = ['task_id', 'workload', 'human', 'source_identity'] as const;
-type PlaceholderValues = Record<(typeof SESSION_POLICY_PLACEHOLDERS)[number], string>;
-/** `${name}` without a colon: ours. IAM's own policy variables (`${aws:username}`, `${aws:PrincipalTag/x}`) have one and are left alone. */
-const PLACEHOLDER = /\$\{([A-Za-z0-9_]+)\}/g;
 
 const Duration = z
   .union([z.number().int(), z.string()])
@@ -46,25 +41,11 @@ const Duration = z
   })
   .refine((s) => s >= AWS_MIN_SESSION_SECONDS && s <= AWS_MAX_SESSION_SECONDS, `between ${AWS_MIN_SESSION_SECONDS} s (15m) and ${AWS_MAX_SESSION_SECONDS} s (12h), like a role's MaxSessionDuration`);
 
-/** Strings of every JSON value (and key) of a template, to check its placeholders. */
-function templateStrings(v: unknown): string[] {
-  if (typeof v === 'string') return [v];
-  if (Array.isArray(v)) return v.flatMap(templateStrings);
-  if (v && typeof v === 'object') return Object.entries(v).flatMap(([k, x]) => [k, ...templateStrings(x)]);
-  return [];
-}
-
 const SessionPolicySchema = z
   .record(z.string(), z.unknown())
   .refine((p) => 'Statement' in p, 'a session policy is an IAM policy document: { "Version": "2012-10-17", "Statement": [...] }')
   .superRefine((p, c) => {
-    for (const s of templateStrings(p))
-      for (const [, name] of s.matchAll(PLACEHOLDER))
-        if (!(SESSION_POLICY_PLACEHOLDERS as readonly string[]).includes(name!))
-          c.addIssue({ code: 'custom', message: `unknown placeholder \${${name}} (known: ${SESSION_POLICY_PLACEHOLDERS.map((n) => `\${${n}}`).join(', ')}; IAM variables like \${aws:username} pass through)` });
-    const bare = JSON.stringify(p).replace(PLACEHOLDER, '');
-    if (bare.length > AWS_MAX_SESSION_POLICY_CHARS)
-      c.addIssue({ code: 'custom', message: `the session policy is ${bare.length} characters without its placeholders; AWS allows ${AWS_MAX_SESSION_POLICY_CHARS}` });
+    for (const message of sessionPolicyTemplateProblems(p)) c.addIssue({ code: 'custom', message });
   });
 
 const RoleSchema = z
@@ -72,8 +53,10 @@ const RoleSchema = z
     roleArn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/, 'an IAM role ARN (arn:aws:iam::<account>:role/<name>)'),
     /**
      * Inline session policy (a JSON object) narrowing the role for this session. String values may
-     * contain ${task_id}, ${workload}, ${human} (the human's subject, or empty), ${source_identity};
+     * contain ${task_id}, ${workload}, ${human} (the human's subject, or empty), ${source_identity}
+     * and ${param.<name>} (the granted scope's parameter <name>: one plain value, no wildcards);
      * they are substituted into the parsed JSON strings, so a value can never break out of its string.
+     * Without a template, a grant's `actions` / `resources` parameters build the session policy.
      */
     sessionPolicy: SessionPolicySchema.optional(),
     /** Confused-deputy guard demanded by the role's trust policy (cross-account roles). */
@@ -159,15 +142,6 @@ export class AwsSessionRevocationUnavailable extends Error {
 
 /** `[A-Za-z0-9_=,.@-]` (STANDARDS §5.3 RoleSessionName / SourceIdentity), 2–64 characters. */
 const sanitizeName = (s: string) => s.replace(/[^A-Za-z0-9_=,.@-]/g, '_');
-/** AWS's tag charset `[\p{L}\p{Z}\p{N}_.:/=+\-@]`. */
-const sanitizeTag = (s: string) => s.replace(/[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu, '_');
-
-/** Fits `s` into `max` characters; a cut string ends with a hash of the original so distinct inputs stay distinct. */
-function fit(s: string, original: string, max: number): string {
-  if (s.length <= max) return s;
-  const h = sha256Hex(original).slice(0, 10);
-  return `${s.slice(0, max - h.length - 1)}.${h}`;
-}
 
 export function roleSessionName(taskId: string): string {
   return fit(sanitizeName(`ags-${taskId}`), taskId, SESSION_NAME_MAX);
@@ -181,21 +155,20 @@ export function sourceIdentityOf(identity: BlendedIdentity): string {
   return s.length >= 2 ? s : s.padEnd(2, '_');
 }
 
-function sessionTags(taskId: string, identity: BlendedIdentity): Tag[] {
-  const tag = (key: string, value: string): Tag => ({ Key: sanitizeTag(key).slice(0, TAG_KEY_MAX), Value: fit(sanitizeTag(value), value, TAG_VALUE_MAX) });
-  return [
-    tag('agent-sts:task', taskId),
-    tag('agent-sts:subject', identity.workload.subject),
-    ...(identity.human ? [tag('agent-sts:human', identity.human.subject)] : []),
-  ];
-}
-
-function renderPolicy(template: unknown, values: PlaceholderValues): unknown {
-  if (typeof template === 'string') return template.replace(PLACEHOLDER, (m, name: string) => (name in values ? values[name as keyof PlaceholderValues] : m));
-  if (Array.isArray(template)) return template.map((v) => renderPolicy(v, values));
-  if (template && typeof template === 'object')
-    return Object.fromEntries(Object.entries(template).map(([k, v]) => [renderPolicy(k, values) as string, renderPolicy(v, values)]));
-  return template;
+/**
+ * A grant for an aws-sts target: each scope's parameters against its role (aws-session.ts:
+ * template parameters, or actions / resources building the session policy) and the session
+ * tags. Used at load (with file and line) and again by issue().
+ */
+export function checkAwsGrant(config: AwsStsIssuerConfig, grant: GrantRequirements): string[] {
+  const problems: string[] = [];
+  for (const [scope, params] of grant.scopes) {
+    const role = Object.hasOwn(config.roles, scope) ? config.roles[scope] : undefined;
+    if (role) problems.push(...roleParamProblems(scope, role.sessionPolicy, params, grant.standalone));
+    else if (Object.keys(params).length) problems.push(`scope ${scope}: maps to no role of this issuer, so its parameters narrow nothing`);
+  }
+  problems.push(...sessionTagProblems(grant.sessionTags));
+  return problems;
 }
 
 type PolicyStatement = Record<string, unknown>;
@@ -303,10 +276,13 @@ function scrubbed(e: unknown, secrets: readonly string[]): Error {
  *   `aws:`-prefixed). AWS keeps it through role chaining and the caller cannot change it, so every
  *   CloudTrail event of the session traces back. The role's trust policy must allow
  *   sts:SetSourceIdentity, and sts:TagSession for the tags;
- * - Tags `agent-sts:task`, `agent-sts:subject` (workload), `agent-sts:human` (when present), values
- *   sanitised to AWS's tag charset and ≤ 256 characters (optionally transitive);
- * - Policy: the scope's session-policy template with placeholders substituted inside the parsed
- *   JSON strings, refused before the call when over 2,048 characters;
+ * - Tags `agent-sts:task`, `agent-sts:subject` (workload), `agent-sts:human` (when present), plus
+ *   the grant's sessionTags obligation (values may reference the identity, see grant-params.ts),
+ *   values sanitised to AWS's tag charset and ≤ 256 characters (optionally transitive);
+ * - Policy: the scope's session-policy template with placeholders (also the grant's
+ *   `${param.<name>}`) substituted inside the parsed JSON strings, or without a template one Allow
+ *   statement from the grant's `actions` / `resources` parameters; refused before the call when
+ *   over 2,048 characters. A session policy only narrows the role (AWS intersects the two);
  * - DurationSeconds = the granted lifetime, capped at the role's MaxSessionDuration (`maxDuration`).
  *   Below AWS's 900 s minimum the request is refused (MalformedRequest) rather than silently
  *   lengthened: the credential would otherwise outlive what policy granted.
@@ -357,6 +333,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
   type: 'aws-sts',
   configSchema: AwsStsIssuerConfigSchema as unknown as z.ZodType<AwsStsIssuerConfig>,
   capabilities: awsStsCapabilities,
+  checkGrant: checkAwsGrant,
   create(name, config, deps): CredentialIssuer {
     let client: STSClient | undefined;
     let iamClient: IAMClient | undefined;
@@ -479,8 +456,9 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
             detail: { issuer: name, grantedScopes: scopes },
           });
         const scope = scopes[0]!;
-        const role = config.roles[scope];
+        const role = Object.hasOwn(config.roles, scope) ? config.roles[scope] : undefined;
         if (!role) throw new ScopeNotAllowed(`scope ${scope} maps to no AWS role here`, { detail: { issuer: name, scope } });
+        refuseGrantProblems(name, checkAwsGrant(config, grantOfDecision(req.decision)));
         if (req.ttlSeconds < AWS_MIN_SESSION_SECONDS)
           throw new MalformedRequest(
             `AWS sessions last at least ${AWS_MIN_SESSION_SECONDS} s; ask for requested_lifetime >= ${AWS_MIN_SESSION_SECONDS} or change the policy`,
@@ -489,12 +467,11 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
         const durationSeconds = Math.min(req.ttlSeconds, role.maxDuration ?? config.maxDuration);
         const sessionName = roleSessionName(req.taskId);
         const sourceIdentity = sourceIdentityOf(req.identity);
-        const tags = sessionTags(req.taskId, req.identity);
-        let policy: string | undefined;
-        if (role.sessionPolicy) {
-          policy = JSON.stringify(
-            renderPolicy(role.sessionPolicy, { task_id: req.taskId, workload: req.identity.workload.subject, human: req.identity.human?.subject ?? '', source_identity: sourceIdentity }),
-          );
+        const tags = sessionTagsFor(req.taskId, req.identity, req.decision.obligations?.sessionTags);
+        const policy = sessionPolicyText(role.sessionPolicy, paramsOf(req.decision, scope), {
+          task_id: req.taskId, workload: req.identity.workload.subject, human: req.identity.human?.subject ?? '', source_identity: sourceIdentity,
+        });
+        if (policy !== undefined) {
           if (policy.length > AWS_MAX_SESSION_POLICY_CHARS)
             throw new AwsStsRequestRejected(
               `aws-sts issuer ${name}: the session policy of scope ${scope} renders to ${policy.length} characters; AWS allows ${AWS_MAX_SESSION_POLICY_CHARS} (shorten the template)`,

@@ -2,11 +2,13 @@ import { createAppAuth, type InstallationAccessTokenAuthentication } from '@octo
 import { request as octokitRequest } from '@octokit/request';
 import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
+import type { Decision } from '../../core/types.js';
 import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuerCapabilities } from '../credential-issuer.js';
+import { grantOfDecision, paramItems, paramsOf, refuseGrantProblems, unknownParams } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 
 /** GitHub permission levels, weakest first (STANDARDS §8.2: read/write, some permissions accept admin). */
@@ -74,6 +76,71 @@ export const GithubAppIssuerConfigSchema = z
         if (!allowed.has(id)) ctx.addIssue({ code: 'custom', path: ['scopes', scope, 'repositories'], message: `repository ${id} is not in the issuer's repositories allow-list` });
   });
 export type GithubAppIssuerConfig = z.infer<typeof GithubAppIssuerConfigSchema>;
+
+const PERMISSION_PARAM = /^([a-z][a-z0-9_]*):(read|write|admin)$/;
+
+/** The repository ids a `repositories` parameter names (ids, or names as configured); unresolved items as problems. */
+function repositoriesNamed(config: GithubAppIssuerConfig, value: string): { ids: number[]; problems: string[] } {
+  const ids: number[] = [];
+  const problems: string[] = [];
+  for (const item of paramItems(value)) {
+    const byName = config.repositories.filter((r) => r.name === item);
+    const id = /^[0-9]+$/.test(item) ? Number(item) : byName.length === 1 ? byName[0]!.id : undefined;
+    if (id !== undefined) ids.push(id);
+    else problems.push(byName.length > 1 ? `repository name ${item} is ambiguous in this issuer's repositories; use its id` : `repository ${JSON.stringify(item)} is not in this issuer's repositories (give an id or a configured name)`);
+  }
+  return { ids, problems };
+}
+
+/**
+ * A grant for a github-app target. Parameters narrow a scope, never widen it: `repositories`
+ * (comma-separated ids or configured names) must be among the scope's repositories, and
+ * `permissions` (`contents:read,issues:write`) among the scope's permissions at most at their
+ * level. No session tags.
+ */
+export function checkGithubGrant(config: GithubAppIssuerConfig, grant: GrantRequirements): string[] {
+  const problems: string[] = [];
+  for (const [scope, params] of grant.scopes) {
+    const unknown = unknownParams(scope, params, ['repositories', 'permissions'], 'github-app issuers take repositories (ids or names) and permissions (name:level)');
+    if (unknown) problems.push(unknown);
+    const s = Object.hasOwn(config.scopes, scope) ? config.scopes[scope] : undefined;
+    if (!s) {
+      if (Object.keys(params).length) problems.push(`scope ${scope}: not configured for this issuer, so its parameters narrow nothing`);
+      continue;
+    }
+    if (params.repositories !== undefined) {
+      const inScope = new Set(s.repositories ?? config.repositories.map((r) => r.id));
+      const { ids, problems: unresolved } = repositoriesNamed(config, params.repositories);
+      problems.push(...unresolved.map((p) => `scope ${scope}: ${p}`));
+      if (!ids.length && !unresolved.length) problems.push(`scope ${scope}: parameter repositories is empty`);
+      for (const id of ids) if (!inScope.has(id)) problems.push(`scope ${scope}: repository ${id} is not among the repositories this scope may hand out`);
+    }
+    if (params.permissions !== undefined) {
+      const items = paramItems(params.permissions);
+      if (!items.length) problems.push(`scope ${scope}: parameter permissions is empty`);
+      for (const item of items) {
+        const m = PERMISSION_PARAM.exec(item);
+        const have = m && Object.hasOwn(s.permissions, m[1]!) ? s.permissions[m[1]!] : undefined;
+        if (!m) problems.push(`scope ${scope}: permissions item ${JSON.stringify(item)} is not name:read, name:write or name:admin`);
+        else if (!have) problems.push(`scope ${scope}: permission ${m[1]} is not one this scope grants (${Object.keys(s.permissions).join(', ')})`);
+        else if (rank(m[2] as Level) > rank(have)) problems.push(`scope ${scope}: ${item} is wider than the scope's ${m[1]}:${have}`);
+      }
+    }
+  }
+  if (grant.sessionTags && Object.keys(grant.sessionTags).length) problems.push('github-app issuers cannot carry session tags (obligations.sessionTags)');
+  return problems;
+}
+
+/** One granted scope's repositories and permissions: its parameters (already checked to be within the scope) or the scope's configuration. */
+function scopeExtent(config: GithubAppIssuerConfig, scope: string, params: Readonly<Record<string, string>>): { repositories: number[]; permissions: Record<string, Level> } | undefined {
+  const s = Object.hasOwn(config.scopes, scope) ? config.scopes[scope] : undefined;
+  if (!s) return undefined;
+  const repositories = params.repositories !== undefined ? repositoriesNamed(config, params.repositories).ids : (s.repositories ?? config.repositories.map((r) => r.id));
+  const permissions = params.permissions !== undefined
+    ? Object.fromEntries(paramItems(params.permissions).map((item) => item.split(':') as [string, Level]))
+    : s.permissions;
+  return { repositories, permissions };
+}
 
 /** Sealed by the host with the KEK (it holds the token: revocation needs the token itself). */
 export interface GithubAppHandle {
@@ -156,7 +223,8 @@ const CAPABILITIES: IssuerCapabilities = Object.freeze({
 
 /**
  * GitHub App installation access tokens (STANDARDS §8): per grant, a token narrowed by repository
- * id and permission to the union of what the granted scopes map to — never wider than configured.
+ * id and permission to the union of what the granted scopes map to, each scope narrowed further by
+ * the grant's `repositories` / `permissions` parameters — never wider than configured.
  *
  * Lifetime: GitHub fixes a token at about one hour and it cannot be shortened. The credential's
  * expiresAt is min(GitHub's expires_at, now + ttlSeconds); when the shorter bound applies, the sweep
@@ -173,6 +241,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
   type: 'github-app',
   configSchema: GithubAppIssuerConfigSchema as unknown as z.ZodType<GithubAppIssuerConfig>,
   capabilities: () => CAPABILITIES,
+  checkGrant: checkGithubGrant,
   create(name, config, deps): CredentialIssuer {
     const baseUrl = (config.baseUrl ?? 'https://api.github.com').replace(/\/+$/, '');
     const timeoutMs = config.timeoutMs ?? 10_000;
@@ -209,25 +278,33 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
       return unavailable(e, status >= 500 || status === 0 ? 'upstream-error' : 'unexpected-response');
     }
 
-    /** Repositories and permissions of the granted scopes, merged; refuses anything outside the configuration. */
-    function narrow(grantedScopes: readonly string[]): { repositoryIds: number[]; permissions: Record<string, Level> } {
+    /**
+     * Repositories and permissions of the granted scopes (each narrowed by its parameters), merged;
+     * refuses anything outside the configuration.
+     */
+    function narrow(decision: Decision): { repositoryIds: number[]; permissions: Record<string, Level> } {
+      const grantedScopes = decision.grantedScopes;
       if (!grantedScopes.length) throw new ScopeNotAllowed('no scope was granted for this GitHub App target', { detail: { issuer: name } });
+      refuseGrantProblems(name, checkGithubGrant(config, grantOfDecision(decision)));
       const repos = new Set<number>();
       const permissions: Record<string, Level> = {};
+      const extents = grantedScopes.map((scope) => {
+        const e = scopeExtent(config, scope, paramsOf(decision, scope));
+        if (!e) throw new ScopeNotAllowed('a granted scope is not configured for this GitHub App target', { detail: { issuer: name, scope } });
+        return { scope, ...e };
+      });
       // A token has one permission set for all its repositories: merging scopes that name
       // different repositories would give each repository the other scopes' permissions.
-      const repoSets = new Set(grantedScopes.map((scope) => JSON.stringify([...(config.scopes[scope]?.repositories ?? allowedRepos.keys())].sort((a, b) => a - b))));
+      const repoSets = new Set(extents.map((e) => JSON.stringify([...new Set(e.repositories)].sort((a, b) => a - b))));
       if (repoSets.size > 1)
         throw new ScopeNotAllowed('these scopes cover different repositories; request them in separate exchanges', { detail: { issuer: name, scopes: [...grantedScopes] } });
-      for (const scope of grantedScopes) {
-        const s = Object.hasOwn(config.scopes, scope) ? config.scopes[scope] : undefined;
-        if (!s) throw new ScopeNotAllowed('a granted scope is not configured for this GitHub App target', { detail: { issuer: name, scope } });
-        for (const id of s.repositories ?? allowedRepos.keys()) {
+      for (const { scope, repositories, permissions: scopePermissions } of extents) {
+        for (const id of repositories) {
           if (!allowedRepos.has(id))
             throw new TargetNotAllowed('a granted scope names a repository outside the allow-list', { detail: { issuer: name, scope, repositoryId: id } });
           repos.add(id);
         }
-        for (const [p, level] of Object.entries(s.permissions)) {
+        for (const [p, level] of Object.entries(scopePermissions)) {
           if (!LEVELS.includes(level)) throw new ScopeNotAllowed('a granted scope names an unknown permission level', { detail: { issuer: name, scope, permission: p } });
           const had = permissions[p];
           if (!had || rank(level) > rank(had)) permissions[p] = level;
@@ -263,7 +340,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
       needsActiveRevocation: true,
       capabilities: CAPABILITIES,
       async issue(req, ctx) {
-        const { repositoryIds, permissions } = narrow(req.decision.grantedScopes);
+        const { repositoryIds, permissions } = narrow(req.decision);
         const privateKey = deps.secret(config.privateKey, `credentialIssuers.${name}.privateKey`);
         // A new auth instance per call with a cache that stores nothing, and refresh: true. The
         // library's default cache would hand the same token to the next identical request for 59

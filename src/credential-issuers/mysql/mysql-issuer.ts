@@ -6,7 +6,9 @@ import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/cr
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
-import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
+import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type GrantRequirements, type IssuerCapabilities } from '../credential-issuer.js';
+import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
+import { sqlRoleParamProblems } from '../sql-role-param.js';
 import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
 
 /** MySQL ≥ 5.7.8 allows 32 characters in a user name; MariaDB more. We stay within 32 (STANDARDS §7.2). */
@@ -56,10 +58,12 @@ const PrivilegeGrantSchema = z
   })
   .strict();
 
+const RoleName = z.string().regex(/^[A-Za-z0-9_]{1,32}$/, 'a role name of identifier characters [A-Za-z0-9_] only');
+
 const RoleGrantSchema = z
   .object({
     /** An existing role (MySQL 8 / MariaDB ≥ 10.0.5), made the login's default role. */
-    role: z.string().regex(/^[A-Za-z0-9_]{1,32}$/, 'a role name of identifier characters [A-Za-z0-9_] only'),
+    role: RoleName,
   })
   .strict();
 
@@ -78,6 +82,13 @@ export const MysqlIssuerConfigSchema = z
     grants: z
       .record(z.string().min(1), z.array(GrantSchema).min(1))
       .refine((g) => Object.keys(g).length > 0, 'map at least one scope to grants'),
+    /**
+     * scope -> roles a policy grant may choose for it with the scope parameter `role`
+     * (`{ name: write, params: { role: ledger_writer } }`): the login then joins that role instead
+     * of receiving the scope's `grants`. The allow-list: a policy can never name a role not here (or
+     * not a role grant of the scope).
+     */
+    grantableRoles: z.record(z.string().min(1), z.array(RoleName).min(1)).default({}),
     /** Prefix of generated user names; sweeps recognise agent-sts's accounts by it. */
     userPrefix: z.string().regex(/^[a-z][a-z0-9_]{0,9}$/, 'lower-case, [a-z][a-z0-9_]*, at most 10 characters').default('ags_'),
     /** Host part of the account (`'user'@'host'`): `%` = any host, or a name, address or netmask pattern. */
@@ -88,8 +99,28 @@ export const MysqlIssuerConfigSchema = z
     timeoutMs: z.number().int().min(100).max(60_000).default(5000),
     ...publicEndpointFields,
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    for (const scope of Object.keys(c.grantableRoles))
+      if (!Object.hasOwn(c.grants, scope)) ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in grants (give it its default grants there)` });
+  });
 export type MysqlIssuerConfig = z.infer<typeof MysqlIssuerConfigSchema>;
+
+/** Roles a grant's `role` parameter may choose for `scope`: its grantableRoles and the role grants of its default. */
+function grantableRolesOf(config: MysqlIssuerConfig, scope: string): string[] {
+  if (!Object.hasOwn(config.grants, scope)) return [];
+  const own = config.grants[scope]!.flatMap((g) => ('role' in g ? [g.role] : []));
+  return [...new Set([...own, ...(Object.hasOwn(config.grantableRoles, scope) ? config.grantableRoles[scope]! : [])])];
+}
+
+/** A grant for a mysql target: only the `role` parameter, one of grantableRolesOf(scope); no session tags. */
+export function checkMysqlGrant(config: MysqlIssuerConfig, grant: GrantRequirements): string[] {
+  return sqlRoleParamProblems('mysql', grant, (scope) => grantableRolesOf(config, scope));
+}
+
+/** What a login granted `scope` receives: the chosen role, or the scope's grants. */
+const grantsOf = (config: MysqlIssuerConfig, scope: string, params: Readonly<Record<string, string>>): MysqlGrant[] =>
+  params.role !== undefined ? [{ role: params.role }] : Object.hasOwn(config.grants, scope) ? config.grants[scope]! : [];
 
 export interface MysqlHandle {
   user: string;
@@ -157,7 +188,8 @@ const ER_NO_SUCH_THREAD = 1094;
 /**
  * Ephemeral MySQL / MariaDB logins (STANDARDS §7.2): one account per grant, `<prefix><task>_<random>`
  * (≤ 32 characters, from agent-sts's own ids only), a random password, MAX_USER_CONNECTIONS and the
- * GRANTs (object privileges or roles) of the granted scopes.
+ * GRANTs (object privileges or roles) of the granted scopes — or, for a scope whose grant gives the
+ * `role` parameter, that role (one of the scope's grantableRoles).
  *
  * MySQL and MariaDB have no expiry for an account (`PASSWORD EXPIRE INTERVAL` only forces a password
  * change, in days), so nothing upstream ends the credential by itself: the expiry is enforced by the
@@ -169,8 +201,9 @@ const ER_NO_SUCH_THREAD = 1094;
  */
 export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
   type: 'mysql',
-  configSchema: MysqlIssuerConfigSchema as z.ZodType<MysqlIssuerConfig>,
+  configSchema: MysqlIssuerConfigSchema as unknown as z.ZodType<MysqlIssuerConfig>,
   capabilities: () => CAPABILITIES,
+  checkGrant: checkMysqlGrant,
   create(name, config, deps): CredentialIssuer {
     let pool: mysql.Pool | undefined;
     let flavor: Promise<'mariadb' | 'mysql'> | undefined;
@@ -305,7 +338,8 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       planHandle,
       async issue(req, ctx) {
         const handle = (req.plannedHandle ?? planHandle(req)) as MysqlHandle;
-        const grants = req.decision.grantedScopes.flatMap((s) => config.grants[s] ?? []);
+        refuseGrantProblems(name, checkMysqlGrant(config, grantOfDecision(req.decision)));
+        const grants = req.decision.grantedScopes.flatMap((s) => grantsOf(config, s, paramsOf(req.decision, s)));
         if (!grants.length) throw new Error(`mysql issuer ${name}: granted scopes map to no grants`);
         const password = randomBase62(32);
         const expiresAt = new Date(ctx.now.getTime() + req.ttlSeconds * 1000);

@@ -6,7 +6,9 @@ import { credentialFingerprint, randomBase62, randomLowerId } from '../../lib/cr
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
-import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
+import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type GrantRequirements, type IssuerCapabilities } from '../credential-issuer.js';
+import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
+import { sqlRoleParamProblems } from '../sql-role-param.js';
 import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
 import { scramSha256Verifier } from './scram.js';
 
@@ -18,6 +20,12 @@ export const PostgresIssuerConfigSchema = z
     adminUrl: SecretRefSchema,
     /** scope -> group role the login role becomes a member of. */
     roles: z.record(z.string().min(1), identifier).refine((r) => Object.keys(r).length > 0, 'map at least one scope to a group role'),
+    /**
+     * scope -> other group roles a policy grant may choose for it with the scope parameter `role`
+     * (`{ name: write, params: { role: ledger_writer } }`), instead of the scope's role in `roles`.
+     * The allow-list: a policy can never name a role that is not here.
+     */
+    grantableRoles: z.record(z.string().min(1), z.array(identifier).min(1)).default({}),
     /** Prefix of generated login roles; `doctor`/sweeps recognise agent-sts's roles by it. */
     rolePrefix: z.string().regex(/^[a-z][a-z0-9_]{0,11}$/).default('ags_'),
     connectionLimit: z.number().int().min(1).max(1000).default(5),
@@ -28,7 +36,11 @@ export const PostgresIssuerConfigSchema = z
     timeoutMs: z.number().int().min(100).max(60_000).default(5000),
     ...publicEndpointFields,
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    for (const scope of Object.keys(c.grantableRoles))
+      if (!Object.hasOwn(c.roles, scope)) ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in roles (give it its default role there)` });
+  });
 export type PostgresIssuerConfig = z.infer<typeof PostgresIssuerConfigSchema>;
 
 export interface PostgresHandle {
@@ -102,15 +114,27 @@ function healthDetail(e: unknown): string {
   }
 }
 
+/** The group role a granted scope joins: the grant's `role` parameter (checked against grantableRoles) or the scope's default. */
+const groupRoleOf = (config: PostgresIssuerConfig, scope: string, params: Readonly<Record<string, string>>): string | undefined =>
+  params.role ?? (Object.hasOwn(config.roles, scope) ? config.roles[scope] : undefined);
+
+/** A grant for a postgres target: only the `role` parameter, naming the scope's default role or one of its grantableRoles; no session tags. */
+export function checkPostgresGrant(config: PostgresIssuerConfig, grant: GrantRequirements): string[] {
+  const allowed = (scope: string) => (Object.hasOwn(config.roles, scope) ? [config.roles[scope]!, ...(Object.hasOwn(config.grantableRoles, scope) ? config.grantableRoles[scope]! : [])] : []);
+  return sqlRoleParamProblems('postgres', grant, allowed);
+}
+
 /**
  * Ephemeral PostgreSQL logins: one role per grant with LOGIN, a random password sent as a SCRAM
- * verifier, VALID UNTIL the expiry and membership in the group roles of the granted scopes.
+ * verifier, VALID UNTIL the expiry and membership in the group roles of the granted scopes (a
+ * grant's `role` parameter picks one of the scope's grantableRoles instead of its default).
  * Revocation: NOLOGIN, terminate sessions, drop what it owns, drop the role (idempotent).
  */
 export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
   type: 'postgres',
-  configSchema: PostgresIssuerConfigSchema as z.ZodType<PostgresIssuerConfig>,
+  configSchema: PostgresIssuerConfigSchema as unknown as z.ZodType<PostgresIssuerConfig>,
   capabilities: () => CAPABILITIES,
+  checkGrant: checkPostgresGrant,
   create(name, config, deps): CredentialIssuer {
     let pool: pg.Pool | undefined;
     const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
@@ -176,7 +200,8 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
       planHandle,
       async issue(req, ctx) {
         const handle = (req.plannedHandle ?? planHandle(req)) as PostgresHandle;
-        const groups = req.decision.grantedScopes.map((s) => config.roles[s]).filter((r): r is string => Boolean(r));
+        refuseGrantProblems(name, checkPostgresGrant(config, grantOfDecision(req.decision)));
+        const groups = [...new Set(req.decision.grantedScopes.map((s) => groupRoleOf(config, s, paramsOf(req.decision, s))).filter((r): r is string => Boolean(r)))];
         if (!groups.length) throw new Error(`postgres issuer ${name}: granted scopes map to no group role`);
         const password = randomBase62(32);
         const expiresAt = new Date(ctx.now.getTime() + req.ttlSeconds * 1000);

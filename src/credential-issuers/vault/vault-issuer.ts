@@ -5,7 +5,8 @@ import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { SecretRefSchema } from '../../config/secret-ref.js';
 import { ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js';
-import type { CredentialIssuer, CredentialIssuerPlugin, IssuerCapabilities } from '../credential-issuer.js';
+import { noGrantParameters, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
+import { grantOfDecision, refuseGrantProblems } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth } from '../health.js';
 
 /**
@@ -321,6 +322,7 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
         const scope = scopes[0]!;
         const path = Object.hasOwn(config.scopes, scope) ? config.scopes[scope]!.path : undefined;
         if (!path) throw new ScopeNotAllowed('the requested scope is not available for this target', { detail: { issuer: name, scope } });
+        refuseGrantProblems(name, noGrantParameters('vault', grantOfDecision(req.decision)));
 
         const res = await call<VaultSecretResponse>('secret read', { path: `/${path}`, method: 'GET' });
         if (res === null || typeof res !== 'object' || Array.isArray(res))
