@@ -14,6 +14,9 @@ const OWN_SPAN_ROUTES = new Set(['/oauth2/token']);
 /** Probes: polled every few seconds by orchestrators; traced, they would bury real requests. */
 const UNTRACED_ROUTES = new Set(['/healthz', '/readyz']);
 
+const TRACE = 'agentStsTrace';
+type Traced = FastifyRequest & { [TRACE]: RequestTrace | null };
+
 interface RequestTrace {
   ctx: Context;
   scope: RequestScope;
@@ -30,7 +33,9 @@ interface RequestTrace {
  * client address: no URL query, header or body.
  */
 export function registerHttpTracing(app: App, telemetry: Telemetry): void {
-  const traces = new WeakMap<FastifyRequest, RequestTrace>();
+  // A request property declared up front (Fastify's way: no per-request shape change, no WeakMap).
+  app.decorateRequest(TRACE, null);
+  const traceOf = (req: FastifyRequest) => (req as Traced)[TRACE];
   const { tracer, propagator } = telemetry;
 
   app.addHook('onRequest', (req, _reply, done) => {
@@ -51,26 +56,26 @@ export function registerHttpTracing(app: App, telemetry: Telemetry): void {
       scope.serverSpan = span;
       ctx = trace.setSpan(ctx, span);
     }
-    traces.set(req, { ctx, scope, span, ended: false });
+    (req as Traced)[TRACE] = { ctx, scope, span, ended: false };
     done();
   });
 
   // The last global step before the handler: the handler (and every promise it starts) runs in the request's context.
   app.addHook('preHandler', (req, _reply, done) => {
-    const t = traces.get(req);
+    const t = traceOf(req);
     if (!t) return done();
     context.with(t.ctx, done);
   });
 
   app.addHook('onError', (req, _reply, err, done) => {
-    traces.get(req)?.span?.setAttribute(ATTR.errorType, errorType(err));
+    traceOf(req)?.span?.setAttribute(ATTR.errorType, errorType(err));
     done();
   });
 
   // Runs before the app's own onResponse hooks (registered later), inside the request's server
   // span, so the `request` log line carries its trace_id and span_id.
   app.addHook('onResponse', (req, reply, done) => {
-    const t = traces.get(req);
+    const t = traceOf(req);
     if (!t) return done();
     end(t, reply.statusCode);
     const span = t.scope.serverSpan;
@@ -78,7 +83,7 @@ export function registerHttpTracing(app: App, telemetry: Telemetry): void {
   });
 
   app.addHook('onRequestAbort', (req, done) => {
-    const t = traces.get(req);
+    const t = traceOf(req);
     if (t) end(t, undefined);
     done();
   });

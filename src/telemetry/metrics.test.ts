@@ -3,6 +3,10 @@ import { MeterProvider, MetricReader, type MetricData } from '@opentelemetry/sdk
 import type { Db } from '../storage/prisma-client.js';
 import { createLogger } from '../log/logger.js';
 import { observeStore } from './metrics.js';
+import { Secret } from '../core/secret.js';
+import type { CredentialIssuer } from '../credential-issuers/credential-issuer.js';
+import { runDoctor } from '../tasks/doctor.js';
+import { createTelemetry } from './otel.js';
 
 class TestMetricReader extends MetricReader {
   protected async onShutdown(): Promise<void> {}
@@ -85,5 +89,26 @@ describe('store gauges', () => {
     expect(lines[0]).not.toMatch(/topsecret/);
     store.state.fail = false;
     expect((await gauges(reader))['agent_sts.revocations.pending']).toEqual([[{}, 2]]);
+  });
+});
+
+describe('agent_sts.doctor.orphans', () => {
+  it('counts the orphans doctor finds per issuer, 0 for a clean one', async () => {
+    const reader = new TestMetricReader();
+    const telemetry = createTelemetry({ meterProvider: new MeterProvider({ readers: [reader] }) });
+    const issuer = (name: string, accounts: string[]) =>
+      ({ name, type: 'postgres', listManaged: async () => accounts.map((role) => ({ name: role, handle: { role } })) }) as unknown as CredentialIssuer;
+    const db = { credential: { findMany: async () => [] } } as unknown as Db;
+    const reports = await runDoctor(
+      { db, clock: { now: () => new Date() }, kek: new Secret(Buffer.alloc(32)), audit: { append: async () => {} }, issuers: [issuer('pg-a', ['ags_1', 'ags_2']), issuer('pg-b', [])], telemetry },
+      { fix: false, ctx: { requestId: 'doctor-test', now: new Date() } },
+    );
+    expect(reports.map((r) => r.orphans.length)).toEqual([2, 0]);
+    const { resourceMetrics } = await reader.collect();
+    const orphans = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === 'agent_sts.doctor.orphans')!;
+    expect(orphans.dataPoints.map((p) => [p.attributes, p.value])).toEqual([
+      [{ 'agent_sts.issuer.name': 'pg-a', 'agent_sts.issuer.type': 'postgres' }, 2],
+      [{ 'agent_sts.issuer.name': 'pg-b', 'agent_sts.issuer.type': 'postgres' }, 0],
+    ]);
   });
 });

@@ -109,7 +109,7 @@ export function inSpan<T>(
   };
   let result: T | Promise<T>;
   try {
-    result = process.env.PROBE_ACTIVATE === '1' ? context.with(trace.setSpan(parent, span), fn, undefined, h) : fn(h);
+    result = context.with(trace.setSpan(parent, span), fn, undefined, h);
   } catch (e) {
     done(e, true);
     return Promise.reject(e);

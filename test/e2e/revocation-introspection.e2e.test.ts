@@ -339,7 +339,7 @@ describe('revocation, introspection and the kill switch', () => {
 
     const list = await admin(broker, 'GET', '/blocked');
     expect(list.json.blocked).toEqual([expect.objectContaining({ subject: 'test://rogue', kind: 'workload', reason: 'prompt injection suspected, ticket SEC-42', blocked_by: 'bootstrap:test-admin' })]);
-    const kills = await auditOf(broker, 'admin.identity.kill');
+    const kills = (await auditOf(broker, 'admin.identity.kill')).filter((x) => x.workloadSubject === 'test://rogue');
     expect(kills).toEqual([expect.objectContaining({ outcome: 'success', workloadSubject: 'test://rogue', reason: 'by bootstrap:test-admin: prompt injection suspected, ticket SEC-42' })]);
 
     // killing again is idempotent: the block stands, nothing left to end

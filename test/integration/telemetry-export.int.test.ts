@@ -1,10 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startBrokerProcess, writeProcessConfig } from '../support/broker-process.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 interface Received {
   path: string;
@@ -98,5 +102,28 @@ describe('OTLP export configured by the standard OTEL_* variables', () => {
     expect(exported).not.toContain(r.json.access_token as string);
     expect(exported).not.toContain(collectorKey);
     expect(broker.logs.join('\n')).not.toContain(collectorKey);
+  });
+
+  it('`serve` says where telemetry goes in one line, and refuses a bad OTEL_* value naming it (exit 2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agsts-otel-serve-'));
+    try {
+      const config = await writeProcessConfig(dir, 'serve', { storage: { url: `file:${join(dir, 'store.db')}` }, keys: { kek: { fromEnv: 'AGENT_STS_KEK' } } });
+      const kek = randomBytes(32).toString('base64');
+      const on = await startBrokerProcess(config, { AGENT_STS_KEK: kek, OTEL_EXPORTER_OTLP_ENDPOINT: collector.url.replace('http://', 'http://probe:secret-pw@'), OTEL_SERVICE_NAME: 'sts-serve-test' });
+      await vi.waitFor(() => expect(on.output()).toMatch(/\ntelemetry: .*\n/));
+      await on.stop();
+      expect(on.output()).toContain(`telemetry: traces to OTLP ${collector.url}/v1/traces (sampler parentbased_always_on); metrics to OTLP ${collector.url}/v1/metrics every 60s; service.name sts-serve-test\n`);
+      expect(on.output()).not.toContain('secret-pw');
+
+      const off = await startBrokerProcess(config, { AGENT_STS_KEK: kek });
+      await vi.waitFor(() => expect(off.output()).toMatch(/\ntelemetry: .*\n/));
+      await off.stop();
+      expect(off.output()).toMatch(/\ntelemetry: off \(set OTEL_EXPORTER_OTLP_ENDPOINT/);
+
+      const bad = startBrokerProcess(config, { AGENT_STS_KEK: kek, OTEL_TRACES_EXPORTER: 'zipkin' });
+      await expect(bad).rejects.toThrow(/broker exited \(2\) before listening:\n.*OTEL_TRACES_EXPORTER: unknown exporter "zipkin" \(known: otlp, console, none\)/s);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
