@@ -175,7 +175,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   const leadership = createLeadership({ db, clock, logger, holder: newHolderId(clock), ttlMs: leaseTtlMs });
   const reaper = createInstanceReaper({ db, tasks: taskService, clock, logger, isLeader: leadership.isLeader, fallbackDelayMs: leaseTtlMs + sweepEveryMs });
   const killSwitch = createKillSwitch({ db, clock, logger, audit, tasks: taskService, revocations });
-  const inventory = openInventory({ db, clock, logger, env: opts.env, fetch: opts.fetch, engine: () => policy.engine(), audit, killSwitch }, config);
+  const inventory = openInventory({ db, clock, logger, env: opts.env, fetch: opts.fetch, engine: () => policy.engine(), audit, killSwitch, meter: telemetry.meter }, config);
 
   let agentTokens: ReturnType<typeof createAgentTokens> | undefined;
   const getAgentTokens = () =>

@@ -195,7 +195,7 @@ export function createExchangeService(deps: ExchangeDeps) {
       const issuer = deps.issuers.get(target.issuer);
       // A runtime issuer that is disabled, removed or not yet registered: out of service, not a bad request.
       if (!issuer) throw new UpstreamUnavailable('this target is out of service; try again later', { detail: { cause: 'issuer-unavailable', issuer: target.issuer } });
-      tel.note({ issuer: issuer.name, issuerType: issuer.type });
+      tel.note(event, { issuer: issuer.name, issuerType: issuer.type });
       if (req.requestedTokenType && !issuer.issuedTokenTypes.includes(req.requestedTokenType))
         throw new MalformedRequest('requested_token_type cannot be issued for this target');
       if (target.scopes) {

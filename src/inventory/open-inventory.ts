@@ -1,3 +1,4 @@
+import type { Meter } from '@opentelemetry/api';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { AppConfig } from '../config/load-config.js';
 import { resolveSecretRef } from '../config/secret-ref.js';
@@ -28,7 +29,7 @@ export function openInventoryReader(deps: { db: Db; clock: Clock; engine: () => 
  * auto-disable job when `inventory.autoDisableAfterDays` is set.
  */
 export function openInventory(
-  deps: { db: Db; clock: Clock; logger: Logger; env: NodeJS.ProcessEnv; fetch?: typeof fetch; engine: () => PolicyEngine; audit: Pick<AuditLog, 'append'>; killSwitch: Pick<KillSwitch, 'kill'> },
+  deps: { db: Db; clock: Clock; logger: Logger; env: NodeJS.ProcessEnv; fetch?: typeof fetch; engine: () => PolicyEngine; audit: Pick<AuditLog, 'append'>; killSwitch: Pick<KillSwitch, 'kill'>; meter: Meter },
   config: Pick<AppConfig, 'inventory' | 'signals'>,
 ) {
   const flushIntervalMs = parseDuration(config.inventory.flushInterval) * 1000;
@@ -48,7 +49,7 @@ export function openInventory(
   const webhook = hook
     ? createSignalWebhook({ url: hook.url, queueSize: hook.queueSize, fetch: deps.fetch, logger: deps.logger, secret: secretRef && (() => resolveSecretRef(secretRef, deps.env, 'signals.webhook.secret')) })
     : undefined;
-  const monitor = createExchangeMonitor({ view, metrics: createSignalMetrics(), webhook, ownersOf: ruleOwners(deps.engine) });
+  const monitor = createExchangeMonitor({ view, metrics: createSignalMetrics(deps.meter), webhook, ownersOf: ruleOwners(deps.engine) });
   const reader = openInventoryReader({ db: deps.db, clock: deps.clock, engine: deps.engine, beforeRead: () => view.flush() }, config);
   const afterDays = config.inventory.autoDisableAfterDays;
   const autoDisable = afterDays ? createAutoDisable({ db: deps.db, killSwitch: deps.killSwitch, audit: deps.audit, clock: deps.clock, logger: deps.logger, afterDays }) : undefined;

@@ -5,7 +5,7 @@ export type { Logger };
 
 /**
  * Structured JSON logs. Redaction paths are a backstop: code must log fingerprints, never
- * secrets, in the first place (see core/secret.ts). With telemetry on, every line written inside a
+ * secrets, in the first place (see core/secret.ts). With traces on, every line written inside a
  * request or span carries `requestId`, `trace_id` and `span_id` (telemetry/log-fields.ts).
  */
 export function createLogger(opts: { level?: string; destination?: DestinationStream } = {}): Logger {

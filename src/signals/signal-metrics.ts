@@ -1,4 +1,4 @@
-import { metrics, type Counter, type MeterProvider } from '@opentelemetry/api';
+import type { Meter } from '@opentelemetry/api';
 
 /** Names of the behaviour signals an exchange can raise (its audit record's `flags`). */
 export const SIGNALS = ['first_use_of_target', 'denial_burst', 'new_network', 'rate_spike'] as const;
@@ -7,22 +7,13 @@ export type Signal = (typeof SIGNALS)[number];
 export const SIGNAL_COUNTER = 'agent_sts.signals';
 
 /**
- * Counts raised signals on the OpenTelemetry counter `agent_sts.signals` (attribute `signal`),
- * through the global API only: a no-op until an SDK registers a meter provider. The counter is
- * taken from whichever provider is registered when a signal is counted, so one registered after
- * start-up (src/telemetry) still receives them.
+ * Counts raised signals on the OpenTelemetry counter `agent_sts.signals` (attribute `signal`) of
+ * the broker's meter (src/telemetry: a no-op meter while telemetry is off).
  */
-export function createSignalMetrics() {
-  let provider: MeterProvider | undefined;
-  let counter: Counter | undefined;
+export function createSignalMetrics(meter: Meter) {
+  const counter = meter.createCounter(SIGNAL_COUNTER, { description: 'Behaviour signals raised on token exchanges, by signal' });
   return {
     count(signals: readonly Signal[]): void {
-      if (!signals.length) return;
-      const current = metrics.getMeterProvider();
-      if (current !== provider || !counter) {
-        provider = current;
-        counter = current.getMeter('agent-sts').createCounter(SIGNAL_COUNTER, { description: 'Behaviour signals raised on token exchanges, by signal' });
-      }
       for (const signal of signals) counter.add(1, { signal });
     },
   };

@@ -1,4 +1,4 @@
-import { context, createContextKey, SpanKind, trace, type Attributes } from '@opentelemetry/api';
+import { context, SpanKind, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { AuditEventInput } from '../audit/audit-event.js';
 import { StsError } from '../errors/sts-errors.js';
 import type { Telemetry } from './otel.js';
@@ -19,7 +19,6 @@ interface Notes {
   issuer?: string;
   issuerType?: string;
 }
-const NOTES = createContextKey('agent-sts exchange notes');
 
 export interface ExchangeTelemetry {
   /**
@@ -29,10 +28,13 @@ export interface ExchangeTelemetry {
    * INTERNAL under another route's HTTP span.
    */
   exchange<T extends ExchangeOutcome>(event: AuditEventInput, fn: () => Promise<T>): Promise<T>;
-  /** Runs one stage in a child span, timed into `agent_sts.stage.duration`. */
+  /**
+   * Runs one stage, timed into `agent_sts.stage.duration`; in a child span when the exchange is
+   * traced (traces on and this exchange sampled), else timed only.
+   */
   stage<T>(stage: ExchangeStage, attributes: SafeAttributes, fn: (h: SpanHandle) => T | Promise<T>): Promise<T>;
-  /** Records the credential issuer the exchange is for (so a refused exchange is counted under it too). */
-  note(n: Notes): void;
+  /** Records the credential issuer the exchange (`event`) is for, so a refused exchange is counted under it too. */
+  note(event: AuditEventInput, n: Notes): void;
 }
 
 const PASS_THROUGH: ExchangeTelemetry = {
@@ -43,23 +45,32 @@ const PASS_THROUGH: ExchangeTelemetry = {
 
 export function createExchangeTelemetry(t: Telemetry | undefined): ExchangeTelemetry {
   if (!t?.enabled) return PASS_THROUGH;
-  const { tracer, instruments } = t;
+  const { tracer, instruments, tracing } = t;
+  const notesOf = new WeakMap<AuditEventInput, Notes>();
 
   function exchange<T extends ExchangeOutcome>(event: AuditEventInput, fn: () => Promise<T>): Promise<T> {
-    const parent = context.active();
-    const parentSpan = trace.getSpan(parent);
-    const isServer = !parentSpan || parentSpan.spanContext().isRemote === true;
-    const span = tracer.startSpan('agent_sts.exchange', { kind: isServer ? SpanKind.SERVER : SpanKind.INTERNAL, attributes: { [ATTR.requestId]: event.requestId } }, parent);
-    const scope = requestScopeOf(parent);
-    if (isServer && scope) scope.serverSpan = span;
     const notes: Notes = {};
+    notesOf.set(event, notes);
     const started = performance.now();
+    let span: Span | undefined;
+    let run = fn;
+    if (tracing) {
+      const parent = context.active();
+      const parentSpan = trace.getSpan(parent);
+      const isServer = !parentSpan || parentSpan.spanContext().isRemote === true;
+      const s = tracer.startSpan('agent_sts.exchange', { kind: isServer ? SpanKind.SERVER : SpanKind.INTERNAL, attributes: { [ATTR.requestId]: event.requestId } }, parent);
+      const scope = requestScopeOf(parent);
+      if (isServer && scope) scope.serverSpan = s;
+      const ctx = trace.setSpan(parent, s);
+      span = s;
+      run = () => context.with(ctx, fn);
+    }
 
     const finish = (result: T | undefined, failure: unknown, failed: boolean) => {
       const outcome = failed ? failureOutcome(failure) : 'allow';
       const provider = event.providerName;
       const issuer = event.issuerName ?? notes.issuer;
-      if (span.isRecording())
+      if (span?.isRecording()) {
         span.setAttributes(
           toAttributes({
             outcome,
@@ -75,24 +86,24 @@ export function createExchangeTelemetry(t: Telemetry | undefined): ExchangeTelem
             fingerprint: result?.credential.fingerprint,
           }),
         );
-      const metric: Attributes = toAttributes({ outcome, provider, issuer });
-      instruments.exchangeDuration.record((performance.now() - started) / 1000, metric);
-      if (failed) {
-        // A refusal (4xx) is the exchange working as intended: error.type and the OAuth code are
-        // recorded, but only a server-side failure sets the span status to ERROR.
-        if (outcome === 'error') markFailed(span, failure);
-        else {
-          span.setAttribute(ATTR.errorType, errorType(failure));
-          if (failure instanceof StsError) span.setAttribute(ATTR.errorCode, failure.oauthCode);
+        if (failed) {
+          // A refusal (4xx) is the exchange working as intended: error.type and the OAuth code are
+          // recorded, but only a server-side failure sets the span status to ERROR.
+          if (outcome === 'error') markFailed(span, failure);
+          else {
+            span.setAttribute(ATTR.errorType, errorType(failure));
+            if (failure instanceof StsError) span.setAttribute(ATTR.errorCode, failure.oauthCode);
+          }
         }
       }
+      const metric: Attributes = toAttributes({ outcome, provider, issuer });
+      instruments.exchangeDuration.record((performance.now() - started) / 1000, metric);
       // The SDK keeps the attributes object it is given: the counter gets its own.
       instruments.exchanges.add(1, failed ? { ...metric, [ATTR.errorType]: errorType(failure) } : metric);
-      span.end();
+      span?.end();
     };
 
-    const ctx = trace.setSpan(parent, span).setValue(NOTES, notes);
-    return context.with(ctx, fn).then(
+    return run().then(
       (r) => {
         finish(r, undefined, false);
         return r;
@@ -108,24 +119,48 @@ export function createExchangeTelemetry(t: Telemetry | undefined): ExchangeTelem
     const started = performance.now();
     // The histogram is split by provider (verify) and issuer (issue), also when the stage learns them as it runs.
     const known = { provider: attributes.provider, issuer: attributes.issuer };
+    const learn = (a: SafeAttributes) => {
+      if (a.provider !== undefined) known.provider = a.provider;
+      if (a.issuer !== undefined) known.issuer = a.issuer;
+    };
+    const record = (failure: unknown, failed: boolean) => {
+      const a = toAttributes({ stage, ...known });
+      if (failed) a[ATTR.errorType] = errorType(failure);
+      instruments.stageDuration.record((performance.now() - started) / 1000, a);
+    };
+    if (!tracing || !trace.getSpan(context.active())?.isRecording()) {
+      // No trace to add a span to (traces off, or this exchange was not sampled): timed only.
+      let result: T | Promise<T>;
+      try {
+        result = fn({ set: learn, fail: () => {} });
+      } catch (e) {
+        record(e, true);
+        return Promise.reject(e);
+      }
+      return Promise.resolve(result).then(
+        (r) => {
+          record(undefined, false);
+          return r;
+        },
+        (e: unknown) => {
+          record(e, true);
+          throw e;
+        },
+      );
+    }
     const run = (h: SpanHandle) =>
       fn({
         set: (a) => {
           h.set(a);
-          if (a.provider !== undefined) known.provider = a.provider;
-          if (a.issuer !== undefined) known.issuer = a.issuer;
+          learn(a);
         },
         fail: h.fail,
       });
-    return inSpan(tracer, `agent_sts.${stage}`, { stage, ...attributes }, run, (failure, failed) => {
-      const a = toAttributes({ stage, ...known });
-      if (failed) a[ATTR.errorType] = errorType(failure);
-      instruments.stageDuration.record((performance.now() - started) / 1000, a);
-    });
+    return inSpan(tracer, `agent_sts.${stage}`, { stage, ...attributes }, run, record);
   }
 
-  function note(n: Notes): void {
-    const notes = context.active().getValue(NOTES) as Notes | undefined;
+  function note(event: AuditEventInput, n: Notes): void {
+    const notes = notesOf.get(event);
     if (notes) Object.assign(notes, n);
   }
 

@@ -33,6 +33,7 @@ interface RequestTrace {
  * client address: no URL query, header or body.
  */
 export function registerHttpTracing(app: App, telemetry: Telemetry): void {
+  if (!telemetry.tracing) return;
   // A request property declared up front (Fastify's way: no per-request shape change, no WeakMap).
   app.decorateRequest(TRACE, null);
   const traceOf = (req: FastifyRequest) => (req as Traced)[TRACE];

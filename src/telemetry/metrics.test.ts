@@ -100,7 +100,7 @@ describe('agent_sts.doctor.orphans', () => {
       ({ name, type: 'postgres', listManaged: async () => accounts.map((role) => ({ name: role, handle: { role } })) }) as unknown as CredentialIssuer;
     const db = { credential: { findMany: async () => [] } } as unknown as Db;
     const reports = await runDoctor(
-      { db, clock: { now: () => new Date() }, kek: new Secret(Buffer.alloc(32)), audit: { append: async () => {} }, issuers: [issuer('pg-a', ['ags_1', 'ags_2']), issuer('pg-b', [])], telemetry },
+      { db, clock: { now: () => new Date() }, kek: new Secret(Buffer.alloc(32)), audit: { append: async () => ({}) as never }, issuers: [issuer('pg-a', ['ags_1', 'ags_2']), issuer('pg-b', [])], telemetry },
       { fix: false, ctx: { requestId: 'doctor-test', now: new Date() } },
     );
     expect(reports.map((r) => r.orphans.length)).toEqual([2, 0]);

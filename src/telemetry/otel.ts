@@ -42,6 +42,8 @@ export const SCOPE = 'agent-sts';
  */
 export interface Telemetry {
   readonly enabled: boolean;
+  /** Traces are on: spans, W3C trace context and trace ids in log lines (metrics may be on without them). */
+  readonly tracing: boolean;
   readonly tracer: Tracer;
   readonly meter: Meter;
   readonly propagator: TextMapPropagator;
@@ -73,10 +75,12 @@ export function createTelemetry(opts: {
   description?: string;
   shutdown?: () => Promise<void>;
 }): Telemetry {
-  installContextManager();
+  const tracing = opts.tracerProvider !== undefined;
+  if (tracing) installContextManager();
   const meter = opts.meterProvider?.getMeter(SCOPE) ?? createNoopMeter();
   return {
     enabled: true,
+    tracing,
     tracer: (opts.tracerProvider ?? new ProxyTracerProvider()).getTracer(SCOPE),
     meter,
     propagator: new W3CTraceContextPropagator(),
@@ -90,6 +94,7 @@ export function disabledTelemetry(description = 'off'): Telemetry {
   const meter = createNoopMeter();
   return {
     enabled: false,
+    tracing: false,
     tracer: new ProxyTracerProvider().getTracer(SCOPE),
     meter,
     propagator: new W3CTraceContextPropagator(),

@@ -29,9 +29,23 @@ const PASS_THROUGH: TaskTelemetry = {
 export function createTaskTelemetry(t: Telemetry | undefined): TaskTelemetry {
   if (!t?.enabled) return PASS_THROUGH;
   const { tracer, instruments } = t;
+  if (!t.tracing)
+    return {
+      taskEnd: (_taskId, fn) => fn(),
+      revoke: async (cred, _action, fn) => {
+        let fate = 'error';
+        try {
+          const r = await fn(NOOP_HANDLE);
+          fate = r.fate;
+          return r;
+        } finally {
+          instruments.revocations.add(1, toAttributes({ issuer: cred.issuerName, fate }));
+        }
+      },
+    };
   return {
     taskEnd: (taskId, fn) => inSpan(tracer, 'agent_sts.task.end', { taskId }, fn),
-    revoke: async (cred, action, fn) => {
+    revoke: (cred, action, fn) => {
       const attributes: SafeAttributes = {
         action,
         taskId: cred.taskId,
@@ -42,13 +56,19 @@ export function createTaskTelemetry(t: Telemetry | undefined): TaskTelemetry {
         target: cred.target,
       };
       let fate = 'error';
-      const r = await inSpan(tracer, 'agent_sts.credential.revoke', attributes, async (h) => {
-        const out = await fn(h);
-        fate = out.fate;
-        h.set({ fate });
-        return out;
-      }, () => instruments.revocations.add(1, toAttributes({ issuer: cred.issuerName, fate })));
-      return r;
+      const count = () => instruments.revocations.add(1, toAttributes({ issuer: cred.issuerName, fate }));
+      return inSpan(
+        tracer,
+        'agent_sts.credential.revoke',
+        attributes,
+        async (h) => {
+          const out = await fn(h);
+          fate = out.fate;
+          h.set({ fate });
+          return out;
+        },
+        count,
+      );
     },
   };
 }

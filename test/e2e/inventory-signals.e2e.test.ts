@@ -3,10 +3,10 @@
 // one identity with its blast radius under a policy of several rules) and access reviews (JSON, CSV).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { metrics } from '@opentelemetry/api';
 import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signatureOf } from '../../src/approvals/approval-webhook.js';
+import { createTelemetry } from '../../src/telemetry/otel.js';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { JWT_TYPE, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
@@ -46,7 +46,6 @@ describe('inventory, access reviews and signals', () => {
   const provider = new MeterProvider({ readers: [reader] });
 
   beforeAll(async () => {
-    metrics.setGlobalMeterProvider(provider);
     hookServer = createServer((req, res) => {
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString('utf8')));
@@ -95,7 +94,8 @@ describe('inventory, access reviews and signals', () => {
         },
         signals: { denialBurst: { threshold: 3, window: '1m' }, webhook: { url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/signals`, secret: { fromEnv: 'SIGNAL_SECRET' } } },
       },
-      { env: { SIGNAL_SECRET: SECRET } },
+      // signals are counted on the broker's own meter (what telemetry exports)
+      { env: { SIGNAL_SECRET: SECRET }, telemetry: createTelemetry({ meterProvider: provider }) },
     );
     // History signals start once the stored history is loaded (empty here, so at once).
     for (let i = 0; i < 100 && !broker.composed.inventory.view.stats().warmed; i++) await new Promise((r) => setTimeout(r, 20));
@@ -106,7 +106,6 @@ describe('inventory, access reviews and signals', () => {
     await issuer?.close();
     await dropStore?.();
     await new Promise<void>((r) => (hookServer ? hookServer.close(() => r()) : r()));
-    metrics.disable();
     await provider.shutdown();
   });
 
