@@ -1,6 +1,5 @@
-import type { Secret } from '../core/secret.js';
 import type { Logger } from '../log/logger.js';
-import { SIGNATURE_HEADER, signatureOf, WEBHOOK_TIMEOUT_MS } from '../approvals/approval-webhook.js';
+import { postWebhook, type WebhookTarget } from '../approvals/approval-webhook.js';
 import type { Signal } from './signal-metrics.js';
 
 /** The webhook body: which signals one exchange raised, and where its audit record is. Never a token. */
@@ -18,15 +17,10 @@ export interface SignalNotice {
   client_network: string | null;
 }
 
-export interface SignalWebhookDeps {
-  url: string;
-  /** Resolved per call, so a rotated secret file is picked up. */
-  secret?: () => Secret<string>;
-  fetch?: typeof fetch;
+export interface SignalWebhookDeps extends WebhookTarget {
   logger: Logger;
   /** Notices waiting at most; when full, new notices are dropped (and counted in the log). */
   queueSize: number;
-  timeoutMs?: number;
 }
 
 /**
@@ -36,7 +30,6 @@ export interface SignalWebhookDeps {
  * newest notices and says how many in the log. The audit record and the metric exist either way.
  */
 export function createSignalWebhook(deps: SignalWebhookDeps) {
-  const doFetch = deps.fetch ?? fetch;
   const queue: SignalNotice[] = [];
   let sending: Promise<void> | undefined;
   let dropped = 0;
@@ -44,17 +37,7 @@ export function createSignalWebhook(deps: SignalWebhookDeps) {
   let failed = 0;
 
   async function post(notice: SignalNotice): Promise<void> {
-    let failure: string | undefined;
-    try {
-      const body = JSON.stringify(notice);
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (deps.secret) headers[SIGNATURE_HEADER] = signatureOf(deps.secret().reveal(), body);
-      const res = await doFetch(deps.url, { method: 'POST', headers, body, signal: AbortSignal.timeout(deps.timeoutMs ?? WEBHOOK_TIMEOUT_MS), redirect: 'error' });
-      await res.body?.cancel().catch(() => {});
-      if (!res.ok) failure = `webhook answered HTTP ${res.status}`;
-    } catch (e) {
-      failure = (e as Error).name === 'TimeoutError' ? 'webhook timed out' : `webhook unreachable: ${(e as Error).message}`;
-    }
+    const failure = await postWebhook(deps, notice);
     if (failure) {
       failed++;
       deps.logger.warn({ requestId: notice.request_id, signals: notice.signals, reason: failure }, 'signal webhook failed');
