@@ -90,7 +90,7 @@ export function createApp(deps: AppDeps) {
     bodyLimit: deps.bodyLimitBytes,
     // Subjects appear in paths (`/v1/admin/identities/{subject}/kill`) and can be long (a GitHub
     // Actions subject with its ref, a SPIFFE id): Fastify's default of 100 characters answered 414.
-    maxParamLength: 2048,
+    routerOptions: { maxParamLength: 2048 },
     trustProxy: deps.trustProxy,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
