@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
 import { createAuditLog } from '../audit/audit-log.js';
 import { ConfigError } from '../errors/sts-errors.js';
+import { telemetryFromEnv } from '../telemetry/otel.js';
 import { loadConfigFile, type AppConfig } from '../config/load-config.js';
 import { compose, openCore } from '../compose.js';
 import { applyMigrations } from '../storage/migrate.js';
@@ -100,12 +101,25 @@ export async function runCli(argv: string[]): Promise<void> {
     .description('validate a configuration file without starting anything')
     .argument('[file]')
     .addOption(configOption())
-    .action((file: string | undefined, o: { config?: string }) => {
+    .action(async (file: string | undefined, o: { config?: string }) => {
       const path = file ?? configPath(o.config);
       const config = loadOrExit(path);
+      // The OpenTelemetry environment is configuration too: `serve` refuses bad values, so say so here.
+      let telemetry: string;
+      try {
+        const t = telemetryFromEnv(env);
+        telemetry = t.description;
+        await t.shutdown();
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        say(`agent-sts: the OpenTelemetry environment is invalid (${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}):`);
+        for (const p of e.problems) say(`  - ${p}`);
+        process.exit(2);
+      }
       console.log(
         `${path}: OK (${config.trustProviders.length} trust providers, ${config.credentialIssuers.length} credential issuers, ${config.targets.length} targets, ${config.policy.rules.length} policy rules${config.policy.documents?.length ? `, ${config.policy.documents.length} policy documents` : ''})`,
       );
+      console.log(`telemetry: ${telemetry}`);
     });
 
   program

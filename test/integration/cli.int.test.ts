@@ -41,10 +41,23 @@ describe('agent-sts config check', { timeout: 60_000 }, () => {
     const n = (k: string) => (raw[k] as unknown[]).length;
     const r = await runAgentSts(['config', 'check', DEV_CONFIG], { cwd: dir });
     expect(r.code, describeRun(r)).toBe(0);
-    expect(r.stdout.trim()).toBe(
+    expect(r.stdout.trim().split('\n')).toEqual([
       `${DEV_CONFIG}: OK (${n('trustProviders')} trust providers, ${n('credentialIssuers')} credential issuers, ${n('targets')} targets, ${(raw.policy as { rules: unknown[] }).rules.length} policy rules)`,
-    );
+      expect.stringMatching(/^telemetry: off \(set OTEL_EXPORTER_OTLP_ENDPOINT/),
+    ]);
     expect(r.stderr).toBe('');
+  });
+
+  it('checks the OpenTelemetry environment as serve would: where telemetry goes, or exit 2 naming the bad variable', async () => {
+    const on = await runAgentSts(['config', 'check', DEV_CONFIG], { cwd: dir, env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector.example:4318', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' } });
+    expect(on.code, describeRun(on)).toBe(0);
+    expect(on.stdout).toMatch(/^telemetry: traces to OTLP http:\/\/collector\.example:4318\/v1\/traces .*metrics to OTLP http:\/\/collector\.example:4318\/v1\/metrics/m);
+    const bad = await runAgentSts(['config', 'check', DEV_CONFIG], { cwd: dir, env: { OTEL_TRACES_EXPORTER: 'zipkin', OTEL_METRIC_EXPORT_INTERVAL: 'soon' } });
+    expect(bad.code, describeRun(bad)).toBe(2);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toMatch(/the OpenTelemetry environment is invalid \(2 problems\)/);
+    expect(bad.stderr).toMatch(/OTEL_TRACES_EXPORTER: unknown exporter "zipkin"/);
+    expect(bad.stderr).toMatch(/OTEL_METRIC_EXPORT_INTERVAL: "soon"/);
   });
 
   // Cross-reference problems (only found after the schema itself validated).
