@@ -81,23 +81,46 @@ describe.each(stores)('batch writer on $name', ({ create }) => {
 
 });
 
-// Only the SQLite writer pipelines batches (maxInFlight > 1); PostgreSQL commits one at a time.
-describe('SQLite writer thread', () => {
-  const db = useMigratedDatabase(() => createTestSqliteUrl('agsts-batch-epoch'));
+// Both writers pipeline batches (maxInFlight > 1): the SQLite thread applies them in order, the
+// PostgreSQL writer orders them by the chain head (a batch moves the head only from where its first
+// record chains on, after the batch before it has settled).
+const pipelined = [
+  { name: 'sqlite', create: async () => createTestSqliteUrl('agsts-batch-epoch') },
+  { name: 'postgresql', create: () => createTestPostgresDatabase('agsts_batch_epoch') },
+];
+describe.each(pipelined)('pipelined batches on $name', ({ name, create }) => {
+  const db = useMigratedDatabase(create);
 
   it('refuses later batches of a failed epoch and accepts the next epoch', async () => {
     const database = db();
     expect(database.batch.maxInFlight).toBeGreaterThan(1);
     await database.batch.commit(batch(1));
-    const bad = batch(6, { epoch: 7 });
+    const bad = batch(2, { epoch: 7 });
     bad.auditRows[0]!.seq = 1; // duplicate of the first record: fails
-    const chained = batch(7, { epoch: 7 });
+    const chained = batch(3, { epoch: 7 }); // chains on the bad one
     const [a, b] = await Promise.allSettled([database.batch.commit(bad), database.batch.commit(chained)]);
     expect(a.status).toBe('rejected');
     expect(b.status).toBe('rejected');
     expect(String((b as PromiseRejectedResult).reason)).toMatch(/earlier batch of this audit chain failed/);
-    expect(await database.db.task.findUnique({ where: { id: 't7' } })).toBeNull();
-    await database.batch.commit(batch(7, { epoch: 8 }));
-    expect(await database.db.task.findUnique({ where: { id: 't7' } })).not.toBeNull();
+    expect(await database.db.task.findUnique({ where: { id: 't3' } })).toBeNull();
+    // the audit log resends both in a new epoch
+    await Promise.all([database.batch.commit(batch(2, { epoch: 8 })), database.batch.commit(batch(3, { epoch: 8 }))]);
+    expect(await database.db.task.findUnique({ where: { id: 't3' } })).not.toBeNull();
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 3, hash: 'h3' });
+  });
+
+  it('many batches in flight commit in chain order; a batch chained on a rolled-back one is never written', async () => {
+    const database = db();
+    // the test above left the chain at record 3
+    const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => database.batch.commit(batch(4 + i, { epoch: 20 }))));
+    expect(results.map((r) => r.status)).toEqual(Array(12).fill('fulfilled'));
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 15, hash: 'h15' });
+    expect(await database.db.auditEvent.count()).toBe(15);
+    if (name === 'sqlite') return; // the SQLite thread is the chain's only writer and applies batches in order
+    // PostgreSQL: a batch whose first record does not chain on the head (a lost or rolled-back batch before it) is refused whole
+    const stale = batch(30, { epoch: 21 });
+    await expect(database.batch.commit(stale)).rejects.toThrow();
+    expect(await database.db.task.findUnique({ where: { id: 't30' } })).toBeNull();
+    expect(await database.db.auditEvent.findUnique({ where: { id: 'a30' } })).toBeNull();
   });
 });
