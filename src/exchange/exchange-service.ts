@@ -428,7 +428,7 @@ export function createExchangeService(deps: ExchangeDeps) {
   function observe(identity: BlendedIdentity, event: AuditEventInput, ctx: CallContext) {
     if (!deps.monitor || observed.has(event)) return undefined;
     observed.add(event);
-    const seen = deps.monitor?.observe(identity, event, { now: ctx.now, targetCredential: event.target !== deps.issuerUrl });
+    const seen = deps.monitor.observe(identity, event, { now: ctx.now, targetCredential: event.target !== deps.issuerUrl });
     if (seen?.flags.length) event.flags = seen.flags;
     return seen;
   }

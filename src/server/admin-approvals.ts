@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CallContext } from '../core/types.js';
 import { ApprovalDecisionRefused, approvalJson, type ApprovalService } from '../approvals/approval-service.js';
 import type { RoleAuth } from './role-auth.js';
-import { sendProblem, type AdminApp } from './admin-instances.js';
+import { roleGuard, sendProblem, type AdminApp } from './admin-instances.js';
 import { readJsonBody, refuseBody } from './json-body.js';
 
 const DecideBody = z.object({ reason: z.string().trim().min(1).max(1000) }).strict();
@@ -19,12 +19,10 @@ export function registerApprovalAdmin(app: AdminApp, deps: { roles: RoleAuth; ap
   const base = '/v1/admin/approvals';
 
   /** Like adminGuard, but keeps the groups of a person (approvers may name groups). */
+  const adminRole = roleGuard(deps, 'admin');
   async function admin(req: FastifyRequest, reply: FastifyReply): Promise<{ principal: string; groups: string[] } | undefined> {
-    const r = await deps.roles.check(req.headers.authorization, 'admin', deps.ctxOf(req));
-    if (r.ok) return { principal: r.principal, groups: r.groups ?? [] };
-    if (r.status === 401) reply.header('www-authenticate', 'Bearer');
-    await sendProblem(reply, r.status, r.status === 401 ? 'unauthorized' : 'forbidden', r.detail);
-    return undefined;
+    const who = await adminRole(req, reply);
+    return who && { principal: who.principal, groups: who.groups ?? [] };
   }
 
   app.get(base, async (req, reply) => {

@@ -7,7 +7,7 @@ import { InstanceChangeRefused, type ChangeContext, type InstanceAdmin } from '.
 import type { InstanceRecord } from '../lib/instance-set.js';
 import { problem } from './http-errors.js';
 import { readJsonBody, refuseBody } from './json-body.js';
-import type { RoleAuth } from './role-auth.js';
+import type { Role, RoleAuth } from './role-auth.js';
 
 const CreateBody = z.object({ name: z.string(), type: z.string(), config: z.unknown(), enabled: z.boolean().default(true) }).strict();
 const UpdateBody = z.object({ type: z.string().optional(), config: z.unknown(), enabled: z.boolean().optional() }).strict();
@@ -42,15 +42,25 @@ export interface InstanceRoutes {
   admin: InstanceAdmin;
 }
 
-/** Admin-role check; on refusal the problem+json answer is sent and undefined returned. */
-export function adminGuard(deps: { roles: RoleAuth; ctxOf: (req: FastifyRequest) => CallContext }) {
-  return async (req: FastifyRequest, reply: FastifyReply): Promise<string | undefined> => {
-    const r = await deps.roles.check(req.headers.authorization, 'admin', deps.ctxOf(req));
-    if (r.ok) return r.principal;
+/**
+ * Role check of a route (one role, or any of several); on refusal the problem+json answer is sent
+ * (401 with `WWW-Authenticate: Bearer`, or 403) and undefined returned. Resolves to who the caller
+ * is (and a person's groups).
+ */
+export function roleGuard(deps: { roles: RoleAuth; ctxOf: (req: FastifyRequest) => CallContext }, role: Role | readonly Role[]) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<{ principal: string; groups?: string[] } | undefined> => {
+    const r = await deps.roles.check(req.headers.authorization, role, deps.ctxOf(req));
+    if (r.ok) return r;
     if (r.status === 401) reply.header('www-authenticate', 'Bearer');
     await sendProblem(reply, r.status, r.status === 401 ? 'unauthorized' : 'forbidden', r.detail);
     return undefined;
   };
+}
+
+/** Admin-role check; on refusal the problem+json answer is sent and undefined returned. */
+export function adminGuard(deps: { roles: RoleAuth; ctxOf: (req: FastifyRequest) => CallContext }) {
+  const guard = roleGuard(deps, 'admin');
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<string | undefined> => (await guard(req, reply))?.principal;
 }
 
 export const sendProblem = (reply: FastifyReply, status: number, title: string, detail?: string) =>

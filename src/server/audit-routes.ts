@@ -7,7 +7,7 @@ import type { Logger } from '../log/logger.js';
 import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { auditPages, AuditExportSchema, AuditQuerySchema, describeFilters, InvalidCursor, queryAudit, withLinks } from '../audit/audit-query.js';
-import type { AdminApp } from './admin-instances.js';
+import { roleGuard, type AdminApp } from './admin-instances.js';
 import { problem } from './http-errors.js';
 import type { RoleAuth } from './role-auth.js';
 
@@ -50,13 +50,9 @@ export function ndjsonStream(chunks: AsyncIterable<string>, onError: (e: unknown
  * who and which filters) before the answer goes out: a read that cannot be recorded is refused.
  */
 export function registerAuditRoutes(app: AdminApp, deps: AuditRouteDeps) {
-  async function auditor(req: FastifyRequest, reply: FastifyReply): Promise<string | undefined> {
-    const r = await deps.roles.check(req.headers.authorization, 'auditor', deps.ctxOf(req));
-    if (r.ok) return r.principal;
-    if (r.status === 401) reply.header('www-authenticate', 'Bearer');
-    await sendProblem(reply, r.status, r.status === 401 ? 'unauthorized' : 'forbidden', r.detail);
-    return undefined;
-  }
+  const auditorGuard = roleGuard(deps, 'auditor');
+  // Every answer of the audit API, refusals included, is no-store.
+  const auditor = async (req: FastifyRequest, reply: FastifyReply) => (await auditorGuard(req, reply.header('cache-control', 'no-store')))?.principal;
 
   const recordRead = (req: FastifyRequest, principal: string, what: string) => {
     const ctx = deps.ctxOf(req);

@@ -5,7 +5,7 @@ import type { CallContext } from '../core/types.js';
 import { fingerprint } from '../lib/crypto.js';
 import { reviewCsv, reviewJson, ReviewQuerySchema, UnknownIdentity, type AccessReviewer } from '../inventory/access-review.js';
 import { IdentityKindSchema, InvalidCursor, ListQuerySchema, type InventoryService } from '../inventory/inventory-service.js';
-import { sendProblem, type AdminApp } from './admin-instances.js';
+import { roleGuard, sendProblem, type AdminApp } from './admin-instances.js';
 import type { RoleAuth } from './role-auth.js';
 
 export interface InventoryRouteDeps {
@@ -27,13 +27,8 @@ const issues = (e: z.ZodError) => e.issues.map((i) => `${i.path.join('.') || 'qu
  */
 export function registerInventoryRoutes(app: AdminApp, deps: InventoryRouteDeps) {
   /** The principal (auditor or admin), or undefined once the refusal is sent. */
-  async function reader(req: FastifyRequest, reply: FastifyReply): Promise<string | undefined> {
-    const r = await deps.roles.check(req.headers.authorization, ['auditor', 'admin'], deps.ctxOf(req));
-    if (r.ok) return r.principal;
-    if (r.status === 401) reply.header('www-authenticate', 'Bearer');
-    await sendProblem(reply, r.status, r.status === 401 ? 'unauthorized' : 'forbidden', r.detail);
-    return undefined;
-  }
+  const readerGuard = roleGuard(deps, ['auditor', 'admin']);
+  const reader = async (req: FastifyRequest, reply: FastifyReply) => (await readerGuard(req, reply))?.principal;
 
   function audited(req: FastifyRequest, principal: string, what: string) {
     const ctx = deps.ctxOf(req);

@@ -52,10 +52,10 @@ export function createPrismaBatchWriter(db: Db): BatchWriter {
       const previous = await before;
       if (!previous.ok && previous.epoch === b.epoch) throw new Error(EARLIER_BATCH_FAILED);
       if (prevSeq === 0 || prevSeq === undefined) {
-        await tx.$executeRaw`INSERT INTO "AuditChainHead" ("chainId", "seq", "hash", "updatedAt") VALUES (${chainId}, ${seq}, ${hash}, ${b.time})
-          ON CONFLICT ("chainId") DO UPDATE SET "seq" = excluded."seq", "hash" = excluded."hash", "updatedAt" = excluded."updatedAt"${prevSeq === 0 ? Prisma.sql` WHERE FALSE` : Prisma.empty}`.then((n) => {
-          if (n !== 1) throw new Error(`audit chain ${chainId} already has records; nothing of this batch was written`);
-        });
+        // A chain's first batch creates the head; it must not exist yet (`WHERE FALSE`: no update).
+        const n = await tx.$executeRaw`INSERT INTO "AuditChainHead" ("chainId", "seq", "hash", "updatedAt") VALUES (${chainId}, ${seq}, ${hash}, ${b.time})
+          ON CONFLICT ("chainId") DO UPDATE SET "seq" = excluded."seq", "hash" = excluded."hash", "updatedAt" = excluded."updatedAt"${prevSeq === 0 ? Prisma.sql` WHERE FALSE` : Prisma.empty}`;
+        if (n !== 1) throw new Error(`audit chain ${chainId} already has records; nothing of this batch was written`);
       } else {
         const n = await tx.$executeRaw`UPDATE "AuditChainHead" SET "seq" = ${seq}, "hash" = ${hash}, "updatedAt" = ${b.time} WHERE "chainId" = ${chainId} AND "seq" = ${prevSeq}`;
         if (n !== 1) throw new Error(EARLIER_BATCH_FAILED);
