@@ -1,42 +1,29 @@
 // Just-in-time approval through HTTP: a grant with an approval obligation answers
 // authorization_pending with an approval id and notifies a signed webhook; an approver decides
 // through the admin API; the agent's retry then succeeds (or is refused after a denial).
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { signatureOf } from '../../src/approvals/approval-webhook.js';
+import { startWebhookReceiver, type ReceivedHook } from '../fakes/http.js';
 
 const WEBHOOK_SECRET = `whsec-${randomBytes(8).toString('hex')}`;
 const OTHER_ADMIN_TOKEN = `other-${randomBytes(12).toString('hex')}`;
-
-interface Hook {
-  body: string;
-  signature: string | undefined;
-}
 
 describe('just-in-time approval', () => {
   let issuer: FakeIssuer;
   let broker: TestBroker;
   let dropStore: () => Promise<void>;
-  let hookServer: Server;
-  const hooks: Hook[] = [];
+  let receiver: Awaited<ReturnType<typeof startWebhookReceiver>> | undefined;
+  let hooks: ReceivedHook[] = [];
   const issuedTokens: string[] = [];
 
   beforeAll(async () => {
-    hookServer = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString('utf8')));
-      req.on('end', () => {
-        hooks.push({ body, signature: req.headers['x-agent-sts-signature'] as string | undefined });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
-    const hookUrl = `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook`;
+    receiver = await startWebhookReceiver();
+    hooks = receiver.hooks;
+    const hookUrl = `${receiver.base}/hook`;
 
     issuer = await startFakeOidcIssuer();
     const s = createTestSqliteUrl('agsts-approvals');
@@ -88,7 +75,7 @@ describe('just-in-time approval', () => {
   afterAll(async () => {
     await broker?.close();
     await issuer?.close();
-    await new Promise<void>((r) => (hookServer ? hookServer.close(() => r()) : r()));
+    await receiver?.close();
     await dropStore?.();
   });
 

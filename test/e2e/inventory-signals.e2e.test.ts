@@ -1,14 +1,13 @@
 // Inventory, access reviews and signals through a real broker: signals on the exchanges' own audit
 // records, on the agent_sts.signals counter and at a signed webhook; the inventory API (filters,
 // one identity with its blast radius under a policy of several rules) and access reviews (JSON, CSV).
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signatureOf } from '../../src/approvals/approval-webhook.js';
 import { createTelemetry } from '../../src/telemetry/otel.js';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
+import { startWebhookReceiver, type ReceivedHook } from '../fakes/http.js';
 import { JWT_TYPE, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
 class TestMetricReader extends MetricReader {
@@ -39,22 +38,15 @@ describe('inventory, access reviews and signals', () => {
   let issuer: FakeIssuer;
   let broker: TestBroker;
   let dropStore: () => Promise<void>;
-  let hookServer: Server;
-  const hooks: { body: string; signature?: string }[] = [];
+  let receiver: Awaited<ReturnType<typeof startWebhookReceiver>> | undefined;
+  let hooks: ReceivedHook[] = [];
   const secrets: string[] = [];
   const reader = new TestMetricReader();
   const provider = new MeterProvider({ readers: [reader] });
 
   beforeAll(async () => {
-    hookServer = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString('utf8')));
-      req.on('end', () => {
-        hooks.push({ body, signature: req.headers['x-agent-sts-signature'] as string | undefined });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
+    receiver = await startWebhookReceiver();
+    hooks = receiver.hooks;
     issuer = await startFakeOidcIssuer();
     const s = createTestSqliteUrl('agsts-inventory');
     dropStore = s.drop;
@@ -92,7 +84,7 @@ describe('inventory, access reviews and signals', () => {
             },
           ],
         },
-        signals: { denialBurst: { threshold: 3, window: '1m' }, webhook: { url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/signals`, secret: { fromEnv: 'SIGNAL_SECRET' } } },
+        signals: { denialBurst: { threshold: 3, window: '1m' }, webhook: { url: `${receiver.base}/signals`, secret: { fromEnv: 'SIGNAL_SECRET' } } },
       },
       // signals are counted on the broker's own meter (what telemetry exports)
       { env: { SIGNAL_SECRET: SECRET }, telemetry: createTelemetry({ meterProvider: provider }) },
@@ -105,7 +97,7 @@ describe('inventory, access reviews and signals', () => {
     await broker?.close();
     await issuer?.close();
     await dropStore?.();
-    await new Promise<void>((r) => (hookServer ? hookServer.close(() => r()) : r()));
+    await receiver?.close();
     await provider.shutdown();
   });
 

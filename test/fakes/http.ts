@@ -66,3 +66,25 @@ export async function closedPort(): Promise<number> {
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
+
+/** One POST a webhook receiver got: the exact body and its X-Agent-STS-Signature. */
+export interface ReceivedHook {
+  body: string;
+  signature?: string;
+}
+
+/** A webhook receiver on loopback (approval and signal webhooks): records every body and signature, answers 204. */
+export async function startWebhookReceiver(): Promise<{ base: string; hooks: ReceivedHook[]; close(): Promise<void> }> {
+  const hooks: ReceivedHook[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString('utf8')));
+    req.on('end', () => {
+      hooks.push({ body, signature: req.headers['x-agent-sts-signature'] as string | undefined });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { base, hooks, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
