@@ -1,18 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { configProblems } from '../../test/support/config.js';
 import { validateConfig } from '../config/load-config.js';
-import { ConfigError } from '../errors/sts-errors.js';
 
 const base = { keys: { kek: { insecureValue: 'x'.repeat(44) } } };
 
-function problems(extra: Record<string, unknown>): string[] {
-  try {
-    validateConfig({ ...base, ...extra });
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = (extra: Record<string, unknown>) => configProblems({ ...base, ...extra });
 
 describe('inventory and signals configuration', () => {
   it('has defaults: flush every 5 s, stale and unused after 30 days, no auto-disable, denial bursts of 5 a minute, no rate spikes, no webhook', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { configProblems } from '../../test/support/config.js';
 import { compilePolicySet, validateConfig } from '../config/load-config.js';
-import { ConfigError } from '../errors/sts-errors.js';
 import { parsePolicyFile } from './policy-document.js';
 
 // v2 grants against the issuers of their targets, when the policy set loads (start-up, reload,
@@ -35,15 +35,7 @@ const config = (grants: unknown[], opts: { accessTokenMaxTtl?: string; human?: s
   targets,
   policy: { documents: [doc(grants, opts.human)] },
 });
-function problems(raw: unknown): string[] {
-  try {
-    validateConfig(raw);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = configProblems;
 
 describe('v2 grant lifetimes against issuer capabilities', () => {
   it('accepts lifetimes every issuer can honour', () => {

@@ -1,23 +1,14 @@
 // The configuration keys added for secretless admin roles and runtime providers: every bad value
 // is refused at load time with the path of the problem (the same text `config check` prints).
 import { describe, expect, it } from 'vitest';
-import { validateConfig } from '../../src/config/load-config.js';
-import { ConfigError } from '../../src/errors/sts-errors.js';
+import { configProblems } from '../support/config.js';
 
 const base = {
   keys: { kek: { insecureValue: 'x'.repeat(44) } },
   trustProviders: [{ name: 'platform', type: 'oidc', config: { issuer: 'https://ci.test', audience: 'agent-sts-admin' } }],
 };
 
-function problems(extra: Record<string, unknown>): string[] {
-  try {
-    validateConfig({ ...base, ...extra });
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = (extra: Record<string, unknown>) => configProblems({ ...base, ...extra });
 
 describe('auth.roles and server.providerReloadInterval', () => {
   it('accepts a mapping on a config-file provider and a disabled bootstrap admin', () => {

@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { configProblems } from '../support/config.js';
 import { validateConfig } from '../../src/config/load-config.js';
-import { ConfigError } from '../../src/errors/sts-errors.js';
 import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js';
 import { UNBOUNDED_TTL_SECONDS } from '../../src/credential-issuers/credential-issuer.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -37,15 +37,7 @@ function config(grants: { issuer: Key; maxTtl?: string | number }[], opts: { acc
   };
 }
 
-function problems(raw: unknown): string[] {
-  try {
-    validateConfig(raw);
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems;
-    throw e;
-  }
-  return [];
-}
+const problems = configProblems;
 
 describe('grant lifetimes against issuer capabilities', () => {
   it('accepts a policy every issuer can honour (defaults and explicit maxTtl)', () => {
