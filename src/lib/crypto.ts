@@ -1,6 +1,7 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hash, randomBytes, randomFillSync } from 'node:crypto';
 
-export const sha256Hex = (input: string | Buffer): string => createHash('sha256').update(input).digest('hex');
+/** One-shot SHA-256 (`crypto.hash`, Node ≥ 20.12: no Hash object per call). */
+export const sha256Hex = (input: string | Buffer): string => hash('sha256', input, 'hex');
 
 /** Short, stable, non-reversible handle for a secret: safe in logs and audit records. */
 export const fingerprint = (secret: string): string => sha256Hex(secret).slice(0, 16);
