@@ -72,6 +72,19 @@ describe('audit log group commit', () => {
     expect(w.batches.at(-1)!.head).toEqual({ chainId: log.chainId, seq: 200, hash: w.rows.at(-1)!.hash });
   });
 
+  it('with a writer that takes any number of batches (the SQLite thread), sends the records of each event-loop turn as one batch, and the failure rules still hold', async () => {
+    const w = orderedWriter({ maxInFlight: Infinity, failWhen: (b) => b.auditRows.some((r) => r.requestId === 'bad') });
+    const log = createAuditLog({ batch: w.writer, clock, logger });
+    const turn1 = Array.from({ length: 5 }, (_, i) => log.append(event(`a${i}`)));
+    await new Promise((r) => setImmediate(r));
+    const turn2 = [log.append(event('b0')), log.append(event('bad')), log.append(event('b2'))];
+    const settled = await Promise.allSettled([...turn1, ...turn2]);
+    expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    // one batch per turn, then the failed turn's records one by one
+    expect(w.batches.map((b) => b.auditRows.map((r) => r.requestId))).toEqual([['a0', 'a1', 'a2', 'a3', 'a4'], ['b0'], ['b2']]);
+    expectUnbrokenChain(w.rows);
+  });
+
   it('resolves a record only once its batch is durable', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));

@@ -142,10 +142,25 @@ export function createAuditLog(deps: AuditLogDeps) {
     }
   }
 
+  /**
+   * A writer without an in-flight limit (the SQLite thread) gets each event-loop turn's records
+   * as one batch: after the turn's I/O, so every request that arrived in it joins.
+   */
+  let pumpScheduled = false;
+  const schedulePump = () => {
+    if (pumpScheduled) return;
+    pumpScheduled = true;
+    setImmediate(() => {
+      pumpScheduled = false;
+      pump();
+    });
+  };
+
   function append(write: AuditWrite): Promise<AuditRow> {
     return new Promise<AuditRow>((resolve, reject) => {
       queue.push({ write, resolve, reject, order: ++order });
-      pump();
+      if (maxInFlight === Infinity) schedulePump();
+      else pump();
     });
   }
 

@@ -34,6 +34,9 @@ export async function openDatabase(url: string): Promise<Database> {
     await db.$queryRawUnsafe('PRAGMA journal_mode = WAL');
     await db.$executeRawUnsafe('PRAGMA synchronous = FULL');
     await db.$executeRawUnsafe('PRAGMA busy_timeout = 5000');
+    // This connection's occasional writes must not checkpoint on the event loop: the batch
+    // writer's checkpoint thread does it (sqlite-batch-writer.ts).
+    await db.$queryRawUnsafe('PRAGMA wal_autocheckpoint = 0');
   }
   const batch = provider === 'sqlite' ? createSqliteBatchWriter(sqlitePathForUrl(url)) : createPrismaBatchWriter(db);
   return {

@@ -1,31 +1,26 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { startModuleWorker } from '../lib/worker-thread.js';
 import type { Batch, BatchWriter } from './batch.js';
+import type { Outcome } from './sqlite-batch-worker.js';
 
 /**
  * SQLite group commits run on a writer thread with its own connection (WAL, synchronous=FULL):
  * better-sqlite3 is synchronous, and on the event loop each commit's fsync would stall every
  * request in flight. The thread answers each batch once its transaction is durable, or with the
  * error that rolled it back. Reads and the rare writes elsewhere keep using Prisma; WAL lets them
- * run beside the writer, and busy_timeout orders the writers.
+ * run beside the writer, and busy_timeout orders the writers. A third thread checkpoints the WAL
+ * (sqlite-checkpoint-worker.ts) so that no commit and no request pays for it.
  */
-/** URL of tsx's ESM register API (development and tests only; the package's own `exports` entry). */
-function tsxEsmApi(): string {
-  const pkgJson = createRequire(import.meta.url).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgJson, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  return pathToFileURL(join(dirname(pkgJson), pkg.exports['./esm/api']!.import.default)).href;
-}
+/** How often the checkpoint thread copies the WAL back into the database file. */
+const CHECKPOINT_EVERY_MS = 100;
 
 export function createSqliteBatchWriter(file: string): BatchWriter {
-  const isTs = import.meta.url.endsWith('.ts');
-  const script = new URL(`./sqlite-batch-worker.${isTs ? 'ts' : 'js'}`, import.meta.url);
   const driver = createRequire(import.meta.url).resolve('better-sqlite3');
   let worker: Worker | undefined;
   let nextId = 0;
   const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  let checkpointer: Worker | undefined;
 
   function failAll(e: Error): void {
     for (const p of pending.values()) p.reject(e);
@@ -33,17 +28,17 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
   }
 
   function start(): Worker {
-    // Under the test runner the source is TypeScript: the thread registers tsx, then loads it.
-    const w = isTs
-      ? new Worker(`import(${JSON.stringify(tsxEsmApi())}).then((m) => { m.register(); return import(${JSON.stringify(script.href)}); })`, { eval: true, workerData: { file, driver } })
-      : new Worker(script, { workerData: { file, driver } });
-    w.on('message', (m: { id: number; error?: string }) => {
-      const p = pending.get(m.id);
-      if (!p) return;
-      pending.delete(m.id);
+    const w = startModuleWorker(import.meta.url, 'sqlite-batch-worker', { file, driver });
+    checkpointer ??= startCheckpointer();
+    w.on('message', (outcomes: Outcome[]) => {
+      for (const m of outcomes) {
+        const p = pending.get(m.id);
+        if (!p) continue;
+        pending.delete(m.id);
+        if (m.error === undefined) p.resolve();
+        else p.reject(new Error(m.error));
+      }
       if (!pending.size) w.unref();
-      if (m.error === undefined) p.resolve();
-      else p.reject(new Error(m.error));
     });
     w.on('error', (e) => failAll(new Error(`the SQLite writer thread failed: ${e.message}`)));
     w.on('exit', (code) => {
@@ -54,9 +49,21 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
     return w;
   }
 
+  function startCheckpointer(): Worker {
+    const c = startModuleWorker(import.meta.url, 'sqlite-checkpoint-worker', { file, driver, everyMs: CHECKPOINT_EVERY_MS });
+    c.on('message', (m: { error: string }) => process.emitWarning(`SQLite checkpoint failed (the writer still bounds the WAL): ${m.error}`));
+    c.on('error', () => {});
+    c.on('exit', () => {
+      if (checkpointer === c) checkpointer = undefined; // the next writer thread starts another
+    });
+    c.unref();
+    return c;
+  }
+
   return {
-    // The thread applies batches in order: the next one is ready while the current one syncs.
-    maxInFlight: 4,
+    // The thread applies batches in order and joins those that queue while one syncs into the
+    // next transaction: send every batch at once, never wait for a slot.
+    maxInFlight: Infinity,
     commit(batch: Batch): Promise<void> {
       worker ??= start();
       const id = ++nextId;
@@ -70,6 +77,9 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
     async close() {
       const w = worker;
       worker = undefined;
+      const c = checkpointer;
+      checkpointer = undefined;
+      await c?.terminate();
       if (w) await w.terminate();
     },
   };

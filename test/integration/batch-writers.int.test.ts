@@ -2,7 +2,9 @@
 // writer. Rows they write must read back through Prisma exactly as Prisma's own writes do (dates,
 // nulls, numbers); a batch that fails is rolled back whole; the SQLite thread refuses batches
 // chained on a failed one.
+import { statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { sqlitePathForUrl } from '../../src/storage/migrate.js';
 import type { Batch } from '../../src/storage/batch.js';
 import { createTestPostgresDatabase, createTestSqliteUrl, useMigratedDatabase } from '../support/databases.js';
 
@@ -122,5 +124,42 @@ describe.each(pipelined)('pipelined batches on $name', ({ name, create }) => {
     await expect(database.batch.commit(stale)).rejects.toThrow();
     expect(await database.db.task.findUnique({ where: { id: 't30' } })).toBeNull();
     expect(await database.db.auditEvent.findUnique({ where: { id: 'a30' } })).toBeNull();
+  });
+});
+
+// The SQLite writer thread takes every batch that queued while it committed off its port at once
+// and commits them in one transaction; a checkpoint thread copies the WAL back into the file.
+describe('SQLite writer thread', () => {
+  let url = '';
+  const db = useMigratedDatabase(async () => {
+    const store = await createTestSqliteUrl('agsts-batch-joint');
+    url = store.url;
+    return store;
+  });
+
+  it('batches sent together commit together; when that fails each is retried alone, and only the one at fault and those chained on it fail', async () => {
+    const database = db();
+    const bad = batch(41);
+    bad.auditRows[0]!.id = 'a40'; // duplicate primary key of the batch before it: fails
+    const chainedOnBad = batch(43, { epoch: 41 });
+    // Sent in one tick: the thread finds them queued together.
+    const results = await Promise.allSettled([batch(40), bad, chainedOnBad, batch(42)].map((b) => database.batch.commit(b)));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+    expect(String((results[2] as PromiseRejectedResult).reason)).toMatch(/earlier batch of this audit chain failed/);
+    const tasks = await database.db.task.findMany({ select: { id: true }, orderBy: { id: 'asc' } });
+    expect(tasks.map((t) => t.id)).toEqual(['t40', 't42']);
+    expect(await database.db.auditEvent.count()).toBe(2);
+  });
+
+  it('checkpoints the WAL into the database file on its own thread', async () => {
+    const database = db();
+    const file = sqlitePathForUrl(url);
+    const before = statSync(file).size;
+    // ~1,000 pages of WAL: below the writer's own checkpoint threshold (10,000 pages).
+    await Promise.all(Array.from({ length: 400 }, (_, i) => database.batch.commit(batch(100 + i))));
+    const deadline = Date.now() + 5_000;
+    while (statSync(file).size === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(statSync(file).size).toBeGreaterThan(before);
+    expect(await database.db.auditEvent.count()).toBe(402);
   });
 });
