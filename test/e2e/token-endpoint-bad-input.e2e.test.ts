@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT, generateKeyPair, base64url } from 'jose';
 import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
@@ -174,6 +175,38 @@ describe(`token endpoint rejects bad input with RFC errors (store: ${store})`, (
       }
     });
   }
+
+  it('answers alike on the fast path (Content-Length) and through the Fastify route (chunked body)', async () => {
+    const send = (body: string, chunked: boolean) =>
+      new Promise<{ status: number; headers: Record<string, unknown>; json: Record<string, unknown> }>((resolve, reject) => {
+        const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', 'x-request-id': 'same-path-check' };
+        if (chunked) headers['transfer-encoding'] = 'chunked';
+        else headers['content-length'] = String(Buffer.byteLength(body));
+        const req = httpRequest(`${broker.url}/oauth2/token`, { method: 'POST', headers }, (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (d: string) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, json: JSON.parse(text) as Record<string, unknown> }));
+        });
+        req.on('error', reject);
+        if (chunked) req.write(body.slice(0, 10)); // a second chunk follows
+        req.end(chunked ? body.slice(10) : body);
+      });
+    const form = (f: Record<string, string>) => new URLSearchParams(f).toString();
+    const bodies = [
+      form({ grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'api', scope: 'read' }),
+      form({ grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'api', scope: 'write' }),
+      form({ grant_type: 'client_credentials' }),
+      'grant_type=%ZZ&subject_token=',
+    ];
+    for (const body of bodies) {
+      const [fast, routed] = [await send(body, false), await send(body, true)];
+      expect(fast.status, JSON.stringify(fast.json)).toBe(routed.status);
+      for (const h of ['cache-control', 'pragma', 'content-type', 'x-request-id']) expect(fast.headers[h], h).toBe(routed.headers[h]);
+      expect(fast.headers['x-request-id']).toBe('same-path-check');
+      if (fast.status === 200) expect(Object.keys(fast.json).sort()).toEqual(Object.keys(routed.json).sort());
+      else expect(fast.json).toEqual(routed.json);
+    }
+  });
 
   it('wrote no presented token (or its signature) into a log line or an audit record', async () => {
     presented.add(good);
