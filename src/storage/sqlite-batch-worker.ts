@@ -17,8 +17,9 @@ db.pragma('busy_timeout = 5000');
 // Keep the hot index pages in memory (64 MiB; the default is 2 MiB).
 db.pragma('cache_size = -65536');
 // The checkpoint thread copies the WAL back (sqlite-checkpoint-worker.ts): a checkpoint here, at the
-// default of every 1,000 pages, fell inside a commit every ~70 ms under load and cost 14 % of the
-// throughput (bench/README.md). This one only runs if that thread falls far behind (~40 MiB).
+// default of every 1,000 pages, fell inside a commit every ~70 ms under load and cost ~10 % of the
+// throughput (bench/README.md). This one runs every 10,000 pages (~40 MiB of WAL), when that thread
+// has copied all but its last ~10 ms: it copies the rest, and the WAL starts over.
 db.pragma('wal_autocheckpoint = 10000');
 
 const statements = new Map<string, BetterSqlite3.Statement>();

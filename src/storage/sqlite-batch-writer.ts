@@ -12,8 +12,9 @@ import type { Outcome } from './sqlite-batch-worker.js';
  * run beside the writer, and busy_timeout orders the writers. A third thread checkpoints the WAL
  * (sqlite-checkpoint-worker.ts) so that no commit and no request pays for it.
  */
-/** How often the checkpoint thread copies the WAL back into the database file. */
-const CHECKPOINT_EVERY_MS = 100;
+/** How often the checkpoint thread copies the WAL back into the database file: while writes come, and while idle. */
+const CHECKPOINT_BUSY_MS = 10;
+const CHECKPOINT_IDLE_MS = 250;
 
 export function createSqliteBatchWriter(file: string): BatchWriter {
   const driver = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -50,7 +51,7 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
   }
 
   function startCheckpointer(): Worker {
-    const c = startModuleWorker(import.meta.url, 'sqlite-checkpoint-worker', { file, driver, everyMs: CHECKPOINT_EVERY_MS });
+    const c = startModuleWorker(import.meta.url, 'sqlite-checkpoint-worker', { file, driver, busyMs: CHECKPOINT_BUSY_MS, idleMs: CHECKPOINT_IDLE_MS });
     c.on('message', (m: { error: string }) => process.emitWarning(`SQLite checkpoint failed (the writer still bounds the WAL): ${m.error}`));
     c.on('error', () => {});
     c.on('exit', () => {
