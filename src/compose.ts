@@ -212,7 +212,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     clock,
     db,
     exchange: { exchange: (req, ctx, opts) => getExchange().exchange(req, ctx, opts) },
-    agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a) },
+    agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a), isCached: (t) => getAgentTokens().isCached(t) },
     keys: keyStore,
     tasks: taskService,
     providers: trust,

@@ -95,8 +95,20 @@ export function createAgentTokens(deps: AgentTokenDeps) {
     );
   }
 
+  /** The last token hashed by isCached, so that verify() right after it does not hash it again. */
+  let memo = { token: '', key: '' };
+  const keyOf = (token: string) => (token === memo.token ? memo.key : sha256Hex(token));
+
+  /** True when this token was verified before and is still cached (a cheap first test for "is it ours?"). */
+  function isCached(token: string): boolean {
+    const key = keyOf(token);
+    memo = { token, key };
+    return cache.has(key);
+  }
+
   async function verify(token: string, opts: { ignoreRevocation?: boolean } = {}): Promise<AgentTokenIdentity> {
-    const key = sha256Hex(token);
+    const key = keyOf(token);
+    memo = { token: '', key: '' }; // the raw token is not kept beyond this call
     const now = deps.clock.now();
     let id = cache.get(key);
     if (!id) {
@@ -145,6 +157,6 @@ export function createAgentTokens(deps: AgentTokenDeps) {
     return id;
   }
 
-  return { mint, verify };
+  return { mint, verify, isCached };
 }
 export type AgentTokens = ReturnType<typeof createAgentTokens>;

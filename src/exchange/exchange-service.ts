@@ -89,7 +89,8 @@ export function createExchangeService(deps: ExchangeDeps) {
 
   async function verifyOnce(token: Secret<string>, tokenType: string, ctx: CallContext, s: SpanHandle): Promise<Presented> {
     const raw = token.reveal();
-    if (isOwnToken(raw)) {
+    // A cached agent token is ours without parsing it (the per-tool-call path); otherwise look at its issuer.
+    if (deps.agentTokens.isCached(raw) || isOwnToken(raw)) {
       s.set({ provider: 'agent-sts', providerType: 'agent-token' });
       if (tokenType !== TOKEN_TYPE.accessToken && tokenType !== TOKEN_TYPE.jwt)
         throw new SubjectTokenRejected('token type does not match the token');

@@ -62,8 +62,20 @@ const b64json = (v: object) => Buffer.from(JSON.stringify(v)).toString('base64ur
  * which costs about twice the CPU per signature in Node 20 (bench/README.md). Every token it
  * produces is verified with jose in the tests; nothing is parsed here.
  */
+/** Encoded protected headers by kid and typ: the same few on every token. */
+const headers = new Map<string, string>();
+function encodedHeader(kid: string, typ: string): string {
+  const k = `${kid} ${typ}`;
+  let h = headers.get(k);
+  if (h === undefined) {
+    if (headers.size > 64) headers.clear(); // rotated keys: never grows without bound
+    headers.set(k, (h = b64json({ alg: SIGNING_ALG, kid, typ })));
+  }
+  return h;
+}
+
 function signCompact(key: LoadedKey, payload: JWTPayload, typ: string): Promise<string> {
-  const input = `${b64json({ alg: SIGNING_ALG, kid: key.kid, typ })}.${b64json(payload)}`;
+  const input = `${encodedHeader(key.kid, typ)}.${b64json(payload)}`;
   const sig = nodeSign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
   return Promise.resolve(`${input}.${sig.toString('base64url')}`);
 }
