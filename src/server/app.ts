@@ -118,8 +118,10 @@ export function createApp(deps: AppDeps) {
    * Fastify, whose token route answers exactly as this does (same code, same headers, same errors).
    */
   const fastPath = !deps.trustProxy && !deps.telemetry?.enabled;
+  /** Set when the app starts closing: from then on Fastify answers (503 with `Connection: close`, so keep-alive clients let go). */
+  let closing = false;
   function tokenFastPath(req: IncomingMessage, res: ServerResponse): boolean {
-    if (!fastPath || req.method !== 'POST' || req.url !== TOKEN_PATH || mediaType(req.headers['content-type']) !== FORM) return false;
+    if (!fastPath || closing || req.method !== 'POST' || req.url !== TOKEN_PATH || mediaType(req.headers['content-type']) !== FORM) return false;
     const length = Number(req.headers['content-length']);
     if (!Number.isInteger(length) || length > deps.bodyLimitBytes || req.headers['transfer-encoding'] !== undefined) return false;
     const started = performance.now();
@@ -184,6 +186,11 @@ export function createApp(deps: AppDeps) {
   if (deps.telemetry?.enabled) registerHttpTracing(app, deps.telemetry);
 
   const ctxOf = (req: FastifyRequest): CallContext => ({ requestId: req.id, clientAddress: req.ip, now: deps.clock.now() });
+
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
 
   // Callback-style hooks: no promise per request on the hot path.
   app.addHook('onSend', (req, reply, payload, done) => {
