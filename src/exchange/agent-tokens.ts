@@ -95,20 +95,13 @@ export function createAgentTokens(deps: AgentTokenDeps) {
     );
   }
 
-  /** The last token hashed by isCached, so that verify() right after it does not hash it again. */
-  let memo = { token: '', key: '' };
-  const keyOf = (token: string) => (token === memo.token ? memo.key : sha256Hex(token));
-
   /** True when this token was verified before and is still cached (a cheap first test for "is it ours?"). */
   function isCached(token: string): boolean {
-    const key = keyOf(token);
-    memo = { token, key };
-    return cache.has(key);
+    return cache.has(sha256Hex(token));
   }
 
   async function verify(token: string, opts: { ignoreRevocation?: boolean } = {}): Promise<AgentTokenIdentity> {
-    const key = keyOf(token);
-    memo = { token: '', key: '' }; // the raw token is not kept beyond this call
+    const key = sha256Hex(token);
     const now = deps.clock.now();
     let id = cache.get(key);
     if (!id) {

@@ -54,14 +54,6 @@ const aadFor = (kid: string) => `signing-key:${kid}`;
 
 const b64json = (v: object) => Buffer.from(JSON.stringify(v)).toString('base64url');
 
-/**
- * JWS Compact Serialization (RFC 7515 §7.1) of a JWT signed with ES256: the signature is made by
- * node:crypto (ECDSA P-256 over SHA-256, `ieee-p1363` = the raw R||S form JWS requires, RFC 7518
- * §3.4), synchronously: ~0.02 ms, less than the thread hand-off of an asynchronous signature
- * costs under load. This is the per-request hot path; jose's SignJWT goes through WebCrypto,
- * which costs about twice the CPU per signature in Node 20 (bench/README.md). Every token it
- * produces is verified with jose in the tests; nothing is parsed here.
- */
 /** Encoded protected headers by kid and typ: the same few on every token. */
 const headers = new Map<string, string>();
 function encodedHeader(kid: string, typ: string): string {
@@ -74,6 +66,14 @@ function encodedHeader(kid: string, typ: string): string {
   return h;
 }
 
+/**
+ * JWS Compact Serialization (RFC 7515 §7.1) of a JWT signed with ES256: the signature is made by
+ * node:crypto (ECDSA P-256 over SHA-256, `ieee-p1363` = the raw R||S form JWS requires, RFC 7518
+ * §3.4), synchronously: ~0.02 ms, less than the thread hand-off of an asynchronous signature
+ * costs under load. This is the per-request hot path; jose's SignJWT goes through WebCrypto,
+ * which costs about twice the CPU per signature in Node 20 (bench/README.md). Every token it
+ * produces is verified with jose in the tests; nothing is parsed here.
+ */
 function signCompact(key: LoadedKey, payload: JWTPayload, typ: string): Promise<string> {
   const input = `${encodedHeader(key.kid, typ)}.${b64json(payload)}`;
   const sig = nodeSign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });

@@ -48,8 +48,7 @@ function apply(b: Batch): void {
 }
 
 /** One transaction for one batch, or for every batch that queued while the last one committed. */
-const commitOne = db.transaction((b: Batch) => apply(b));
-const commitAll = db.transaction((bs: Batch[]) => bs.forEach(apply));
+const commit = db.transaction((bs: Batch[]) => bs.forEach(apply));
 
 /** Epoch of the last batch that failed: later batches of that epoch chain on rolled-back rows. */
 let failedEpoch = -1;
@@ -60,7 +59,7 @@ export type Outcome = { id: number; error?: string };
 function one({ id, batch }: Msg): Outcome {
   if (batch.epoch === failedEpoch) return { id, error: 'an earlier batch of this audit chain failed; resend' };
   try {
-    commitOne(batch);
+    commit([batch]);
     return { id };
   } catch (e) {
     failedEpoch = batch.epoch;
@@ -82,7 +81,7 @@ parentPort!.on('message', (first: Msg) => {
   let outcomes: Outcome[];
   if (msgs.length > 1 && msgs.every((m) => m.batch.epoch !== failedEpoch)) {
     try {
-      commitAll(msgs.map((m) => m.batch));
+      commit(msgs.map((m) => m.batch));
       outcomes = msgs.map((m) => ({ id: m.id }));
     } catch {
       outcomes = msgs.map(one);
