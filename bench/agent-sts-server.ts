@@ -99,6 +99,7 @@ storage:
   url: ${JSON.stringify(dbUrl)}
 keys:
   kek: { devGenerateInto: ${JSON.stringify(join(tmp, 'kek'))} }
+  signingThread: ${process.env.BENCH_SIGNING_THREAD ?? 'auto'}
 tokens:
   agentTokenMaxTtl: 1h
   accessTokenMaxTtl: 15m

@@ -6,7 +6,8 @@ import { sha256Hex } from './lib/crypto.js';
 import { openDatabase, type Database } from './storage/prisma-client.js';
 import { applyMigrations } from './storage/migrate.js';
 import { loadKek } from './keys/kek.js';
-import { createKeyStore } from './keys/key-store.js';
+import { createKeyStore, es256Signature } from './keys/key-store.js';
+import { createSigningThread } from './keys/signing-thread.js';
 import { createReplayGuard } from './trust-providers/replay-guard.js';
 import { createRoleAuth } from './server/role-auth.js';
 import { createProviderSet } from './trust-providers/provider-set.js';
@@ -139,6 +140,8 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   if (!opts.telemetry && telemetry.enabled) logTelemetryDiagnostics(logger);
   if (telemetry.enabled) observeStore(telemetry.meter, { db, clock, logger });
   await keyStore.init();
+  const signingThread = createSigningThread({ mode: config.keys.signingThread, logger, signInPlace: es256Signature });
+  keyStore.useSigningThread(signingThread);
 
   const issuerUrl = { value: config.server.issuer?.replace(/\/$/, '') ?? '' };
   const tokens = config.tokens;
@@ -320,11 +323,13 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     await inventory.view.flush().catch((e: unknown) => logger.error({ err: { message: (e as Error).message } }, 'inventory: last flush failed'));
     await inventory.webhook?.drain();
     await audit.close();
+    keyStore.useSigningThread(undefined);
+    await signingThread.close();
     await issuers.close();
     await database.close();
     if (!opts.telemetry) await telemetry.shutdown();
   }
 
-  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, taskService, audit, logger, database, leadership, telemetry, inventory };
+  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, signingThread, taskService, audit, logger, database, leadership, telemetry, inventory };
 }
 export type Composed = Awaited<ReturnType<typeof compose>>;

@@ -127,6 +127,12 @@ export const AppConfigSchema = z
         publishAhead: duration.default('10m'),
         /** How often replicas re-read the key table. */
         reloadInterval: duration.default('30s'),
+        /**
+         * Where the server makes its ES256 signatures: `auto` moves them to a helper thread while
+         * the event loop is busy more than 80 % of the time (back below 50 %), `on` always, `off`
+         * never (bench/README.md).
+         */
+        signingThread: z.enum(['auto', 'on', 'off']).default('auto'),
       })
       .strict(),
     tokens: z

@@ -12,13 +12,14 @@ import type { Secret } from '../core/secret.js';
 import { seal, unseal } from '../lib/crypto.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../log/logger.js';
+import type { SigningThread } from './signing-thread.js';
 
 export const SIGNING_ALG = 'ES256';
 
 interface LoadedKey {
   kid: string;
   publicJwk: JWK;
-  /** node:crypto handle of the private key: signs on the libuv pool without WebCrypto's per-call overhead. */
+  /** node:crypto handle of the private key: signs without WebCrypto's per-call overhead (and can be handed to the signing thread). */
   privateKey: KeyObject;
   activatesAt: Date;
   retiredAt: Date | null;
@@ -66,23 +67,29 @@ function encodedHeader(kid: string, typ: string): string {
   return h;
 }
 
+/** The ES256 signature of a JWS signing input, base64url: ECDSA P-256 over SHA-256 by node:crypto, in the raw R||S form JWS requires (`ieee-p1363`, RFC 7518 §3.4). */
+export function es256Signature(key: KeyObject, input: string): string {
+  return nodeSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url');
+}
+
 /**
- * JWS Compact Serialization (RFC 7515 §7.1) of a JWT signed with ES256: the signature is made by
- * node:crypto (ECDSA P-256 over SHA-256, `ieee-p1363` = the raw R||S form JWS requires, RFC 7518
- * §3.4), synchronously: ~0.02 ms, less than the thread hand-off of an asynchronous signature
- * costs under load. This is the per-request hot path; jose's SignJWT goes through WebCrypto,
- * which costs about twice the CPU per signature in Node 20 (bench/README.md). Every token it
- * produces is verified with jose in the tests; nothing is parsed here.
+ * JWS Compact Serialization (RFC 7515 §7.1) of a JWT signed with ES256, by node:crypto: ~0.02-0.03
+ * ms of CPU. This is the per-request hot path; jose's SignJWT goes through WebCrypto, which costs
+ * about twice the CPU per signature in Node 20 (bench/README.md). The signature is made in place,
+ * or on the signing thread while the event loop is the bottleneck (signing-thread.ts). Every token
+ * it produces is verified with jose in the tests; nothing is parsed here.
  */
-function signCompact(key: LoadedKey, payload: JWTPayload, typ: string): Promise<string> {
+function signCompact(key: LoadedKey, payload: JWTPayload, typ: string, thread: SigningThread | undefined): Promise<string> {
   const input = `${encodedHeader(key.kid, typ)}.${b64json(payload)}`;
-  const sig = nodeSign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
-  return Promise.resolve(`${input}.${sig.toString('base64url')}`);
+  const offloaded = thread?.offer(key.kid, key.privateKey, input);
+  if (offloaded) return offloaded.then((sig) => `${input}.${sig}`);
+  return Promise.resolve(`${input}.${es256Signature(key.privateKey, input)}`);
 }
 
 export function createKeyStore(deps: KeyStoreDeps) {
   let keys: LoadedKey[] = [];
   let jwks: JWTVerifyGetKey = createLocalJWKSet({ keys: [] });
+  let thread: SigningThread | undefined;
 
   async function loadRow(row: { kid: string; publicJwk: string; sealedPrivateKey: string; activatesAt: Date; retiredAt: Date | null; publishUntil: Date | null }): Promise<LoadedKey> {
     const existing = keys.find((k) => k.kid === row.kid);
@@ -165,7 +172,7 @@ export function createKeyStore(deps: KeyStoreDeps) {
   const signer: TokenSigner = {
     sign(payload, typ) {
       const key = current();
-      return signCompact(key, payload, typ);
+      return signCompact(key, payload, typ, thread);
     },
     verificationKeys: () => (header, token) => jwks(header, token),
   };
@@ -175,6 +182,10 @@ export function createKeyStore(deps: KeyStoreDeps) {
     reload,
     rotate,
     signer,
+    /** Lets the server's signatures use a signing thread (the CLI's few never do). */
+    useSigningThread(t: SigningThread | undefined) {
+      thread = t;
+    },
     /** The public JWK Set (RFC 7517): pending, current and still-published retired keys. */
     jwks: () => ({ keys: published().map((k) => k.publicJwk) }),
     currentKid: () => current().kid,

@@ -46,9 +46,10 @@ async function createAppDatabase(): Promise<AppDb> {
   };
 }
 
-function brokerConfig(storeUrl: string, issuer: FakeIssuer, app: AppDb) {
+function brokerConfig(storeUrl: string, issuer: FakeIssuer, app: AppDb, signingThread: 'on' | 'off') {
   return {
     storage: { url: storeUrl },
+    keys: { kek: { fromEnv: 'TEST_KEK' }, signingThread },
     trustProviders: [
       {
         name: 'ci',
@@ -92,7 +93,8 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       app = await createAppDatabase();
       const s = store === 'sqlite' ? await createTestSqliteUrl('agsts-e2e') : await createTestPostgresDatabase('agsts_store');
       dropStore = s.drop;
-      broker = await startBroker(brokerConfig(s.url, issuer, app), { env: { APP_DB_ADMIN_URL: app.url } });
+      // Both ways of signing go through the whole flow: on the event loop, and on the signing thread.
+      broker = await startBroker(brokerConfig(s.url, issuer, app, store === 'sqlite' ? 'on' : 'off'), { env: { APP_DB_ADMIN_URL: app.url } });
     });
     afterAll(async () => {
       await broker?.close();
@@ -116,6 +118,7 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       expect(startup.json.expires_in).toBeGreaterThan(1790);
       const taskId = claims.task_id as string;
       expect(taskId).toMatch(/^t_/);
+      expect(broker.composed.signingThread.active()).toBe(store === 'sqlite');
 
       // 2. per-tool-call: agent token for a PostgreSQL login
       const dbx = await postToken(broker.url, {
