@@ -91,9 +91,8 @@ export function createSigningThread(opts: SigningThreadOptions): SigningThread {
     }
   }
 
-  /** The thread is gone: everything it owed is signed here, and so is everything after. */
-  function giveUp(reason: string): void {
-    if (!broken) opts.logger.error({ reason }, 'signing thread failed: signing on the event loop from now on');
+  /** No more thread: everything it owed is signed here (never dropped: those requests are still answered), and so is everything after. */
+  function stopOffloading(): void {
     broken = true;
     offloading = false;
     worker = undefined;
@@ -101,6 +100,11 @@ export function createSigningThread(opts: SigningThreadOptions): SigningThread {
     pending.clear();
     queue = [];
     owed.forEach(settleInPlace);
+  }
+
+  function giveUp(reason: string): void {
+    if (!broken) opts.logger.error({ reason }, 'signing thread failed: signing on the event loop from now on');
+    stopOffloading();
   }
 
   function start(): Worker {
@@ -155,14 +159,7 @@ export function createSigningThread(opts: SigningThreadOptions): SigningThread {
     async close() {
       if (sampler) clearInterval(sampler);
       const w = worker;
-      broken = true;
-      offloading = false;
-      worker = undefined;
-      // Owed signatures are made here rather than dropped: their requests are still answered.
-      const owed = [...pending.values()];
-      pending.clear();
-      queue = [];
-      owed.forEach(settleInPlace);
+      stopOffloading();
       if (w) await w.terminate();
     },
   };
