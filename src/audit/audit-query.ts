@@ -1,18 +1,26 @@
 import { z } from 'zod';
 import type { Db } from '../storage/prisma-client.js';
 import type { AuditRow } from './audit-event.js';
+import { fingerprintCandidates } from '../lib/crypto.js';
 
 /**
  * A credential fingerprint as the broker stores it: `sha256:` + 64 hex digits (SHA-256 of the
- * issued `access_token` value; `agent-sts audit fingerprint` computes it). Anything else is refused
- * without being echoed: a raw token pasted here must not end up in an error or in the `audit.read`
- * record of this very query.
+ * issued `access_token` value), or `jwt:<jti>:sha256:<64 hex>` for a JWT agent-sts signed
+ * (lib/crypto.ts `ownJwtFingerprint`); `agent-sts audit fingerprint` computes it from a token.
+ * Anything else is refused without being echoed: a raw token pasted here must not end up in an
+ * error or in the `audit.read` record of this very query.
  */
 const Fingerprint = z
   .string()
   .max(200)
-  .regex(/^(sha256:)?[0-9a-fA-F]{64}$/, 'must be sha256:<64 hex digits>; compute it from a token with `agent-sts audit fingerprint`')
-  .transform((s) => `sha256:${s.replace(/^sha256:/, '').toLowerCase()}`);
+  .regex(
+    /^(jwt:[A-Za-z0-9._~-]{1,128}:)?(sha256:)?[0-9a-fA-F]{64}$/,
+    'must be sha256:<64 hex digits> or jwt:<jti>:sha256:<64 hex digits>; compute it from a token with `agent-sts audit fingerprint`',
+  )
+  .transform((s) => {
+    const jwt = /^jwt:[^:]+:/.exec(s)?.[0] ?? '';
+    return `${jwt}sha256:${s.slice(jwt.length).replace(/^sha256:/, '').toLowerCase()}`;
+  });
 
 /** The filters an auditor can combine (all exact matches; `since` inclusive, `until` exclusive). */
 export const AuditFilterSchema = z
@@ -71,7 +79,7 @@ function filterWhere(q: AuditFilter): Record<string, unknown>[] {
   if (q.action) where.push({ action: q.action });
   if (q.policyVersion) where.push({ policyVersion: q.policyVersion });
   if (q.task) where.push({ taskId: q.task });
-  if (q.fingerprint) where.push({ credentialFingerprint: q.fingerprint });
+  if (q.fingerprint) where.push({ credentialFingerprint: { in: fingerprintCandidates(q.fingerprint) } });
   if (q.since) where.push({ time: { gte: q.since } });
   if (q.until) where.push({ time: { lt: q.until } });
   return where;

@@ -11,7 +11,7 @@ import { createAuditLog } from '../audit/audit-log.js';
 import { verifyAuditLog, type VerifyResult } from '../audit/audit-verify.js';
 import { ArchiveRefused, planArchive, pruneArchived, verifyArchiveFile, writeArchive } from '../audit/audit-archive.js';
 import { auditPages, AuditExportSchema, AuditQuerySchema, countAudit, describeFilters, queryAudit, withLinks } from '../audit/audit-query.js';
-import { credentialFingerprint } from '../lib/crypto.js';
+import { presentedTokenFingerprint } from '../lib/crypto.js';
 import { auditedWrite } from '../lib/instance-admin.js';
 import type { CliHelpers } from './instance-commands.js';
 
@@ -48,7 +48,7 @@ const filterOptions = (c: Command) =>
     .option('--action <action>', 'e.g. token.exchange, task.end, admin.policy.put, audit.read')
     .option('--policy-version <version>', 'policy set version that decided')
     .option('--task <id>', 'task id')
-    .option('--fingerprint <fp>', 'credential fingerprint (sha256:…; see `agent-sts audit fingerprint`)')
+    .option('--fingerprint <fp>', 'credential fingerprint (sha256:… or jwt:<jti>:sha256:…; see `agent-sts audit fingerprint`)')
     .option('--since <time>', 'from this time (inclusive, ISO 8601)')
     .option('--until <time>', 'before this time (exclusive)');
 
@@ -274,7 +274,7 @@ export function registerAuditCommands(program: Command, h: CliHelpers): void {
         process.exitCode = 2;
         return;
       }
-      const fp = credentialFingerprint(token);
+      const fp = presentedTokenFingerprint(token);
       console.log(fp);
       h.say(`look it up: agent-sts audit query --fingerprint ${fp}   (or GET /v1/audit?fingerprint=${fp})`);
     });

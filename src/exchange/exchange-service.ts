@@ -2,7 +2,7 @@ import type { Secret } from '../core/secret.js';
 import type { BlendedIdentity, CallContext, Credential, Decision, HumanContext, VerifiedIdentity, WorkloadIdentity } from '../core/types.js';
 import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
-import { credentialFingerprint } from '../lib/crypto.js';
+import { ownJwtFingerprint } from '../lib/crypto.js';
 import { TOKEN_TYPE } from '../lib/urns.js';
 import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
@@ -263,7 +263,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const limits: AgentTokenLimits = { ...o.limits, ...(o.task?.idleTimeoutSeconds ? { idleTimeoutSeconds: o.task.idleTimeoutSeconds } : {}) };
     // iat and exp from the same instant: exp - iat is exactly the granted lifetime.
     const token = await tel.stage('issuer.issue', { issuer: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE }, () => deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now));
-    const fingerprint = credentialFingerprint(token);
+    const fingerprint = ownJwtFingerprint(token, tokenId);
     Object.assign(event, { outcome: 'allow', reason: o.reason, issuerName: 'agent-sts', taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
     await commitOrFail(
       {

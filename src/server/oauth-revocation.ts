@@ -7,7 +7,7 @@ import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenSigner } from '../keys/key-store.js';
 import { SIGNING_ALG } from '../keys/key-store.js';
-import { credentialFingerprint } from '../lib/crypto.js';
+import { fingerprintCandidates, presentedTokenFingerprint } from '../lib/crypto.js';
 import { MalformedRequest } from '../errors/sts-errors.js';
 import { AGENT_TOKEN_ISSUER_TYPE, type TaskService } from '../tasks/task-service.js';
 import type { RevocationList } from '../tasks/revocation-list.js';
@@ -147,7 +147,7 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
   async function revokeOwnCredential(token: string, t: OwnToken, ctx: CallContext): Promise<string> {
     const row = await deps.db.credential.findUnique({ where: { id: t.claims.jti }, include: { task: { select: { providerName: true, workloadSubject: true, humanSubject: true } } } });
     // Only the row of this very token (same fingerprint) and only a token with nothing upstream.
-    if (!row || row.fingerprint !== credentialFingerprint(token) || row.sealedRevocationHandle) return 'no matching credential';
+    if (!row || !fingerprintCandidates(presentedTokenFingerprint(token)).includes(row.fingerprint) || row.sealedRevocationHandle) return 'no matching credential';
     if (t.kind === 'agent' && row.issuerType !== AGENT_TOKEN_ISSUER_TYPE) return 'no matching credential';
     const claimed = (await deps.db.credential.updateMany({ where: { id: row.id, state: 'active' }, data: { state: 'revoking' } })).count === 1;
     if (!claimed) return `already ${row.state}`;
@@ -200,7 +200,7 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
       const form = parseSingleForm(req);
       const ctx = ctxOf(req);
       const outcome = await revoke(form.token!, ctx);
-      deps.logger.debug({ requestId: ctx.requestId, fingerprint: credentialFingerprint(form.token!), hint: form.token_type_hint, outcome }, 'revocation request');
+      deps.logger.debug({ requestId: ctx.requestId, fingerprint: presentedTokenFingerprint(form.token!), hint: form.token_type_hint, outcome }, 'revocation request');
       return reply.code(200).send();
     });
 
@@ -217,7 +217,7 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
       const r = await introspect(form.token!);
       if (!r.active) {
         // The caller learns only `active: false`; the reason stays in the debug log.
-        deps.logger.debug({ requestId: req.id, client, fingerprint: credentialFingerprint(form.token!), reason: r.reason }, 'introspection: inactive');
+        deps.logger.debug({ requestId: req.id, client, fingerprint: presentedTokenFingerprint(form.token!), reason: r.reason }, 'introspection: inactive');
         return reply.type('application/json').send({ active: false });
       }
       return reply.type('application/json').send(r.body);

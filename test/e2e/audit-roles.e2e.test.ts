@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
-import { credentialFingerprint } from '../../src/lib/crypto.js';
+import { decodeJwt } from 'jose';
+import { credentialFingerprint, presentedTokenFingerprint } from '../../src/lib/crypto.js';
 import { verifyAuditLog } from '../../src/audit/audit-verify.js';
 
 interface Rec {
@@ -146,7 +147,9 @@ describe('the auditor role and the issuance log over HTTP', { timeout: 60_000 },
     const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent.token, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://api.test/', scope: 'read' });
     expect(r.status, r.text).toBe(200);
     const leaked = r.json.access_token as string;
-    const fp = credentialFingerprint(leaked);
+    const fp = presentedTokenFingerprint(leaked);
+    // agent-sts's own JWT: the jti (credential id, time-ordered) leads, then the token's SHA-256.
+    expect(fp).toBe(`jwt:${decodeJwt(leaked).jti}:${credentialFingerprint(leaked)}`);
 
     const found = await records(`fingerprint=${fp}`);
     expect(found).toHaveLength(1);
@@ -174,8 +177,9 @@ describe('the auditor role and the issuance log over HTTP', { timeout: 60_000 },
     expect(raw.type).toContain('application/problem+json');
     expect(raw.text).toContain('agent-sts audit fingerprint');
     expect(raw.text).not.toContain(leaked.split('.')[2]!);
-    // The bare hex digest is accepted too.
-    expect(await records(`fingerprint=${fp.slice('sha256:'.length).toUpperCase()}`)).toHaveLength(2);
+    // Upper-case hex and a missing `sha256:` are accepted too.
+    const at = fp.lastIndexOf(':sha256:');
+    expect(await records(`fingerprint=${encodeURIComponent(`${fp.slice(0, at + 1)}${fp.slice(at + ':sha256:'.length).toUpperCase()}`)}`)).toHaveLength(2);
   });
 
   it('exports matching records as JSON lines, oldest first, with links', async () => {
@@ -198,7 +202,7 @@ describe('the auditor role and the issuance log over HTTP', { timeout: 60_000 },
     const reads = await records('action=audit.read&limit=1000');
     expect(reads.some((x) => /^by corp:carol: query workload=test:\/\/agent-3; [1-7] record\(s\)$/.test(x.reason ?? ''))).toBe(true);
     expect(reads.some((x) => x.reason === 'by bootstrap:test-auditor: export outcome=allow, action=token.exchange, oldest first')).toBe(true);
-    expect(reads.some((x) => x.reason?.startsWith('by bootstrap:test-auditor: query fingerprint=sha256:'))).toBe(true);
+    expect(reads.some((x) => x.reason?.startsWith('by bootstrap:test-auditor: query fingerprint=jwt:'))).toBe(true);
     for (const x of reads) expect(x).toMatchObject({ outcome: 'success', action: 'audit.read' });
     // Refused reads are not reads.
     expect(reads.some((x) => x.reason?.includes('outcome=maybe'))).toBe(false);

@@ -380,6 +380,6 @@ describe('revocation, introspection and the kill switch', () => {
       for (const line of b.logs) for (const s of secrets) expect(line.includes(s), `log line holds a secret: ${line.slice(0, 200)}`).toBe(false);
     }
     // the inactive reason is logged at debug with the fingerprint, for operators
-    expect(broker.logs.some((l) => l.includes('introspection: inactive') && l.includes('"fingerprint":"sha256:'))).toBe(true);
+    expect(broker.logs.some((l) => l.includes('introspection: inactive') && /"fingerprint":"(jwt:[^"]+:)?sha256:[0-9a-f]{64}"/.test(l))).toBe(true);
   });
 });

@@ -8,7 +8,7 @@ import { createTestPostgresDatabase, createTestSqliteUrl, dropPgRolesWithPrefix,
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { createTelemetry, type Telemetry } from '../../src/telemetry/otel.js';
-import { credentialFingerprint, unseal } from '../../src/lib/crypto.js';
+import { credentialFingerprint, presentedTokenFingerprint, unseal } from '../../src/lib/crypto.js';
 
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const ROLE_PREFIX = `agsotel${randomBytes(2).toString('hex')}_`;
@@ -163,7 +163,7 @@ describe('OpenTelemetry: spans, metrics and log correlation of real exchanges', 
       'agent_sts.issuer.name': 'agent-sts',
       'agent_sts.policy.id': 'otel-agent',
       'agent_sts.task.id': taskId,
-      'agent_sts.credential.fingerprint': credentialFingerprint(agentToken),
+      'agent_sts.credential.fingerprint': presentedTokenFingerprint(agentToken),
     });
     expect(ex.attributes['agent_sts.credential.id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(typeof ex.attributes['agent_sts.policy.version']).toBe('string');
@@ -293,7 +293,8 @@ describe('OpenTelemetry: spans, metrics and log correlation of real exchanges', 
     ]);
     for (const s of revokes) {
       expect(s.attributes).toMatchObject({ 'agent_sts.task.id': taskId, 'agent_sts.action': 'credential.revoke' });
-      expect(s.attributes['agent_sts.credential.fingerprint']).toMatch(/^sha256:[0-9a-f]{64}$/);
+      // agent-sts's own token carries its jti first; the PostgreSQL login is opaque.
+      expect(s.attributes['agent_sts.credential.fingerprint']).toMatch(s.attributes['agent_sts.issuer.name'] === 'agent-sts' ? /^jwt:[0-9a-f-]{36}:sha256:[0-9a-f]{64}$/ : /^sha256:[0-9a-f]{64}$/);
       expect(s.status.code).toBe(SpanStatusCode.UNSET);
     }
   });
@@ -374,7 +375,7 @@ describe('OpenTelemetry: spans, metrics and log correlation of real exchanges', 
     const logText = broker.logs.join('\n');
     // The haystacks are real: they hold what the suite produced (fingerprints, ids, names).
     expect(spans.getFinishedSpans().length).toBeGreaterThanOrEqual(25);
-    expect(spanText).toContain(credentialFingerprint(agentToken));
+    expect(spanText).toContain(presentedTokenFingerprint(agentToken));
     expect(metricText).toContain('app-pg');
     expect(logText).toContain('otel-pg-1');
     for (const s of secrets) {

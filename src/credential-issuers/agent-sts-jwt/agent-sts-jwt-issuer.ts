@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
-import { credentialFingerprint } from '../../lib/crypto.js';
+import { ownJwtFingerprint } from '../../lib/crypto.js';
 import { epochSeconds } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import type { Actor, BlendedIdentity, Decision } from '../../core/types.js';
@@ -96,7 +96,7 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
           issuedTokenType: TOKEN_TYPE.accessToken,
           tokenType: 'Bearer',
           expiresAt: new Date(exp * 1000),
-          fingerprint: credentialFingerprint(token),
+          fingerprint: ownJwtFingerprint(token, req.credentialId),
           accessToken: new Secret(token),
           revocationHandle: null,
         };
