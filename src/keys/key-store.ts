@@ -1,4 +1,4 @@
-import { createPrivateKey, randomUUID, sign as nodeSign, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
 import {
   createLocalJWKSet,
   exportJWK,
@@ -13,6 +13,7 @@ import { seal, unseal } from '../lib/crypto.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../log/logger.js';
 import type { SigningThread } from './signing-thread.js';
+import { es256Signature } from './es256.js';
 
 export const SIGNING_ALG = 'ES256';
 
@@ -65,11 +66,6 @@ function encodedHeader(kid: string, typ: string): string {
     headers.set(k, (h = b64json({ alg: SIGNING_ALG, kid, typ })));
   }
   return h;
-}
-
-/** The ES256 signature of a JWS signing input, base64url: ECDSA P-256 over SHA-256 by node:crypto, in the raw R||S form JWS requires (`ieee-p1363`, RFC 7518 §3.4). */
-export function es256Signature(key: KeyObject, input: string): string {
-  return nodeSign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url');
 }
 
 /**

@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
 import { createLogger } from '../log/logger.js';
-import { es256Signature } from './key-store.js';
+import { es256Signature } from './es256.js';
 import { createSigningThread, type SigningThread, type SigningThreadOptions } from './signing-thread.js';
 
 const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

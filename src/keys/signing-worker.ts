@@ -1,10 +1,11 @@
 /**
- * The signing thread (see signing-thread.ts): ECDSA P-256 signatures over SHA-256 in the raw
- * R||S form JWS needs (RFC 7518 §3.4), made by node:crypto with the private keys the event loop
- * hands over once per key id. One message in, one message out per batch, in order.
+ * The signing thread (see signing-thread.ts): ES256 signatures (es256.ts, as on the event loop)
+ * with the private keys the event loop hands over once per key id. One message in, one message
+ * out per batch, in order.
  */
 import { parentPort } from 'node:worker_threads';
-import { sign, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { es256Signature } from './es256.js';
 
 export interface SignRequest {
   /** Keys not sent before: [kid, private key]. */
@@ -26,7 +27,7 @@ parentPort!.on('message', (m: SignRequest) => {
       continue;
     }
     try {
-      out.push([id, sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }).toString('base64url')]);
+      out.push([id, es256Signature(key, input)]);
     } catch (e) {
       out.push([id, null, (e as Error).message]);
     }
