@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Db } from '../storage/prisma-client.js';
 import type { AuditRow } from './audit-event.js';
-import { fingerprintCandidates } from '../lib/crypto.js';
+import { FINGERPRINT_JTI_PATTERN, fingerprintCandidates } from '../lib/crypto.js';
 
 /**
  * A credential fingerprint as the broker stores it: `sha256:` + 64 hex digits (SHA-256 of the
@@ -14,7 +14,7 @@ const Fingerprint = z
   .string()
   .max(200)
   .regex(
-    /^(jwt:[A-Za-z0-9._~-]{1,128}:)?(sha256:)?[0-9a-fA-F]{64}$/,
+    new RegExp(`^(jwt:${FINGERPRINT_JTI_PATTERN}:)?(sha256:)?[0-9a-fA-F]{64}$`),
     'must be sha256:<64 hex digits> or jwt:<jti>:sha256:<64 hex digits>; compute it from a token with `agent-sts audit fingerprint`',
   )
   .transform((s) => {

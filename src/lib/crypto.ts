@@ -10,8 +10,9 @@ export const fingerprint = (secret: string): string => sha256Hex(secret).slice(0
 /** Full SHA-256 fingerprint stored with issued credentials (lookup of a leaked token). */
 export const credentialFingerprint = (secret: string): string => `sha256:${sha256Hex(secret)}`;
 
-/** A jti that can stand in a fingerprint: agent-sts's own are UUIDv7. */
-const FINGERPRINT_JTI = /^[A-Za-z0-9._~-]{1,128}$/;
+/** A jti that can stand in a fingerprint (a regex source, for the audit filter too): agent-sts's own are UUIDv7. */
+export const FINGERPRINT_JTI_PATTERN = '[A-Za-z0-9._~-]{1,128}';
+const FINGERPRINT_JTI = new RegExp(`^${FINGERPRINT_JTI_PATTERN}$`);
 
 /**
  * Fingerprint of a JWT agent-sts signs: `jwt:<jti>:sha256:<hex of the token>`. The jti is the
