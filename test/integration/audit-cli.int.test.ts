@@ -83,6 +83,8 @@ describe('agent-sts audit (CLI)', { timeout: 60_000 }, () => {
     expect(two.stderr).not.toContain('-secret');
   });
 
+  const jti2 = '0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c';
+
   it('export to a file: every matching record, a final summary on stderr, an audit.read record', async () => {
     const out = join(dir, 'agent-7.jsonl');
     const r = await cli(['export', '--workload', 'test://agent-7', '--out', out]);
@@ -101,6 +103,12 @@ describe('agent-sts audit (CLI)', { timeout: 60_000 }, () => {
     expect(bad.code, describeRun(bad)).toBe(2);
     expect(bad.stderr).toMatch(/--fingerprint: must be sha256:<64 hex digits>/);
     expect(bad.stderr).not.toContain(secret);
+    // A jwt: fingerprint with a jti that cannot stand in one, or a short digest: refused the same way.
+    for (const fp of [`jwt:has space:sha256:${'a'.repeat(64)}`, `jwt:${jti2}:sha256:${'a'.repeat(63)}`, `jwt::sha256:${'a'.repeat(64)}`]) {
+      const r = await cli(['query', '--fingerprint', fp]);
+      expect(r.code, describeRun(r)).toBe(2);
+      expect(r.stderr).toMatch(/--fingerprint: must be sha256:<64 hex digits> or jwt:<jti>:sha256:<64 hex digits>/);
+    }
   });
 
   it('archive without --prune writes the file and deletes nothing; an existing file is never overwritten', async () => {
