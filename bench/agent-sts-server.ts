@@ -5,7 +5,7 @@
  * agent token → access token for billing-api (the durable audit write happens on every call).
  */
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { decodeJwt } from 'jose';
 import pg from 'pg';
+import { buildFreshness } from '../bin/build-freshness.js';
 import { freePort, startChild, waitFor, type Child } from './children.js';
 import { pidsByName, type LoadTarget } from './load.js';
 
@@ -39,30 +40,14 @@ export interface AgentSts {
   stop: () => Promise<void>;
 }
 
-function newestMtime(dir: string, filter: (name: string) => boolean): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p, filter));
-    else if (filter(e.name)) newest = Math.max(newest, statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
 /** Builds dist/ when it is missing or older than src/. Retries (other people edit src/ too). */
 export async function ensureBuilt(log: (line: string) => void): Promise<void> {
-  const entry = join(ROOT, 'dist', 'cli', 'main.js');
-  let builtAt = 0;
-  try {
-    builtAt = statSync(entry).mtimeMs;
-  } catch {
-    /* missing */
-  }
-  const srcAt = newestMtime(join(ROOT, 'src'), (n) => n.endsWith('.ts') && !n.endsWith('.test.ts'));
-  if (builtAt && builtAt >= srcAt) return;
+  const build = buildFreshness(ROOT);
+  if (build === 'fresh') return;
+  const hasOldBuild = build === 'stale';
   const retries = Number(process.env.BENCH_BUILD_RETRIES ?? 2);
   for (let attempt = 0; ; attempt++) {
-    log(builtAt ? '  agent-sts: dist/ is older than src/, running `npm run build`' : '  agent-sts: dist/ is missing, running `npm run build`');
+    log(hasOldBuild ? '  agent-sts: dist/ is older than src/, running `npm run build`' : '  agent-sts: dist/ is missing, running `npm run build`');
     try {
       await execFileP('npm', ['run', '--silent', 'build'], { cwd: ROOT, maxBuffer: 16 << 20 });
       log('  agent-sts: build OK');
@@ -75,7 +60,7 @@ export async function ensureBuilt(log: (line: string) => void): Promise<void> {
         await new Promise((r) => setTimeout(r, 60_000));
         continue;
       }
-      if (builtAt) {
+      if (hasOldBuild) {
         log('  agent-sts: WARNING: benchmarking the existing (older) dist/');
         return;
       }

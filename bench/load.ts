@@ -58,6 +58,11 @@ export interface LoadResult {
   serverCpuMsPerReq: number;
   /** Server CPU utilisation during the window, in cores (1.0 = one core fully busy). */
   serverCores: number;
+  /**
+   * Of that, the server's first thread (in Node, the event loop; other threads are helpers:
+   * signing, SQLite writer, GC). Below ~0.9 the event loop is not what limits throughput.
+   */
+  serverMainThreadCores: number;
   /** CPU of the auxiliary processes (target.auxCpu) during the window. */
   aux?: { label: string; cpuMs: number; cpuMsPerReq: number; cores: number };
   /** CPU of this process (the load generator) during the window, in cores. */
@@ -90,9 +95,12 @@ function ticksPerSecond(): number {
   return clkTck;
 }
 
-/** utime + stime of a process (all its threads), in milliseconds. */
-export function processCpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/**
+ * utime + stime of a process (all its threads), in milliseconds; with `thread`, of that one thread
+ * (a process's first thread, its event loop in Node, has the process's id).
+ */
+export function processCpuMs(pid: number, thread?: number): number {
+  const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
   // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state); utime = field 14, stime = field 15.
@@ -201,10 +209,12 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
   const aux0 = target.auxCpu ? cpuOf(target.auxCpu.pids()) : undefined;
   const busy0 = machineBusyMs();
   const cpu0 = processCpuMs(target.serverPid);
+  const main0 = processCpuMs(target.serverPid, target.serverPid);
   const own0 = process.cpuUsage();
   const r = await runCannon(target, settings, settings.durationSec, timed.next);
   const own = process.cpuUsage(own0);
   const cpu1 = processCpuMs(target.serverPid);
+  const main1 = processCpuMs(target.serverPid, target.serverPid);
   const busyMs = machineBusyMs() - busy0;
   let aux: LoadResult['aux'];
   if (target.auxCpu && aux0) {
@@ -237,6 +247,7 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
     serverCpuMs,
     serverCpuMsPerReq: total ? serverCpuMs / total : NaN,
     serverCores: serverCpuMs / 1000 / r.duration,
+    serverMainThreadCores: (main1 - main0) / 1000 / r.duration,
     loadgenCores: (own.user + own.system) / 1e6 / r.duration,
     otherCores: Math.max(0, (busyMs - serverCpuMs - (aux?.cpuMs ?? 0) - (own.user + own.system) / 1e3) / 1000 / r.duration),
     ...(aux ? { aux } : {}),

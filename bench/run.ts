@@ -1,7 +1,8 @@
 /**
  * The one benchmark command: `npm run bench`.
  *
- *   1. raw jose ES256 sign / verify rates (in process)
+ *   1. raw jose ES256 sign / verify rates (in process), and what the machine charges for a
+ *      node:crypto signature and a hand-off to a helper thread (machine.ts)
  *   2. agent-sts, per-tool-call exchange (agent token → access token, durable audit write)
  *   3. peer: oidc-provider client_credentials + private_key_jwt, JWT access tokens
  *
@@ -14,6 +15,7 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { measureJose, type JoseRates } from './jose-raw.js';
+import { describeMachine, measureMachine, type MachineCosts } from './machine.js';
 import { DEFAULT_SETTINGS, machineBusyMs, runLoad, type LoadResult } from './load.js';
 import { ensureBuilt, startAgentSts } from './agent-sts-server.js';
 import { startPeer } from './peer.js';
@@ -48,7 +50,7 @@ function describe(r: LoadResult): string {
   return (
     `  ${r.name}: ${fmt(r.reqPerSec)} req/s (${fmt(r.okPerSec)} 2xx/s), p50 ${fmt(r.p50Ms, 1)} ms, p90 ${fmt(r.p90Ms, 1)} ms, p99 ${fmt(r.p99Ms, 1)} ms, max ${fmt(r.maxMs)} ms; ` +
     `${r.total} requests [${codes}], ${r.errors} errors, ${r.timeouts} timeouts; server CPU ${fmt(r.serverCpuMsPerReq, 3)} ms/req ` +
-    `(${fmt(r.serverCores, 2)} cores)${r.aux ? ` + ${r.aux.label} ${fmt(r.aux.cpuMsPerReq, 3)} ms/req (${fmt(r.aux.cores, 2)} cores)` : ''}, load generator ${fmt(r.loadgenCores, 2)} cores, other processes ${fmt(r.otherCores, 2)} cores${r.otherCores > 0.2 ? ' (BUSY MACHINE: numbers skewed)' : ''}${r.poolExhausted ? '; BODY POOL EXHAUSTED (replayed assertions)' : ''}`
+    `(${fmt(r.serverCores, 2)} cores, event loop ${fmt(r.serverMainThreadCores, 2)})${r.aux ? ` + ${r.aux.label} ${fmt(r.aux.cpuMsPerReq, 3)} ms/req (${fmt(r.aux.cores, 2)} cores)` : ''}, load generator ${fmt(r.loadgenCores, 2)} cores, other processes ${fmt(r.otherCores, 2)} cores${r.otherCores > 0.2 ? ' (BUSY MACHINE: numbers skewed)' : ''}${r.poolExhausted ? '; BODY POOL EXHAUSTED (replayed assertions)' : ''}`
   );
 }
 
@@ -62,6 +64,7 @@ async function main(): Promise<number> {
   if (load > 0.5) log(`note: 1-min load average is ${load.toFixed(2)} before the run; other work on this machine skews the numbers`);
 
   let jose: JoseRates | undefined;
+  let machine: MachineCosts | undefined;
   let joseOtherCores = NaN;
   let sts: LoadResult | undefined;
   let peer: LoadResult | undefined;
@@ -79,6 +82,8 @@ async function main(): Promise<number> {
       `  sign ${fmt(jose.signPerSec)} ops/s, verify ${fmt(jose.verifyPerSec)} ops/s, sign+verify ${fmt(jose.signVerifyPerSec)} pairs/s; ` +
         `other processes ${fmt(joseOtherCores, 2)} cores${joseOtherCores > 0.2 ? ' (BUSY MACHINE: numbers skewed)' : ''}`,
     );
+    machine = await measureMachine();
+    log(`  machine: ${describeMachine(machine)}`);
   }
 
   if (only.has('agent-sts')) {
@@ -171,7 +176,7 @@ async function main(): Promise<number> {
   log(`(1-min load average at the end: ${loadavg()[0]!.toFixed(2)}; the load generator runs in this process on the same cores)`);
 
   if (process.env.BENCH_JSON)
-    writeFileSync(process.env.BENCH_JSON, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, settings: { ...settings, log: undefined }, jose, agentSts: sts, peer, pass }, null, 2)}\n`);
+    writeFileSync(process.env.BENCH_JSON, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, settings: { ...settings, log: undefined }, jose, machine, agentSts: sts, peer, pass }, null, 2)}\n`);
   return pass ? 0 : 1;
 }
 

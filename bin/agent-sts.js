@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Thin launcher: the compiled CLI lives in dist/ (built by `npm install` via the prepare script).
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-const entry = new URL('../dist/cli/main.js', import.meta.url);
-if (!existsSync(fileURLToPath(entry))) {
+import { buildFreshness } from './build-freshness.js';
+const root = fileURLToPath(new URL('..', import.meta.url));
+const build = buildFreshness(root);
+if (build === 'missing') {
   console.error('agent-sts: dist/ is missing. Run `npm install` (or `npm run build`) in the project first.');
   process.exit(1);
 }
-const { runCli } = await import(entry.href);
+if (build === 'stale')
+  console.error('agent-sts: warning: src/ has changed since dist/ was built, so this runs the older build. Run `npm run build` to use the current source.');
+const { runCli } = await import(new URL('../dist/cli/main.js', import.meta.url).href);
 await runCli(process.argv);

@@ -43,20 +43,33 @@ describe('signing thread', () => {
     expect(t.active()).toBe(false);
   });
 
-  it('auto: moves to the thread above 80 % event-loop utilization and back only below 50 %', async () => {
+  it('auto: moves to the thread after two samples in a row above 80 % event-loop utilization, and back only below 50 %', async () => {
     let u = 0.5;
     const { t, lines } = thread({ mode: 'auto', utilization: () => u });
     expect(t.offer('a', privateKey, 'x.y')).toBeUndefined(); // starts in place
     const seen: boolean[] = [];
-    for (const next of [0.79, 0.81, 0.6, 0.51, 0.49, 0.7, 0.95]) {
+    for (const next of [0.79, 0.81, 0.85, 0.6, 0.51, 0.49, 0.7, 0.95, 0.9]) {
       u = next;
       t.sample();
       seen.push(t.active());
     }
-    expect(seen).toEqual([false, true, true, true, false, false, true]);
+    expect(seen).toEqual([false, false, true, true, true, false, false, false, true]);
     expect(valid(publicKey, 'x.y', await t.offer('a', privateKey, 'x.y')!)).toBe(true);
     const moves = lines.filter((l) => String(l.msg).startsWith('event loop'));
     expect(moves.map((l) => l.signingThread)).toEqual([true, false, true]);
+  });
+
+  it('auto: one busy sample (start-up, a burst) does not move signing to the thread', () => {
+    let u = 1;
+    const { t, lines } = thread({ mode: 'auto', utilization: () => u });
+    t.sample(); // the window that holds start-up
+    expect(t.active()).toBe(false);
+    for (const next of [0.3, 0.95, 0.2, 0.99, 0.1]) {
+      u = next;
+      t.sample();
+      expect(t.active()).toBe(false);
+    }
+    expect(lines.filter((l) => String(l.msg).startsWith('event loop'))).toEqual([]);
   });
 
   it('a thread that dies: what it owed and everything after is signed in place, logged once', async () => {

@@ -11,7 +11,8 @@ import type { SignRequest, SignResult } from './signing-worker.js';
  * other work), the signatures of an event-loop turn go to a helper thread as one message and come
  * back as one; the event loop answers other requests meanwhile. When it is not, the hand-off only
  * adds a turn of latency, so in `auto` mode signatures move to the thread only while the event
- * loop is busy more than ON_ABOVE of the time, and come back once it is busy less than OFF_BELOW
+ * loop is busy more than ON_ABOVE of the time (in ON_AFTER samples in a row: one busy window, such
+ * as start-up or a burst, is not load), and come back once it is busy less than OFF_BELOW
  * (hysteresis: with the thread signing, the same load keeps the event loop ~30 % less busy).
  *
  * Nothing is ever lost to the thread: if it fails or exits, the signatures it owed (and all later
@@ -20,6 +21,7 @@ import type { SignRequest, SignResult } from './signing-worker.js';
 export type SigningThreadMode = 'auto' | 'on' | 'off';
 
 const ON_ABOVE = 0.8;
+const ON_AFTER = 2;
 const OFF_BELOW = 0.5;
 const SAMPLE_MS = 250;
 
@@ -75,10 +77,12 @@ export function createSigningThread(opts: SigningThreadOptions): SigningThread {
 
   const sampler = opts.mode === 'auto' ? setInterval(() => sample(), SAMPLE_MS).unref() : undefined;
 
+  let busySamples = 0;
   function sample(): void {
     if (opts.mode !== 'auto' || broken) return;
     const u = utilization();
-    const next = offloading ? u > OFF_BELOW : u > ON_ABOVE;
+    busySamples = u > ON_ABOVE ? busySamples + 1 : 0;
+    const next = offloading ? u > OFF_BELOW : busySamples >= ON_AFTER;
     if (next !== offloading) opts.logger.info({ eventLoopUtilization: Math.round(u * 100) / 100, signingThread: next }, next ? 'event loop busy: signing on the signing thread' : 'event loop has room: signing in place');
     offloading = next;
   }

@@ -200,7 +200,9 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
       const form = parseSingleForm(req);
       const ctx = ctxOf(req);
       const outcome = await revoke(form.token!, ctx);
-      deps.logger.debug({ requestId: ctx.requestId, fingerprint: presentedTokenFingerprint(form.token!), hint: form.token_type_hint, outcome }, 'revocation request');
+      // The fingerprint (a JWT decode and a SHA-256) only when the line is written.
+      if (deps.logger.isLevelEnabled('debug'))
+        deps.logger.debug({ requestId: ctx.requestId, fingerprint: presentedTokenFingerprint(form.token!), hint: form.token_type_hint, outcome }, 'revocation request');
       return reply.code(200).send();
     });
 
@@ -217,7 +219,8 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
       const r = await introspect(form.token!);
       if (!r.active) {
         // The caller learns only `active: false`; the reason stays in the debug log.
-        deps.logger.debug({ requestId: req.id, client, fingerprint: presentedTokenFingerprint(form.token!), reason: r.reason }, 'introspection: inactive');
+        if (deps.logger.isLevelEnabled('debug'))
+          deps.logger.debug({ requestId: req.id, client, fingerprint: presentedTokenFingerprint(form.token!), reason: r.reason }, 'introspection: inactive');
         return reply.type('application/json').send({ active: false });
       }
       return reply.type('application/json').send(r.body);

@@ -139,8 +139,17 @@ export const postgresPlugin: CredentialIssuerPlugin<PostgresIssuerConfig> = {
     let pool: pg.Pool | undefined;
     const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
     // Bounded: connecting (and waiting for a pooled connection) and every statement, by timeoutMs.
-    const getPool = () =>
-      (pool ??= new pg.Pool({ Client: AdminClient, connectionString: adminUrl().reveal(), max: 4, connectionTimeoutMillis: config.timeoutMs, query_timeout: config.timeoutMs }));
+    const getPool = () => {
+      if (pool) return pool;
+      pool = new pg.Pool({ Client: AdminClient, connectionString: adminUrl().reveal(), max: 4, connectionTimeoutMillis: config.timeoutMs, query_timeout: config.timeoutMs });
+      // An idle admin connection that dies (the database restarts, an administrator terminates it,
+      // the network drops it) is reported by the pool as an 'error' event, which would otherwise
+      // crash the broker. The pool has already discarded that connection; the next call opens another.
+      pool.on('error', (e: Error & { code?: string }) =>
+        deps.logger.warn({ issuer: name, code: e.code, err: { message: e.message } }, 'an idle admin connection to the target database was closed; the next call reconnects'),
+      );
+      return pool;
+    };
     const target = () => {
       const u = new URL(adminUrl().reveal());
       return {

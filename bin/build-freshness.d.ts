@@ -1,0 +1,2 @@
+/** See build-freshness.js. */
+export function buildFreshness(root: string): 'missing' | 'stale' | 'fresh';
