@@ -51,7 +51,7 @@ export interface CredentialUpdate {
 
 export interface TaskUpdate {
   id: string;
-  data: { state?: string; endedAt?: Date; endReason?: string; lastActivityAt?: Date };
+  data: { state?: string; endedAt?: Date; endReason?: string; lastActivityAt?: Date; endClaimedUntil?: Date | null };
 }
 
 export type Value = string | number | Date | null;
@@ -83,7 +83,7 @@ export const AUDIT_COLUMNS = [
 ] as const;
 export const HEAD_COLUMNS = ['chainId', 'seq', 'hash', 'updatedAt'] as const;
 export const CREDENTIAL_UPDATABLE = ['state', 'fingerprint', 'expiresAt', 'sealedRevocationHandle', 'revokedAt', 'lastError'] as const;
-export const TASK_UPDATABLE = ['state', 'endedAt', 'endReason', 'lastActivityAt'] as const;
+export const TASK_UPDATABLE = ['state', 'endedAt', 'endReason', 'lastActivityAt', 'endClaimedUntil'] as const;
 export const HEAD_UPSERT = ' ON CONFLICT ("chainId") DO UPDATE SET "seq" = excluded."seq", "hash" = excluded."hash", "updatedAt" = excluded."updatedAt"';
 
 export type Table = 'Task' | 'Credential' | 'AuditEvent' | 'AuditChainHead';

@@ -226,9 +226,27 @@ export function createTaskService(deps: TaskServiceDeps) {
     const task = await deps.db.task.findUnique({ where: { id: taskId } });
     if (!task) return undefined;
     deps.revocations.revokeTask(taskId);
-    // Whoever moves the task out of `open` writes the one-off records (replicas and retries race here).
-    const ending = task.state === 'open' && (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending' } })).count === 1;
-    const lostRace = task.state === 'open' && !ending;
+    // One call at a time ends a task (replicas, the pod watcher, the sweep's retry and the agent race
+    // here): the call that moves it out of `open`, or that takes over an `ending` whose holder let
+    // go or died, holds it until endClaimedUntil and keeps the claim fresh while it works.
+    let claimedAt = deps.clock.now();
+    const claimUntil = () => new Date(claimedAt.getTime() + REVOKE_CLAIM_MS);
+    const opened =
+      task.state === 'open' &&
+      (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending', endReason: reason, endClaimedUntil: claimUntil() } })).count === 1;
+    const tookOver =
+      !opened &&
+      task.state === 'ending' &&
+      (await deps.db.task.updateMany({ where: { id: taskId, state: 'ending', OR: [{ endClaimedUntil: null }, { endClaimedUntil: { lte: claimedAt } }] }, data: { endClaimedUntil: claimUntil() } })).count === 1;
+    const held = opened || tookOver;
+    // Another call holds the ending: it revokes the credentials and ends the sub-agents' tasks, and
+    // this one reports what it sees without touching them, so the two never split the work.
+    const lostRace = !held && task.state !== 'ended';
+    const keepClaim = async () => {
+      if (deps.clock.now().getTime() - claimedAt.getTime() < REVOKE_CLAIM_MS / 2) return;
+      claimedAt = deps.clock.now();
+      await deps.db.task.updateMany({ where: { id: taskId, state: 'ending' }, data: { endClaimedUntil: claimUntil() } });
+    };
     const creds = await deps.db.credential.findMany({ where: { taskId }, orderBy: { issuedAt: 'asc' }, include: withTask });
     const now = deps.clock.now();
     const results: TaskEndResult['credentials'] = [];
@@ -239,37 +257,40 @@ export function createTaskService(deps: TaskServiceDeps) {
       let fate: CredentialFate;
       let revokedAt = c.state === 'revoked' ? c.revokedAt : null;
       if (c.state === 'revoked' || c.state === 'expired' || c.state === 'failed') fate = c.state;
-      // Another call (replica, pod watcher, sweep) moved this task out of `open` first and is
-      // revoking: leave the credentials to it, so the two calls never split them between them.
       else if (lostRace) fate = revocable ? 'revocation_pending' : 'expires_naturally';
       else if (!revocable) {
         // Nothing can end it early, so its row stays as it is: valid until expiresAt, when the sweep records credential.expire.
         fate = c.expiresAt <= now ? 'expired' : 'expires_naturally';
-        if (fate === 'expires_naturally' && ending && c.state === 'active') await recordNaturalExpiry(c, ctx);
+        if (fate === 'expires_naturally' && opened && c.state === 'active') await recordNaturalExpiry(c, ctx);
       } else if (c.expiresAt <= now && !c.sealedRevocationHandle && (await claim(c.id, ['active'], 'expired'))) fate = 'expired';
       else if (await claim(c.id, ['active', 'issuing', 'revoking'], 'revoking')) {
         const r = await revokeCredential(c, 'revoked', ctx, 'credential.revoke');
         fate = r.fate;
         if (fate === 'revoked') revokedAt = r.at;
+        await keepClaim();
       } else fate = 'revocation_pending';
       results.push({ id: c.id, target: c.target, tokenType: c.tokenType, fingerprint: c.fingerprint, expiresAt: c.expiresAt.toISOString(), fate, revokedAt: revokedAt?.toISOString() ?? null });
     }
     // Sub-agents' tasks end with their parent (depth-first: a child's own children first).
     const children: TaskEndResult[] = [];
-    for (const child of await deps.db.task.findMany({ where: { parentTaskId: taskId, state: { in: ['open', 'ending'] } }, select: { id: true }, orderBy: { createdAt: 'asc' } })) {
-      const r = await endTask(child.id, `parent task ${taskId} ended`, ctx);
-      if (r) children.push(r);
-    }
-    const pending = results.some((r) => r.fate === 'revocation_pending') || children.some((c) => c.state !== 'ended');
+    if (!lostRace)
+      for (const child of await deps.db.task.findMany({ where: { parentTaskId: taskId, state: { in: ['open', 'ending'] } }, select: { id: true }, orderBy: { createdAt: 'asc' } })) {
+        const r = await endTask(child.id, `parent task ${taskId} ended`, ctx);
+        if (r) children.push(r);
+        await keepClaim();
+      }
+    const pending = lostRace || results.some((r) => r.fate === 'revocation_pending') || children.some((c) => c.state !== 'ended');
     const state = pending ? 'ending' : 'ended';
-    // Only the call that moved the task out of `open` (or a retry of an `ending` task) records the
-    // end: a concurrent call that lost that race (another replica, the pod watcher) must not write
-    // a second record. The state is already `ending`; it only ever moves on to `ended` here, never
-    // back, so a slower call with a pending revocation cannot undo a faster call's `ended`.
-    if (ending || task.state === 'ending') {
+    // Only the holder records the end: a call that lost the race must not write a second record.
+    // The task only ever moves on from `ending` to `ended`, never back. It keeps the reason it was
+    // ended for; a call that completes an ending begun earlier says so in its record.
+    if (held) {
+      const endReason = tookOver ? (task.endReason ?? reason) : reason;
+      const recorded = tookOver && endReason !== reason ? `${endReason} (completed: ${reason})` : endReason;
       await deps.audit.append({
-        event: { requestId: ctx.requestId, action: 'task.end', outcome: pending ? 'failure' : 'success', reason, taskId, providerName: task.providerName, workloadSubject: task.workloadSubject, humanSubject: task.humanSubject ?? undefined },
-        ...(pending ? {} : { taskUpdates: [{ id: taskId, data: { state: 'ended', endedAt: deps.clock.now(), endReason: reason } }] }),
+        event: { requestId: ctx.requestId, action: 'task.end', outcome: pending ? 'failure' : 'success', reason: recorded, taskId, providerName: task.providerName, workloadSubject: task.workloadSubject, humanSubject: task.humanSubject ?? undefined },
+        // Pending: the claim is let go, so the sweep (or the agent, again) retries as soon as a revocation is due.
+        taskUpdates: [{ id: taskId, data: pending ? { endClaimedUntil: null } : { state: 'ended', endedAt: deps.clock.now(), endReason, endClaimedUntil: null } }],
       });
     }
     return { taskId, state, credentials: results, children };
@@ -339,7 +360,12 @@ export function createTaskService(deps: TaskServiceDeps) {
         orderBy: { lastActivityAt: 'asc' },
         take: 1000,
       }),
-      deps.db.task.findMany({ where: { state: 'ending', credentials: { none: { state: 'revoking' } } }, select: { id: true }, take: 200 }),
+      // Not while another call holds the ending (it is under way), nor while a revocation is queued.
+      deps.db.task.findMany({
+        where: { state: 'ending', OR: [{ endClaimedUntil: null }, { endClaimedUntil: { lte: now } }], credentials: { none: { state: 'revoking' } } },
+        select: { id: true },
+        take: 200,
+      }),
     ]);
     const isIdle = (t: (typeof idle)[number]) => (t.lastActivityAt ?? t.createdAt).getTime() + t.idleTimeoutSeconds! * 1000 <= now.getTime();
     return [

@@ -7,7 +7,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { createAuditLog } from '../../src/audit/audit-log.js';
 import { Secret } from '../../src/core/secret.js';
 import { createLeadership, holderStartedAt, newHolderId, SWEEP_LEASE } from '../../src/tasks/lease.js';
-import { AUDIT_EVERY_NTH_FAILURE, createTaskService, revokeBackoffMs, sealHandle } from '../../src/tasks/task-service.js';
+import { AUDIT_EVERY_NTH_FAILURE, createTaskService, REVOKE_CLAIM_MS, revokeBackoffMs, sealHandle } from '../../src/tasks/task-service.js';
 import type { CredentialIssuer } from '../../src/credential-issuers/credential-issuer.js';
 import type { RevocationHandle } from '../../src/core/types.js';
 import { chaosHookFrom } from '../../src/lib/chaos-hook.js';
@@ -178,6 +178,98 @@ describe.each([
     await tasks.sweep({ requestId: 'idle', now: time.clock.now() }, { issuingBefore: new Date(T0 - 5000) });
     expect(await db.task.findUniqueOrThrow({ where: { id: idle } })).toMatchObject({ state: 'ended', endReason: 'idle timeout' });
     expect((await db.task.findUniqueOrThrow({ where: { id: busy } })).state).toBe('open');
+  });
+
+  it('one call ends a task at a time: the sweep and a second caller leave an ending under way alone, and the task keeps its reason', async () => {
+    const db = database().db;
+    const calls: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const issuer = {
+      ...fakeIssuer().issuer,
+      // The child's login is slow to revoke: the parent's ending is under way for as long as it blocks.
+      revoke: async (h: RevocationHandle) => {
+        calls.push(String(h.role));
+        if (h.role === 'ags_child') await held;
+      },
+    } as unknown as CredentialIssuer;
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const id = () => randomBytes(6).toString('hex');
+    const parent = `t_${id()}`;
+    const child = `t_${id()}`;
+    const base = { state: 'open', providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) };
+    await db.task.create({ data: { id: parent, ...base } });
+    await db.task.create({ data: { id: child, ...base, parentTaskId: parent } });
+    for (const [taskId, role] of [[parent, 'ags_parent'], [child, 'ags_child']]) {
+      const cid = `c_${id()}`;
+      await db.credential.create({
+        data: { id: cid, taskId, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'active', fingerprint: `sha256:${role}`, expiresAt: new Date(T0 + 600_000), sealedRevocationHandle: sealHandle(kek, cid, { role }) },
+      });
+    }
+    const ctx = (requestId: string) => ({ requestId, now: time.clock.now() });
+    const ending = tasks.endTask(parent, 'pod p1 deleted', ctx('reaper'));
+    for (let i = 0; i < 200 && !calls.includes('ags_child'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(calls).toEqual(['ags_parent', 'ags_child']);
+    // The parent is `ending` with no revocation of its own queued: before the claim, the sweep took it for a stalled end.
+    const timeout = (what: string) => new Promise<never>((_, reject) => setTimeout(() => reject(new Error(what)), 3000).unref());
+    const swept = await Promise.race([tasks.sweep(ctx('sweep')), timeout('the sweep waited on a revocation the ending task holds')]);
+    expect(swept.tasksEnded).toBe(0);
+    const second = await tasks.endTask(parent, 'ended by agent', ctx('agent'));
+    expect(second).toMatchObject({ taskId: parent, state: 'ending', children: [] });
+    expect(calls).toEqual(['ags_parent', 'ags_child']);
+
+    release();
+    const first = await ending;
+    expect(first).toMatchObject({ state: 'ended', children: [expect.objectContaining({ taskId: child, state: 'ended' })] });
+    expect(calls).toEqual(['ags_parent', 'ags_child']); // each login revoked once
+    expect(await db.task.findUniqueOrThrow({ where: { id: parent } })).toMatchObject({ state: 'ended', endReason: 'pod p1 deleted', endClaimedUntil: null });
+    expect(await db.task.findUniqueOrThrow({ where: { id: child } })).toMatchObject({ state: 'ended', endReason: `parent task ${parent} ended` });
+    await audit.drain();
+    const ends = await db.auditEvent.findMany({ where: { action: 'task.end', taskId: { in: [parent, child] } } });
+    expect(ends.map((e) => [e.taskId, e.outcome, e.reason]).sort()).toEqual([[parent, 'success', 'pod p1 deleted'], [child, 'success', `parent task ${parent} ended`]].sort());
+  });
+
+  it('an ending whose caller died is taken over once its claim lapses; a failed revocation lets go of the claim at once; the first reason stays', async () => {
+    const db = database().db;
+    const { issuer, revoked, state } = fakeIssuer();
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const id = () => randomBytes(6).toString('hex');
+    const mk = async (task: Record<string, unknown>, role: string) => {
+      const taskId = `t_${id()}`;
+      const cid = `c_${id()}`;
+      await db.task.create({ data: { id: taskId, state: 'open', providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000), ...task } });
+      await db.credential.create({
+        data: { id: cid, taskId, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'active', fingerprint: `sha256:${role}`, expiresAt: new Date(T0 + 600_000), sealedRevocationHandle: sealHandle(kek, cid, { role }) },
+      });
+      return taskId;
+    };
+    const ctx = () => ({ requestId: 'sweep', now: time.clock.now() });
+    // A replica moved this task to `ending` and died before it revoked anything.
+    const orphan = await mk({ state: 'ending', endReason: 'pod p2 deleted', endClaimedUntil: new Date(T0 + REVOKE_CLAIM_MS) }, 'ags_orphan');
+    await tasks.sweep(ctx());
+    expect(revoked).toEqual([]);
+    expect((await tasks.endTask(orphan, 'ended by agent', ctx()))?.state).toBe('ending');
+    time.advance(REVOKE_CLAIM_MS);
+    expect((await tasks.sweep(ctx())).tasksEnded).toBe(1);
+    expect(revoked).toEqual([{ role: 'ags_orphan' }]);
+    expect(await db.task.findUniqueOrThrow({ where: { id: orphan } })).toMatchObject({ state: 'ended', endReason: 'pod p2 deleted', endClaimedUntil: null });
+
+    // The upstream is down: the end is recorded as failed and the claim let go, so the agent's own retry runs at once.
+    const flaky = await mk({}, 'ags_flaky');
+    state.failing = true;
+    expect((await tasks.endTask(flaky, 'ended by agent', ctx()))?.state).toBe('ending');
+    expect((await db.task.findUniqueOrThrow({ where: { id: flaky } })).endClaimedUntil).toBeNull();
+    state.failing = false;
+    expect((await tasks.endTask(flaky, 'ended by agent', ctx()))?.state).toBe('ended');
+    await audit.drain();
+    const ends = await db.auditEvent.findMany({ where: { action: 'task.end', taskId: { in: [orphan, flaky] } }, orderBy: [{ chainId: 'asc' }, { seq: 'asc' }] });
+    expect(ends.map((e) => [e.taskId, e.outcome, e.reason])).toEqual([
+      [orphan, 'success', 'pod p2 deleted (completed: retry)'],
+      [flaky, 'failure', 'ended by agent'],
+      [flaky, 'success', 'ended by agent'],
+    ]);
   });
 
   it('the chaos hook fires only at its point, only the n-th time, and refuses bad values', () => {
