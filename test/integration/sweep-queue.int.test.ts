@@ -201,7 +201,7 @@ describe.each([
     const base = { state: 'open', providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) };
     await db.task.create({ data: { id: parent, ...base } });
     await db.task.create({ data: { id: child, ...base, parentTaskId: parent } });
-    for (const [taskId, role] of [[parent, 'ags_parent'], [child, 'ags_child']]) {
+    for (const [taskId, role] of [[parent, 'ags_parent'], [child, 'ags_child']] as const) {
       const cid = `c_${id()}`;
       await db.credential.create({
         data: { id: cid, taskId, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'active', fingerprint: `sha256:${role}`, expiresAt: new Date(T0 + 600_000), sealedRevocationHandle: sealHandle(kek, cid, { role }) },
