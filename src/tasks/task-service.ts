@@ -156,6 +156,11 @@ export function createTaskService(deps: TaskServiceDeps) {
     return r.count === 1;
   }
 
+  /** An `ending` task no call holds at `at`: its holder let go, or died and its claim lapsed. */
+  const unheldEnding = (at: Date) => ({ state: 'ending', OR: [{ endClaimedUntil: null }, { endClaimedUntil: { lte: at } }] });
+  /** A queued revocation due at `at` (never tried, or its retry time or another caller's claim has passed). */
+  const dueRevocation = (at: Date) => ({ state: 'revoking', OR: [{ nextRevokeAt: null }, { nextRevokeAt: { lte: at } }] });
+
   /** Revokes one credential upstream (if needed) and records the outcome (`at`: when). Never throws. */
   function revokeCredential(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string): Promise<{ fate: CredentialFate; at: Date }> {
     return tel.revoke(cred, action, (s) => revokeOnce(cred, finalState, ctx, action, s));
@@ -237,7 +242,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     const tookOver =
       !opened &&
       task.state === 'ending' &&
-      (await deps.db.task.updateMany({ where: { id: taskId, state: 'ending', OR: [{ endClaimedUntil: null }, { endClaimedUntil: { lte: claimedAt } }] }, data: { endClaimedUntil: claimUntil() } })).count === 1;
+      (await deps.db.task.updateMany({ where: { id: taskId, ...unheldEnding(claimedAt) }, data: { endClaimedUntil: claimUntil() } })).count === 1;
     const held = opened || tookOver;
     // Another call holds the ending: it revokes the credentials and ends the sub-agents' tasks, and
     // this one reports what it sees without touching them, so the two never split the work.
@@ -316,7 +321,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     const abandoned = opts.issuingBefore ?? new Date(now.getTime() - ISSUING_GRACE_MS);
     const queue = await deps.db.credential.findMany({
-      where: { OR: [{ state: 'revoking', OR: [{ nextRevokeAt: null }, { nextRevokeAt: { lte: now } }] }, { state: 'issuing', issuedAt: { lt: abandoned } }] },
+      where: { OR: [dueRevocation(now), { state: 'issuing', issuedAt: { lt: abandoned } }] },
       orderBy: { nextRevokeAt: 'asc' },
       take: 200,
       include: withTask,
@@ -324,7 +329,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     for (const c of queue) {
       if (!more()) return out;
       // Claimed again (with a fresh due time) so a concurrent task end does not race this attempt.
-      const from = c.state === 'issuing' ? { state: 'issuing' } : { state: 'revoking', OR: [{ nextRevokeAt: null }, { nextRevokeAt: { lte: now } }] };
+      const from = c.state === 'issuing' ? { state: 'issuing' } : dueRevocation(now);
       const claimed = await deps.db.credential.updateMany({ where: { id: c.id, ...from }, data: { state: 'revoking', nextRevokeAt: new Date(now.getTime() + REVOKE_CLAIM_MS) } });
       if (claimed.count !== 1) continue;
       // Never completed (fingerprint still 'pending'): nothing was handed out, so it ends as failed.
@@ -362,7 +367,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       }),
       // Not while another call holds the ending (it is under way), nor while a revocation is queued.
       deps.db.task.findMany({
-        where: { state: 'ending', OR: [{ endClaimedUntil: null }, { endClaimedUntil: { lte: now } }], credentials: { none: { state: 'revoking' } } },
+        where: { ...unheldEnding(now), credentials: { none: { state: 'revoking' } } },
         select: { id: true },
         take: 200,
       }),
