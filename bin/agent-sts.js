@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Thin launcher: the compiled CLI lives in dist/ (built by `npm install` via the prepare script).
-import { fileURLToPath } from 'node:url';
-import { buildFreshness } from './build-freshness.js';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { buildEntry, buildFreshness } from './build-freshness.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const build = buildFreshness(root);
 if (build === 'missing') {
@@ -10,5 +10,5 @@ if (build === 'missing') {
 }
 if (build === 'stale')
   console.error('agent-sts: warning: src/ has changed since dist/ was built, so this runs the older build. Run `npm run build` to use the current source.');
-const { runCli } = await import(new URL('../dist/cli/main.js', import.meta.url).href);
+const { runCli } = await import(pathToFileURL(buildEntry(root)).href);
 await runCli(process.argv);

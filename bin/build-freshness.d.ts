@@ -1,2 +1,3 @@
 /** See build-freshness.js. */
 export function buildFreshness(root: string): 'missing' | 'stale' | 'fresh';
+export function buildEntry(root: string): string;

@@ -4,6 +4,9 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** The compiled CLI's entry point under a project root: what the launcher imports. */
+export const buildEntry = (root) => join(root, 'dist', 'cli', 'main.js');
+
 function newestSourceMtime(dir) {
   let newest = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -22,7 +25,7 @@ function newestSourceMtime(dir) {
 export function buildFreshness(root) {
   let builtAt;
   try {
-    builtAt = statSync(join(root, 'dist', 'cli', 'main.js')).mtimeMs;
+    builtAt = statSync(buildEntry(root)).mtimeMs;
   } catch {
     return 'missing';
   }
