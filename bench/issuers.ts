@@ -11,9 +11,9 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { CredentialIssuer, IssuerDeps } from '../src/credential-issuers/credential-issuer.js';
+import { completed, type CredentialIssuer, type IssuerDeps } from '../src/credential-issuers/credential-issuer.js';
 import { credentialIssuerCatalog } from '../src/credential-issuers/catalog.js';
-import type { BlendedIdentity, CallContext, Credential } from '../src/core/types.js';
+import type { BlendedIdentity, CallContext } from '../src/core/types.js';
 import { systemClock } from '../src/lib/clock.js';
 import { createLogger } from '../src/log/logger.js';
 import { randomLowerId, uuidv7 } from '../src/lib/crypto.js';
@@ -108,13 +108,13 @@ async function main() {
         const credentialId = uuidv7();
         const plannedHandle = issuer.planHandle?.({ taskId, credentialId });
         const t0 = performance.now();
-        const cred: Credential = await issuer.issue(
+        const cred = await completed(issuer.issue(
           {
             decision: { allow: true, policyVersion: 'bench', grantedScopes: c.scopes, ttlCapSeconds: 900, reasons: [] },
             identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: c.requestedTarget ?? c.type, ttlSeconds: 900, plannedHandle,
           },
           ctx,
-        );
+        )); // agent-sts-jwt: with its signature
         const t1 = performance.now();
         const handle = cred.revocationHandle ?? plannedHandle;
         // aws-sts: each live revoked session is a statement in the role's inline policy (10,240

@@ -11,7 +11,7 @@ import { createAuditLog } from '../audit/audit-log.js';
 import { verifyAuditLog, type VerifyResult } from '../audit/audit-verify.js';
 import { ArchiveRefused, planArchive, pruneArchived, verifyArchiveFile, writeArchive } from '../audit/audit-archive.js';
 import { auditPages, AuditExportSchema, AuditQuerySchema, countAudit, describeFilters, queryAudit, withLinks } from '../audit/audit-query.js';
-import { presentedTokenFingerprint } from '../lib/crypto.js';
+import { jtiOf, legacyJwtFingerprint, presentedTokenFingerprint } from '../lib/crypto.js';
 import { auditedWrite } from '../lib/instance-admin.js';
 import type { CliHelpers } from './instance-commands.js';
 
@@ -277,5 +277,8 @@ export function registerAuditCommands(program: Command, h: CliHelpers): void {
       const fp = presentedTokenFingerprint(token);
       console.log(fp);
       h.say(`look it up: agent-sts audit query --fingerprint ${fp}   (or GET /v1/audit?fingerprint=${fp})`);
+      const jti = jtiOf(token);
+      // A JWT from elsewhere (an opaque credential to agent-sts), or one of agent-sts's own from before its fingerprint left the signature out.
+      if (jti !== undefined) h.say(`nothing found? records of a JWT another issuer minted, and of agent-sts's own JWTs written before this version, hold ${legacyJwtFingerprint(token, jti)}`);
     });
 }

@@ -5,6 +5,20 @@ import type { Clock } from '../lib/clock.js';
 import type { TokenSigner } from '../keys/key-store.js';
 import type { SecretResolver } from '../config/secret-ref.js';
 
+/**
+ * What `issue()` returns: a credential whose access token may still be in the making. agent-sts's
+ * own JWTs are fingerprinted by their signed part (lib/crypto.ts `ownJwtFingerprint`), so the
+ * exchange writes their audit record while the signature is being made and answers once both are
+ * done; everything else here (id, fingerprint, expiry) is final.
+ */
+export type IssuedCredential = Omit<Credential, 'accessToken'> & { accessToken: Credential['accessToken'] | Promise<Credential['accessToken']> };
+
+/** The credential once its access token is complete (callers that do not record it meanwhile). */
+export async function completed(issued: IssuedCredential | Promise<IssuedCredential>): Promise<Credential> {
+  const c = await issued;
+  return { ...c, accessToken: await c.accessToken };
+}
+
 export interface IssueRequest {
   decision: Decision;
   identity: BlendedIdentity;
@@ -64,7 +78,7 @@ export interface CredentialIssuer {
    * the host can persist it first and a crash mid-issuance can still be cleaned up.
    */
   planHandle?(req: { taskId: string; credentialId: string }): RevocationHandle;
-  issue(req: IssueRequest, ctx: CallContext): Promise<Credential>;
+  issue(req: IssueRequest, ctx: CallContext): Promise<IssuedCredential>;
   /** Idempotent: revoking an unknown or already-revoked handle resolves. */
   revoke(handle: RevocationHandle, ctx: CallContext): Promise<void>;
   /**

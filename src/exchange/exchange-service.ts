@@ -11,7 +11,7 @@ import type { AuditLog, AuditWrite } from '../audit/audit-log.js';
 import type { AuditEventInput } from '../audit/audit-event.js';
 import type { PolicyEngine, PolicyRequest } from '../policy/policy-engine.js';
 import type { TrustRegistry } from '../trust-providers/registry.js';
-import type { CredentialIssuer } from '../credential-issuers/credential-issuer.js';
+import type { CredentialIssuer, IssuedCredential } from '../credential-issuers/credential-issuer.js';
 import type { TargetConfig } from '../config/config-schema.js';
 import { AGENT_TOKEN_ISSUER_TYPE, sealHandle } from '../tasks/task-service.js';
 import type { AgentTokenIdentity, AgentTokenLimits, AgentTokens } from './agent-tokens.js';
@@ -382,7 +382,7 @@ export function createExchangeService(deps: ExchangeDeps) {
       });
     }
     if (plannedHandle) deps.chaos?.('before-upstream');
-    let credential: Credential;
+    let credential: IssuedCredential;
     try {
       credential = await tel.stage('issuer.issue', { issuer: issuer.name, issuerType: issuer.type }, () =>
         issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle }, ctx),
@@ -409,17 +409,23 @@ export function createExchangeService(deps: ExchangeDeps) {
             state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt, sealedRevocationHandle: sealHandle(deps.kek, credentialId, credential.revocationHandle),
           }],
         };
-    try {
-      await commitOrFail(write, markCommitted, identity, ctx);
-    } catch (e) {
+    // The record is written while a token still being signed (agent-sts-jwt) gets its signature:
+    // its fingerprint covers the signed part only (lib/crypto.ts ownJwtFingerprint).
+    const [committed, signed] = await Promise.allSettled([commitOrFail(write, markCommitted, identity, ctx), credential.accessToken]);
+    if (committed.status === 'rejected') {
       // Fail closed: no audit record, no credential. Undo what exists upstream.
       if (credential.revocationHandle)
         await issuer.revoke(credential.revocationHandle, ctx).catch((re: unknown) =>
           deps.logger.error({ requestId: ctx.requestId, credentialId, err: { message: (re as Error).message } }, 'could not revoke an unaudited credential; the sweep retries'),
         );
-      throw e;
+      throw committed.reason;
     }
-    return { credential, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
+    if (signed.status === 'rejected') {
+      // Recorded, but no token exists: its row is closed as failed (nothing was handed out, nothing to revoke).
+      await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: `not signed: ${(signed.reason as Error).message}`.slice(0, 500) } }).catch(() => {});
+      throw signed.reason;
+    }
+    return { credential: { ...credential, accessToken: signed.value }, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
   }
 
   /** Records the inventory has seen (a failed commit is audited again as an error: seen once). */

@@ -30,8 +30,20 @@ interface LoadedKey {
 export interface TokenSigner {
   /** Signs with the key that is current at `now`. Header `typ` is set by the caller. */
   sign(payload: JWTPayload, typ: string): Promise<string>;
+  /**
+   * The same, with the JWS signing input (`header.payload`) at once and the compact token once
+   * the signature is made: what a caller needs to fingerprint and record the token (lib/crypto.ts
+   * `ownJwtFingerprint`) while it is being signed.
+   */
+  signDeferred(payload: JWTPayload, typ: string): SignedLater;
   /** Key resolver for verifying agent-sts's own tokens (published keys only). */
   verificationKeys(): JWTVerifyGetKey;
+}
+
+/** A JWS whose signing input is known and whose signature is on its way (signing-thread.ts). */
+export interface SignedLater {
+  signingInput: string;
+  token: Promise<string>;
 }
 
 export interface KeyStoreDeps {
@@ -75,11 +87,11 @@ function encodedHeader(kid: string, typ: string): string {
  * or on the signing thread while the event loop is the bottleneck (signing-thread.ts). Every token
  * it produces is verified with jose in the tests; nothing is parsed here.
  */
-function signCompact(key: LoadedKey, payload: JWTPayload, typ: string, thread: SigningThread | undefined): Promise<string> {
+function signCompact(key: LoadedKey, payload: JWTPayload, typ: string, thread: SigningThread | undefined): SignedLater {
   const input = `${encodedHeader(key.kid, typ)}.${b64json(payload)}`;
   const offloaded = thread?.offer(key.kid, key.privateKey, input);
-  if (offloaded) return offloaded.then((sig) => `${input}.${sig}`);
-  return Promise.resolve(`${input}.${es256Signature(key.privateKey, input)}`);
+  if (offloaded) return { signingInput: input, token: offloaded.then((sig) => `${input}.${sig}`) };
+  return { signingInput: input, token: Promise.resolve(`${input}.${es256Signature(key.privateKey, input)}`) };
 }
 
 export function createKeyStore(deps: KeyStoreDeps) {
@@ -166,10 +178,8 @@ export function createKeyStore(deps: KeyStoreDeps) {
   }
 
   const signer: TokenSigner = {
-    sign(payload, typ) {
-      const key = current();
-      return signCompact(key, payload, typ, thread);
-    },
+    sign: (payload, typ) => signCompact(current(), payload, typ, thread).token,
+    signDeferred: (payload, typ) => signCompact(current(), payload, typ, thread),
     verificationKeys: () => (header, token) => jwks(header, token),
   };
 

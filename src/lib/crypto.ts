@@ -15,14 +15,37 @@ export const FINGERPRINT_JTI_PATTERN = '[A-Za-z0-9._~-]{1,128}';
 const FINGERPRINT_JTI = new RegExp(`^${FINGERPRINT_JTI_PATTERN}$`);
 
 /**
- * Fingerprint of a JWT agent-sts signs: `jwt:<jti>:sha256:<hex of the token>`. The jti is the
- * credential id (not a secret: it is in the audit record and the logs too), a time-ordered
- * UUIDv7, so the audit log's fingerprint index grows at its end instead of taking one random leaf
- * page per record (about half the pages each group commit wrote: bench/README.md). Opaque
- * credentials keep `sha256:<hex>`. A leaked token still leads to its record in one lookup:
- * `presentedTokenFingerprint` gives the same string, and `fingerprintCandidates` matches both forms.
+ * The JWS signing input of a compact JWS or JWT (`header.payload`, RFC 7515 §5.1): what its
+ * signature covers. Given a signing input already (one dot), returns it as it is.
+ */
+export function jwsSigningInput(token: string): string {
+  const first = token.indexOf('.');
+  const second = first < 0 ? -1 : token.indexOf('.', first + 1);
+  return second < 0 ? token : token.slice(0, second);
+}
+
+/**
+ * Fingerprint of a JWT agent-sts signs: `jwt:<jti>:sha256:<hex>`, the SHA-256 of its signed part
+ * (`header.payload`: every claim, the key id and the type). Two reasons it leaves the signature out:
+ * - An ES256 signature is malleable: (r, n - s) verifies as well as (r, s), so one token has two
+ *   valid forms. Whoever holds a leaked token can make the other; both lead to the same record.
+ * - The fingerprint is known before the signature is made, so the audit record is written while
+ *   the token is signed (exchange-service.ts), not after.
+ * The jti is the credential id (not a secret: it is in the audit record and the logs too), a
+ * time-ordered UUIDv7, so the audit log's fingerprint index grows at its end instead of taking one
+ * random leaf page per record (bench/README.md). `token` may be the compact token or its signing
+ * input. Opaque credentials keep `sha256:<hex>` of the whole value. A leaked token still leads to
+ * its record in one lookup: `presentedTokenFingerprint` gives the same string, and
+ * `fingerprintCandidates` matches both forms. Records written before this form hashed the whole
+ * token: `legacyJwtFingerprint`.
  */
 export function ownJwtFingerprint(token: string, jti: string): string {
+  // A jti that cannot stand in a fingerprint (never one of agent-sts's own): the opaque form.
+  return FINGERPRINT_JTI.test(jti) ? `jwt:${jti}:${credentialFingerprint(jwsSigningInput(token))}` : credentialFingerprint(token);
+}
+
+/** The fingerprint records of agent-sts's own JWTs held before `ownJwtFingerprint` left the signature out: SHA-256 of the whole token. */
+export function legacyJwtFingerprint(token: string, jti: string): string {
   const sha = credentialFingerprint(token);
   return FINGERPRINT_JTI.test(jti) ? `jwt:${jti}:${sha}` : sha;
 }
@@ -31,16 +54,22 @@ export function ownJwtFingerprint(token: string, jti: string): string {
  * The fingerprint of a token someone presents (a leaked one, or one sent for revocation): the
  * `jwt:<jti>:` form for a JWT with a usable jti (its claims read, not verified: this only names
  * it), `sha256:<hex>` for anything else. Records of opaque credentials that happen to be JWTs
- * (a Vault secret, say) still match through `fingerprintCandidates`.
+ * (a Vault secret, say) hold `sha256:<hex of the whole token>`: `audit fingerprint` prints that
+ * form too.
  */
 export function presentedTokenFingerprint(token: string): string {
-  let jti: unknown;
+  const jti = jtiOf(token);
+  return jti !== undefined ? ownJwtFingerprint(token, jti) : credentialFingerprint(token);
+}
+
+/** The jti of a JWT (claims read, not verified), or undefined for anything else. */
+export function jtiOf(token: string): string | undefined {
   try {
-    jti = decodeJwt(token).jti;
+    const { jti } = decodeJwt(token);
+    return typeof jti === 'string' ? jti : undefined;
   } catch {
-    // not a JWT: an opaque credential
+    return undefined; // not a JWT: an opaque credential
   }
-  return typeof jti === 'string' ? ownJwtFingerprint(token, jti) : credentialFingerprint(token);
 }
 
 /** Stored fingerprints a lookup by `fp` matches: itself, and for `jwt:<jti>:sha256:<hex>` also `sha256:<hex>`. */

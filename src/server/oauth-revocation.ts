@@ -7,7 +7,7 @@ import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenSigner } from '../keys/key-store.js';
 import { SIGNING_ALG } from '../keys/key-store.js';
-import { fingerprintCandidates, ownJwtFingerprint, presentedTokenFingerprint } from '../lib/crypto.js';
+import { fingerprintCandidates, legacyJwtFingerprint, ownJwtFingerprint, presentedTokenFingerprint } from '../lib/crypto.js';
 import { MalformedRequest } from '../errors/sts-errors.js';
 import { AGENT_TOKEN_ISSUER_TYPE, type TaskService } from '../tasks/task-service.js';
 import type { RevocationList } from '../tasks/revocation-list.js';
@@ -146,8 +146,9 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
   /** Marks the credential row of one of our own tokens revoked (idempotent, audited). */
   async function revokeOwnCredential(token: string, t: OwnToken, ctx: CallContext): Promise<string> {
     const row = await deps.db.credential.findUnique({ where: { id: t.claims.jti }, include: { task: { select: { providerName: true, workloadSubject: true, humanSubject: true } } } });
-    // Only the row of this very token (same fingerprint, in either form) and only a token with nothing upstream.
-    if (!row || !fingerprintCandidates(ownJwtFingerprint(token, t.claims.jti)).includes(row.fingerprint) || row.sealedRevocationHandle) return 'no matching credential';
+    // Only the row of this very token (same fingerprint, in any form it was ever stored in) and only a token with nothing upstream.
+    const forms = [...fingerprintCandidates(ownJwtFingerprint(token, t.claims.jti)), ...fingerprintCandidates(legacyJwtFingerprint(token, t.claims.jti))];
+    if (!row || !forms.includes(row.fingerprint) || row.sealedRevocationHandle) return 'no matching credential';
     if (t.kind === 'agent' && row.issuerType !== AGENT_TOKEN_ISSUER_TYPE) return 'no matching credential';
     const claimed = (await deps.db.credential.updateMany({ where: { id: row.id, state: 'active' }, data: { state: 'revoking' } })).count === 1;
     if (!claimed) return `already ${row.state}`;

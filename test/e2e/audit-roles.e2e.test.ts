@@ -148,8 +148,8 @@ describe('the auditor role and the issuance log over HTTP', { timeout: 60_000 },
     expect(r.status, r.text).toBe(200);
     const leaked = r.json.access_token as string;
     const fp = presentedTokenFingerprint(leaked);
-    // agent-sts's own JWT: the jti (credential id, time-ordered) leads, then the token's SHA-256.
-    expect(fp).toBe(`jwt:${decodeJwt(leaked).jti}:${credentialFingerprint(leaked)}`);
+    // agent-sts's own JWT: the jti (credential id, time-ordered) leads, then the SHA-256 of its signed part.
+    expect(fp).toBe(`jwt:${decodeJwt(leaked).jti}:${credentialFingerprint(leaked.slice(0, leaked.lastIndexOf('.')))}`);
 
     const found = await records(`fingerprint=${fp}`);
     expect(found).toHaveLength(1);

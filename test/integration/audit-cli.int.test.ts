@@ -63,13 +63,15 @@ describe('agent-sts audit (CLI)', { timeout: 60_000 }, () => {
     expect(r.stdout).toBe(`${credentialFingerprint(token)}\n`);
     expect(r.stderr).toContain(`agent-sts audit query --fingerprint ${credentialFingerprint(token)}`);
     expect(r.stdout + r.stderr).not.toContain(token.split('.')[2]);
-    // A JWT with a jti (agent-sts signs its own so): `jwt:<jti>:sha256:<hex>`, the form the broker stores for them.
+    // A JWT with a jti (agent-sts signs its own so): `jwt:<jti>:sha256:<hex of header.payload>`, the form the broker stores for them.
     const b64 = (v: object) => Buffer.from(JSON.stringify(v)).toString('base64url');
     const jti = '0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b';
     const own = `${b64({ alg: 'ES256', typ: 'at+jwt' })}.${b64({ jti, sub: 'test://a' })}.${randomBytes(64).toString('base64url')}`;
     const j = await runAgentSts(['audit', 'fingerprint'], { cwd: dir, input: own });
     expect(j.code, describeRun(j)).toBe(0);
-    expect(j.stdout).toBe(`jwt:${jti}:${credentialFingerprint(own)}\n`);
+    expect(j.stdout).toBe(`jwt:${jti}:${credentialFingerprint(own.slice(0, own.lastIndexOf('.')))}\n`);
+    // ...and names the whole-token form: an upstream's JWT, or a record from before the signature was left out.
+    expect(j.stderr).toContain(`jwt:${jti}:${credentialFingerprint(own)}`);
     expect(j.stdout + j.stderr).not.toContain(own.split('.')[2]);
     // A jwt: lookup also finds the record of a credential stored as sha256:<hex> (an upstream's JWT, or an older record).
     const stored = await withDb((db) => db.auditEvent.findFirstOrThrow({ where: { credentialFingerprint: { not: null } } }));

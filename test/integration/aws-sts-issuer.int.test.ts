@@ -20,7 +20,7 @@ import {
   revocationStatement,
   type AwsStsHandle,
 } from '../../src/credential-issuers/aws-sts/aws-sts-issuer.js';
-import type { CredentialIssuer, IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
+import { completed, type CredentialIssuer, type IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
 import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js';
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { MalformedRequest, ScopeNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
@@ -87,7 +87,7 @@ describe('aws-sts credential issuer (AssumeRole against a SigV4-checking fake ST
 
   async function issue(issuer: CredentialIssuer, scopes: string[], over: { ttl?: number; taskId?: string; identity?: Partial<BlendedIdentity> } = {}): Promise<Credential> {
     const taskId = over.taskId ?? 't_abcdefghij0123456789';
-    const cred = await issuer.issue(
+    const cred = await completed(issuer.issue(
       {
         decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: over.ttl ?? 1800, reasons: [] },
         identity: { workload: workload(), human: human(), priorActors: [], ...over.identity },
@@ -97,7 +97,7 @@ describe('aws-sts credential issuer (AssumeRole against a SigV4-checking fake ST
         ttlSeconds: over.ttl ?? 1800,
       },
       ctx(),
-    );
+    ));
     const s = cred.structured!.reveal();
     secrets.push(String(s.SecretAccessKey), String(s.SessionToken));
     return cred;

@@ -16,7 +16,7 @@ import {
   type GithubAppHandle,
   type GithubAppIssuerConfig,
 } from '../../src/credential-issuers/github-app/github-app-issuer.js';
-import type { CredentialIssuer, IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
+import { completed, type CredentialIssuer, type IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
 import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js';
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
@@ -81,7 +81,7 @@ function configFor(baseUrl: string, over: Record<string, unknown> = {}): GithubA
 }
 
 async function issue(issuer: CredentialIssuer, scopes: string[], ttlSeconds = 900): Promise<Credential> {
-  return issuer.issue(
+  return completed(issuer.issue(
     {
       decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: ttlSeconds, reasons: [] },
       identity: {} as BlendedIdentity,
@@ -91,7 +91,7 @@ async function issue(issuer: CredentialIssuer, scopes: string[], ttlSeconds = 90
       ttlSeconds,
     },
     ctx(),
-  );
+  ));
 }
 
 /** Uses the token as an agent would: lists the repositories it can see. */

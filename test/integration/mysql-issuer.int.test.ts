@@ -7,7 +7,7 @@ import { inspect } from 'node:util';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mysqlIssuerPlugin, MysqlIssuerConfigSchema, type MysqlHandle, type MysqlIssuerConfig } from '../../src/credential-issuers/mysql/mysql-issuer.js';
-import type { CredentialIssuer, IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
+import { completed, type CredentialIssuer, type IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
 import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js';
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { UpstreamUnavailable } from '../../src/errors/sts-errors.js';
@@ -69,7 +69,7 @@ async function issue(issuer: CredentialIssuer, scopes: string[], over: { taskId?
   const taskId = over.taskId ?? `tsk${randomLowerId(16)}`;
   const credentialId = `cred-${randomLowerId(8)}`;
   const plannedHandle = over.plannedHandle ?? issuer.planHandle!({ taskId, credentialId });
-  return issuer.issue(
+  return completed(issuer.issue(
     {
       decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: 300, reasons: [], ...(over.scopeParams ? { scopeParams: over.scopeParams } : {}) },
       identity: {} as BlendedIdentity,
@@ -80,7 +80,7 @@ async function issue(issuer: CredentialIssuer, scopes: string[], over: { taskId?
       plannedHandle,
     },
     ctx(),
-  );
+  ));
 }
 
 describe('mysql credential issuer (real server)', () => {

@@ -5,7 +5,7 @@
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalJson, vaultIssuerPlugin, VaultIssuerConfigSchema, type VaultHandle } from '../../src/credential-issuers/vault/vault-issuer.js';
-import type { CredentialIssuer, IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
+import { completed, type CredentialIssuer, type IssuerDeps } from '../../src/credential-issuers/credential-issuer.js';
 import { credentialIssuerCatalog } from '../../src/credential-issuers/catalog.js';
 import type { BlendedIdentity, CallContext, Credential } from '../../src/core/types.js';
 import { ScopeNotAllowed, UpstreamUnavailable } from '../../src/errors/sts-errors.js';
@@ -37,7 +37,7 @@ const baseConfig = (endpoint: string, extra: Record<string, unknown> = {}) =>
   });
 
 function issue(issuer: CredentialIssuer, scopes: string[], ttlSeconds = 300): Promise<Credential> {
-  return issuer.issue(
+  return completed(issuer.issue(
     {
       decision: { allow: true, policyVersion: 'v1', grantedScopes: scopes, ttlCapSeconds: ttlSeconds, reasons: [] },
       identity: {} as BlendedIdentity,
@@ -47,7 +47,7 @@ function issue(issuer: CredentialIssuer, scopes: string[], ttlSeconds = 300): Pr
       ttlSeconds,
     },
     ctx(),
-  );
+  ));
 }
 
 describe('vault credential issuer (fake Vault over HTTP)', () => {

@@ -4,7 +4,7 @@ import { ownJwtFingerprint } from '../../lib/crypto.js';
 import { epochSeconds } from '../../lib/clock.js';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import type { Actor, BlendedIdentity, Decision } from '../../core/types.js';
-import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuerCapabilities } from '../credential-issuer.js';
+import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuedCredential, IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, paramsOf, refuseGrantProblems, renderSessionTags, sessionTagTemplateProblems } from '../grant-params.js';
 
 export const AgentStsJwtConfigSchema = z.object({}).strict();
@@ -73,11 +73,11 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
       issuedTokenTypes: [TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt],
       needsActiveRevocation: false,
       capabilities: CAPABILITIES,
-      async issue(req, ctx) {
+      async issue(req, ctx): Promise<IssuedCredential> {
         refuseGrantProblems(name, checkJwtGrant({}, grantOfDecision(req.decision)));
         const iat = epochSeconds(ctx.now);
         const exp = iat + req.ttlSeconds;
-        const token = await deps.signer.sign(
+        const { signingInput, token } = deps.signer.signDeferred(
           {
             iss: deps.issuerUrl,
             ...subjectClaims(req.identity),
@@ -96,8 +96,9 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
           issuedTokenType: TOKEN_TYPE.accessToken,
           tokenType: 'Bearer',
           expiresAt: new Date(exp * 1000),
-          fingerprint: ownJwtFingerprint(token, req.credentialId),
-          accessToken: new Secret(token),
+          fingerprint: ownJwtFingerprint(signingInput, req.credentialId),
+          // The signature is still being made: the exchange records the token meanwhile.
+          accessToken: token.then((t) => new Secret(t)),
           revocationHandle: null,
         };
       },
