@@ -389,7 +389,7 @@ export function createExchangeService(deps: ExchangeDeps) {
       );
     } catch (e) {
       // Issuance is atomic upstream (or nothing was created); the planned row is closed as failed.
-      if (plannedHandle) await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: (e as Error).message.slice(0, 500) } }).catch(() => {});
+      if (plannedHandle) await closeFailed(credentialId, (e as Error).message);
       throw e;
     }
     if (plannedHandle) deps.chaos?.('after-upstream');
@@ -422,10 +422,15 @@ export function createExchangeService(deps: ExchangeDeps) {
     }
     if (signed.status === 'rejected') {
       // Recorded, but no token exists: its row is closed as failed (nothing was handed out, nothing to revoke).
-      await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: `not signed: ${(signed.reason as Error).message}`.slice(0, 500) } }).catch(() => {});
+      await closeFailed(credentialId, `not signed: ${(signed.reason as Error).message}`);
       throw signed.reason;
     }
     return { credential: { ...credential, accessToken: signed.value }, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
+  }
+
+  /** Closes a credential row that never became a usable credential (best effort: the sweep ends what is left). */
+  async function closeFailed(credentialId: string, why: string): Promise<void> {
+    await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: why.slice(0, 500) } }).catch(() => {});
   }
 
   /** Records the inventory has seen (a failed commit is audited again as an error: seen once). */

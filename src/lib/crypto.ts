@@ -40,14 +40,17 @@ export function jwsSigningInput(token: string): string {
  * token: `legacyJwtFingerprint`.
  */
 export function ownJwtFingerprint(token: string, jti: string): string {
-  // A jti that cannot stand in a fingerprint (never one of agent-sts's own): the opaque form.
-  return FINGERPRINT_JTI.test(jti) ? `jwt:${jti}:${credentialFingerprint(jwsSigningInput(token))}` : credentialFingerprint(token);
+  return jwtForm(token, jti, jwsSigningInput(token));
 }
 
 /** The fingerprint records of agent-sts's own JWTs held before `ownJwtFingerprint` left the signature out: SHA-256 of the whole token. */
 export function legacyJwtFingerprint(token: string, jti: string): string {
-  const sha = credentialFingerprint(token);
-  return FINGERPRINT_JTI.test(jti) ? `jwt:${jti}:${sha}` : sha;
+  return jwtForm(token, jti, token);
+}
+
+/** `jwt:<jti>:sha256:<hex of hashed>`; with a jti that cannot stand in a fingerprint (never one of agent-sts's own), the opaque form of the whole token. */
+function jwtForm(token: string, jti: string, hashed: string): string {
+  return FINGERPRINT_JTI.test(jti) ? `jwt:${jti}:${credentialFingerprint(hashed)}` : credentialFingerprint(token);
 }
 
 /**
