@@ -11,6 +11,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import autocannon, { type Result } from 'autocannon';
+import { runClosedLoop } from './closed-loop.js';
 
 export interface LoadTarget {
   name: string;
@@ -38,6 +39,8 @@ export interface LoadSettings {
 
 export interface LoadResult {
   name: string;
+  /** Which load generator measured it (BENCH_LOADGEN). */
+  loadgen: 'closed-loop' | 'autocannon';
   /** Mean of autocannon's per-second request counts (all answered requests). */
   reqPerSec: number;
   /** 2xx answers per second over the timed window. */
@@ -144,9 +147,63 @@ export function pidsByName(comm: string): number[] {
   return out;
 }
 
-function runCannon(target: LoadTarget, settings: LoadSettings, durationSec: number, nextBody: () => string): Promise<Result> {
-  const u = new URL(target.url);
+/** What one phase of load gave, whichever load generator ran it. */
+interface Phase {
+  total: number;
+  ok2xx: number;
+  non2xx: number;
+  statusCodes: Record<string, number>;
+  errors: number;
+  timeouts: number;
+  durationSec: number;
+  reqPerSec: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number };
+}
+
+/** `BENCH_LOADGEN`: `closed-loop` (bench/closed-loop.ts, the default) or `autocannon`. */
+export const LOADGEN = (process.env.BENCH_LOADGEN ?? 'closed-loop') as 'closed-loop' | 'autocannon';
+if (LOADGEN !== 'closed-loop' && LOADGEN !== 'autocannon') {
+  throw new Error(`BENCH_LOADGEN must be closed-loop or autocannon, not ${JSON.stringify(LOADGEN)}`);
+}
+
+async function runPhase(target: LoadTarget, settings: LoadSettings, durationSec: number, nextBody: () => string): Promise<Phase> {
   const headers = { 'content-type': 'application/x-www-form-urlencoded', ...target.headers };
+  if (LOADGEN === 'closed-loop') {
+    const r = await runClosedLoop({
+      url: target.url,
+      method: target.method ?? 'POST',
+      headers,
+      connections: settings.connections,
+      durationSec,
+      timeoutSec: 10,
+      nextBody,
+    });
+    return { ...r, reqPerSec: r.total / r.durationSec };
+  }
+  const r = await runCannon(target, settings, durationSec, nextBody, headers);
+  const statusCodes: Record<string, number> = {};
+  for (const [code, s] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = s.count;
+  return {
+    total: r.requests.total,
+    ok2xx: r['2xx'],
+    non2xx: r.non2xx,
+    statusCodes,
+    errors: r.errors,
+    timeouts: r.timeouts,
+    durationSec: r.duration,
+    reqPerSec: r.requests.average,
+    latencyMs: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max },
+  };
+}
+
+function runCannon(
+  target: LoadTarget,
+  settings: LoadSettings,
+  durationSec: number,
+  nextBody: () => string,
+  headers: Record<string, string>,
+): Promise<Result> {
+  const u = new URL(target.url);
   return new Promise((resolve, reject) => {
     autocannon(
       {
@@ -188,8 +245,8 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
     log(`  ${target.name}: precomputed ${n} unique bodies for the warm-up in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } else warm = pool([src.fixed]);
   log(`  ${target.name}: warm-up ${settings.warmupSec} s at ${settings.connections} connections`);
-  const w = await runCannon(target, settings, settings.warmupSec, warm.next);
-  const warmRate = w.requests.total / Math.max(1, settings.warmupSec);
+  const w = await runPhase(target, settings, settings.warmupSec, warm.next);
+  const warmRate = w.total / Math.max(1, settings.warmupSec);
   log(`  ${target.name}: warm-up done, ~${Math.round(warmRate)} req/s (${w.non2xx} non-2xx)`);
 
   // Let the server finish the warm-up's in-flight requests (their connections were just closed)
@@ -213,7 +270,7 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
   const cpu0 = processCpuMs(target.serverPid);
   const main0 = processCpuMs(target.serverPid, target.serverPid);
   const own0 = process.cpuUsage();
-  const r = await runCannon(target, settings, settings.durationSec, timed.next);
+  const r = await runPhase(target, settings, settings.durationSec, timed.next);
   const own = process.cpuUsage(own0);
   const cpu1 = processCpuMs(target.serverPid);
   const main1 = processCpuMs(target.serverPid, target.serverPid);
@@ -223,35 +280,33 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
     // Processes that started during the window count from zero; those that ended are lost.
     let ms = 0;
     for (const [pid, t1] of cpuOf(target.auxCpu.pids())) ms += t1 - (aux0.get(pid) ?? 0);
-    aux = { label: target.auxCpu.label, cpuMs: ms, cpuMsPerReq: r.requests.total ? ms / r.requests.total : NaN, cores: ms / 1000 / r.duration };
+    aux = { label: target.auxCpu.label, cpuMs: ms, cpuMsPerReq: r.total ? ms / r.total : NaN, cores: ms / 1000 / r.durationSec };
   }
 
-  const statusCodes: Record<string, number> = {};
-  for (const [code, s] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = s.count;
-  const total = r.requests.total;
-  const ok2xx = r['2xx'];
+  const { total, ok2xx, statusCodes } = r;
   const serverCpuMs = cpu1 - cpu0;
   return {
     name: target.name,
-    reqPerSec: r.requests.average,
-    okPerSec: ok2xx / r.duration,
-    p50Ms: r.latency.p50,
-    p90Ms: r.latency.p90,
-    p99Ms: r.latency.p99,
-    maxMs: r.latency.max,
+    loadgen: LOADGEN,
+    reqPerSec: r.reqPerSec,
+    okPerSec: ok2xx / r.durationSec,
+    p50Ms: r.latencyMs.p50,
+    p90Ms: r.latencyMs.p90,
+    p99Ms: r.latencyMs.p99,
+    maxMs: r.latencyMs.max,
     total,
     ok2xx,
     non2xx: r.non2xx,
     statusCodes,
     errors: r.errors,
     timeouts: r.timeouts,
-    durationSec: r.duration,
+    durationSec: r.durationSec,
     serverCpuMs,
     serverCpuMsPerReq: total ? serverCpuMs / total : NaN,
-    serverCores: serverCpuMs / 1000 / r.duration,
-    serverMainThreadCores: (main1 - main0) / 1000 / r.duration,
-    loadgenCores: (own.user + own.system) / 1e6 / r.duration,
-    otherCores: Math.max(0, (busyMs - serverCpuMs - (aux?.cpuMs ?? 0) - (own.user + own.system) / 1e3) / 1000 / r.duration),
+    serverCores: serverCpuMs / 1000 / r.durationSec,
+    serverMainThreadCores: (main1 - main0) / 1000 / r.durationSec,
+    loadgenCores: (own.user + own.system) / 1e6 / r.durationSec,
+    otherCores: Math.max(0, (busyMs - serverCpuMs - (aux?.cpuMs ?? 0) - (own.user + own.system) / 1e3) / 1000 / r.durationSec),
     ...(aux ? { aux } : {}),
     poolExhausted: poolSize !== undefined && timed.used() > poolSize,
     ...(poolSize !== undefined ? { poolSize } : {}),

@@ -16,7 +16,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { measureJose, type JoseRates } from './jose-raw.js';
 import { describeMachine, measureMachine, type MachineCosts } from './machine.js';
-import { DEFAULT_SETTINGS, machineBusyMs, runLoad, type LoadResult } from './load.js';
+import { DEFAULT_SETTINGS, LOADGEN, machineBusyMs, runLoad, type LoadResult } from './load.js';
 import { ensureBuilt, startAgentSts } from './agent-sts-server.js';
 import { startPeer } from './peer.js';
 import { installExitHandlers, killAllChildren } from './children.js';
@@ -57,7 +57,7 @@ function describe(r: LoadResult): string {
 async function main(): Promise<number> {
   log(
     `agent-sts bench: node ${process.version}, ${cpus().length} CPU(s) (${cpus()[0]?.model.trim() ?? '?'}), ` +
-      `${settings.connections} connections, ${settings.durationSec} s timed + ${settings.warmupSec} s warm-up per server, store ${process.env.BENCH_STORE === 'postgres' ? 'postgres' : 'sqlite'}`,
+      `${settings.connections} connections, ${settings.durationSec} s timed + ${settings.warmupSec} s warm-up per server, store ${process.env.BENCH_STORE === 'postgres' ? 'postgres' : 'sqlite'}, load generator ${LOADGEN}`,
   );
 
   const load = loadavg()[0]!;
@@ -168,6 +168,7 @@ async function main(): Promise<number> {
       pass &&= ok;
     }
     log(pass ? 'RESULT: PASS' : 'RESULT: FAIL');
+    log(cpuBudget(sts));
   } else {
     pass = false;
     log('RESULT: incomplete (agent-sts and the peer are both needed for the ratios)');
@@ -178,6 +179,22 @@ async function main(): Promise<number> {
   if (process.env.BENCH_JSON)
     writeFileSync(process.env.BENCH_JSON, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, settings: { ...settings, log: undefined }, jose, machine, agentSts: sts, peer, pass }, null, 2)}\n`);
   return pass ? 0 : 1;
+}
+
+/**
+ * What the machine allows at all: the server and the load generator share its cores, so their
+ * CPU per request caps the rate, and in a closed loop the mean latency is connections ÷ rate
+ * (Little's law). A p99 target below that mean cannot be met by any tuning short of less CPU.
+ */
+function cpuBudget(r: LoadResult): string {
+  const loadgenMs = (r.loadgenCores * 1000) / r.reqPerSec;
+  const perReq = r.serverCpuMsPerReq + (r.aux?.cpuMsPerReq ?? 0) + loadgenMs;
+  const maxRate = (cpus().length * 1000) / perReq;
+  const meanMs = (settings.connections * 1000) / maxRate;
+  return (
+    `CPU budget: ${fmt(r.serverCpuMsPerReq, 3)} ms server${r.aux ? ` + ${fmt(r.aux.cpuMsPerReq, 3)} ms ${r.aux.label}` : ''} + ${fmt(loadgenMs, 3)} ms load generator per request, ` +
+    `so ${cpus().length} fully busy cores answer at most ~${fmt(maxRate)} req/s, where ${settings.connections} connections wait ${fmt(meanMs, 1)} ms on average (Little's law; p99 is 1.5-2.5× the mean in these runs)`
+  );
 }
 
 main()

@@ -1,0 +1,96 @@
+/**
+ * The bench's closed-loop load generator counts what the server really answered: status codes,
+ * answers with Content-Length and chunked ones, connections the server drops, and it refuses
+ * answers it cannot delimit.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runClosedLoop } from '../../bench/closed-loop.js';
+
+let server: Server | undefined;
+afterEach(async () => {
+  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  server = undefined;
+});
+
+async function serve(handler: Parameters<typeof createServer>[1]): Promise<string> {
+  server = createServer(handler);
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/oauth2/token`;
+}
+
+describe('bench closed-loop load generator', () => {
+  it('counts 2xx and non-2xx answers, Content-Length and chunked, and sends each body whole', async () => {
+    const seen: string[] = [];
+    const url = await serve((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (c: string) => (body += c));
+      req.on('end', () => {
+        seen.push(`${req.method} ${req.url} ${req.headers['content-type']} ${body}`);
+        if (body.endsWith('odd')) {
+          // chunked: two writes without a length
+          res.writeHead(400, { 'content-type': 'application/json' });
+          res.write('{"error":');
+          res.end('"invalid_request"}');
+        } else {
+          const out = JSON.stringify({ access_token: 'x'.repeat(2_000) }); // spans TCP reads
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+          res.end(out);
+        }
+      });
+    });
+    let i = 0;
+    const r = await runClosedLoop({
+      url,
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      connections: 4,
+      durationSec: 1,
+      nextBody: () => (i++ % 2 ? 'n=odd' : 'n=even'),
+    });
+    expect(r.total).toBeGreaterThan(50);
+    expect(r.errors).toBe(0);
+    expect(r.timeouts).toBe(0);
+    expect(r.ok2xx + r.non2xx).toBe(r.total);
+    expect(r.statusCodes['200']).toBe(r.ok2xx);
+    expect(r.statusCodes['400']).toBe(r.non2xx);
+    // Bodies alternate, so the two kinds of answer are within one request of each other per connection.
+    expect(Math.abs(r.ok2xx - r.non2xx)).toBeLessThanOrEqual(4);
+    expect(r.latencyMs.p50).toBeGreaterThan(0);
+    expect(r.latencyMs.p50).toBeLessThanOrEqual(r.latencyMs.p99);
+    expect(r.latencyMs.p99).toBeLessThanOrEqual(r.latencyMs.max);
+    expect(seen[0]).toMatch(/^POST \/oauth2\/token application\/x-www-form-urlencoded n=(odd|even)$/);
+    expect(seen.every((s) => /n=(odd|even)$/.test(s))).toBe(true);
+  });
+
+  it('counts a connection the server drops as an error and opens another', async () => {
+    let n = 0;
+    const url = await serve((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (++n % 5 === 0) return req.socket.destroy();
+        res.writeHead(200, { 'content-length': 2 });
+        res.end('ok');
+      });
+    });
+    const r = await runClosedLoop({ url, method: 'POST', headers: {}, connections: 2, durationSec: 1, nextBody: () => 'a=1' });
+    expect(r.total).toBeGreaterThan(10);
+    expect(r.errors).toBeGreaterThan(0);
+    expect(r.ok2xx).toBe(r.total);
+  });
+
+  it('refuses an answer it cannot delimit (no Content-Length, not chunked)', async () => {
+    const url = await serve((req, _res) => {
+      req.resume();
+      req.on('end', () => {
+        // HTTP/1.0-style: the body ends when the connection closes
+        req.socket.end('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello');
+      });
+    });
+    await expect(
+      runClosedLoop({ url, method: 'POST', headers: {}, connections: 1, durationSec: 1, nextBody: () => 'a=1' }),
+    ).rejects.toThrow(/without Content-Length or chunked/);
+  });
+});
