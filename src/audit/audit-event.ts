@@ -3,7 +3,7 @@ import { sha256Hex } from '../lib/crypto.js';
 /** One decision or lifecycle event. Never contains a secret: credentials appear only by id and fingerprint. */
 export interface AuditEventInput {
   requestId: string;
-  /** e.g. `token.exchange`, `task.end`, `credential.revoke`, `credential.expire`, `credential.lapse` (cannot be revoked: expires naturally), `audit.read`, `admin.*`. */
+  /** e.g. `token.exchange`, `task.end`, `credential.revoke`, `credential.expire`, `credential.lapse` (cannot be revoked: expires naturally), `credential.fail` (allowed and recorded, but never made: nothing was handed out), `audit.read`, `admin.*`. */
   action: string;
   outcome: 'allow' | 'deny' | 'error' | 'success' | 'failure';
   reason?: string;

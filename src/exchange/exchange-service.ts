@@ -421,8 +421,23 @@ export function createExchangeService(deps: ExchangeDeps) {
       throw committed.reason;
     }
     if (signed.status === 'rejected') {
-      // Recorded, but no token exists: its row is closed as failed (nothing was handed out, nothing to revoke).
-      await closeFailed(credentialId, `not signed: ${(signed.reason as Error).message}`);
+      // Recorded as allowed, but no token exists: the log says so after the allow record (the same
+      // request id), and the row is closed as failed in the same transaction. Nothing was handed
+      // out, nothing to revoke.
+      const why = `not signed: ${(signed.reason as Error).message}`;
+      await deps.audit
+        .append({
+          event: {
+            requestId: ctx.requestId, action: 'credential.fail', outcome: 'failure', reason: `${why}; nothing was handed out`,
+            providerName: event.providerName, workloadSubject: event.workloadSubject, humanSubject: event.humanSubject, delegationChain: event.delegationChain,
+            target: event.target, issuerName: issuer.name, taskId, credentialId, credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt,
+          },
+          credentialUpdates: [{ id: credentialId, data: { state: 'failed', lastError: why.slice(0, 500) } }],
+        })
+        .catch((ae: unknown) => {
+          deps.logger.error({ requestId: ctx.requestId, credentialId, err: { message: (ae as Error).message } }, 'could not audit a credential that was not signed');
+          return closeFailed(credentialId, why);
+        });
       throw signed.reason;
     }
     return { credential: { ...credential, accessToken: signed.value }, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };

@@ -240,5 +240,46 @@ for (const store of ['sqlite', 'postgresql'] as const) {
         }
       }
     });
+
+    it('a signature that fails after the record is written: server_error, the allow record followed by credential.fail, the row failed, the chain intact', async () => {
+      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
+      const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
+      expect(startup.status, startup.text).toBe(200);
+      const agentToken = startup.json.access_token as string;
+      const taskId = decodeJwt(agentToken).task_id as string;
+
+      // The signer fails (a key the platform can no longer use, say) after the exchange was decided
+      // and its record sent: the stand-in thread refuses every signature.
+      const failure = `signing key unusable ${randomBytes(4).toString('hex')}`;
+      broker.composed.keyStore.useSigningThread({ offer: () => Promise.reject(new Error(failure)), active: () => true, sample: () => {}, close: async () => {} });
+      let res: Awaited<ReturnType<typeof postToken>>;
+      try {
+        res = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://billing.test/', scope: 'invoices:read' });
+      } finally {
+        broker.composed.keyStore.useSigningThread(broker.composed.signingThread);
+      }
+      expect(res.status).toBe(500);
+      expect(res.json).toEqual({ error: 'server_error', error_description: 'internal error; see the server log' });
+      expect(res.text).not.toContain(failure);
+      expect(res.headers.get('cache-control')).toBe('no-store');
+
+      await broker.composed.audit.drain();
+      const db = broker.composed.db;
+      const records = await db.auditEvent.findMany({ where: { taskId, action: { not: 'token.exchange' }, NOT: { credentialId: null } }, orderBy: { seq: 'asc' } });
+      const allow = await db.auditEvent.findFirstOrThrow({ where: { taskId, action: 'token.exchange', target: 'billing-api' } });
+      expect(allow.outcome).toBe('allow');
+      expect(records.map((r) => `${r.action}:${r.outcome}`)).toEqual(['credential.fail:failure']);
+      const fail = records[0]!;
+      expect(fail).toMatchObject({ requestId: allow.requestId, credentialId: allow.credentialId, credentialFingerprint: allow.credentialFingerprint, target: 'billing-api', workloadSubject: 'test://invoice-agent', issuerName: 'tokens' });
+      expect(fail.seq).toBeGreaterThan(allow.seq);
+      expect(fail.reason).toBe(`not signed: ${failure}; nothing was handed out`);
+      const row = await db.credential.findUniqueOrThrow({ where: { id: allow.credentialId! } });
+      expect(row).toMatchObject({ state: 'failed', lastError: `not signed: ${failure}` });
+      expect((await verifyAuditLog(db)).problems).toEqual([]);
+
+      // The broker signs again once the signer is back.
+      const again = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://billing.test/', scope: 'invoices:read' });
+      expect(again.status, again.text).toBe(200);
+    });
   });
 }
