@@ -227,7 +227,8 @@ export function createTaskService(deps: TaskServiceDeps) {
     return tel.taskEnd(taskId, () => endTaskOnce(taskId, reason, ctx));
   }
 
-  async function endTaskOnce(taskId: string, reason: string, ctx: CallContext): Promise<TaskEndResult | undefined> {
+  /** `mayClaim` false: report what is there without taking the ending (a call whose claim was taken over). */
+  async function endTaskOnce(taskId: string, reason: string, ctx: CallContext, mayClaim = true): Promise<TaskEndResult | undefined> {
     const task = await deps.db.task.findUnique({ where: { id: taskId } });
     if (!task) return undefined;
     deps.revocations.revokeTask(taskId);
@@ -235,22 +236,36 @@ export function createTaskService(deps: TaskServiceDeps) {
     // here): the call that moves it out of `open`, or that takes over an `ending` whose holder let
     // go or died, holds it until endClaimedUntil and keeps the claim fresh while it works.
     let claimedAt = deps.clock.now();
-    const claimUntil = () => new Date(claimedAt.getTime() + REVOKE_CLAIM_MS);
+    let claimedUntil = new Date(claimedAt.getTime() + REVOKE_CLAIM_MS);
     const opened =
+      mayClaim &&
       task.state === 'open' &&
-      (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending', endReason: reason, endClaimedUntil: claimUntil() } })).count === 1;
+      (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending', endReason: reason, endClaimedUntil: claimedUntil } })).count === 1;
     const tookOver =
+      mayClaim &&
       !opened &&
       task.state === 'ending' &&
-      (await deps.db.task.updateMany({ where: { id: taskId, ...unheldEnding(claimedAt) }, data: { endClaimedUntil: claimUntil() } })).count === 1;
+      (await deps.db.task.updateMany({ where: { id: taskId, ...unheldEnding(claimedAt) }, data: { endClaimedUntil: claimedUntil } })).count === 1;
     const held = opened || tookOver;
     // Another call holds the ending: it revokes the credentials and ends the sub-agents' tasks, and
     // this one reports what it sees without touching them, so the two never split the work.
     const lostRace = !held && task.state !== 'ended';
-    const keepClaim = async () => {
-      if (deps.clock.now().getTime() - claimedAt.getTime() < REVOKE_CLAIM_MS / 2) return;
-      claimedAt = deps.clock.now();
-      await deps.db.task.updateMany({ where: { id: taskId, state: 'ending' }, data: { endClaimedUntil: claimUntil() } });
+    /**
+     * Refreshes this call's claim (at most every half claim; `force`: now), only if it is still
+     * this call's: one that stalled past its claim (a hung revocation) may have been taken over.
+     * False then: the call stops and reports, and never records a second end.
+     */
+    const keepClaim = async (force = false): Promise<boolean> => {
+      const at = deps.clock.now();
+      if (!force && at.getTime() - claimedAt.getTime() < REVOKE_CLAIM_MS / 2) return true;
+      const until = new Date(at.getTime() + REVOKE_CLAIM_MS);
+      const kept = (await deps.db.task.updateMany({ where: { id: taskId, state: 'ending', endClaimedUntil: claimedUntil }, data: { endClaimedUntil: until } })).count === 1;
+      if (kept) [claimedAt, claimedUntil] = [at, until];
+      return kept;
+    };
+    const takenOver = () => {
+      deps.logger.warn({ taskId, requestId: ctx.requestId }, 'another call took over this task ending (this one stalled past its claim); reporting what it sees');
+      return endTaskOnce(taskId, reason, ctx, false);
     };
     const creds = await deps.db.credential.findMany({ where: { taskId }, orderBy: { issuedAt: 'asc' }, include: withTask });
     const now = deps.clock.now();
@@ -272,7 +287,7 @@ export function createTaskService(deps: TaskServiceDeps) {
         const r = await revokeCredential(c, 'revoked', ctx, 'credential.revoke');
         fate = r.fate;
         if (fate === 'revoked') revokedAt = r.at;
-        await keepClaim();
+        if (!(await keepClaim())) return takenOver();
       } else fate = 'revocation_pending';
       results.push({ id: c.id, target: c.target, tokenType: c.tokenType, fingerprint: c.fingerprint, expiresAt: c.expiresAt.toISOString(), fate, revokedAt: revokedAt?.toISOString() ?? null });
     }
@@ -282,7 +297,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       for (const child of await deps.db.task.findMany({ where: { parentTaskId: taskId, state: { in: ['open', 'ending'] } }, select: { id: true }, orderBy: { createdAt: 'asc' } })) {
         const r = await endTask(child.id, `parent task ${taskId} ended`, ctx);
         if (r) children.push(r);
-        await keepClaim();
+        if (!(await keepClaim())) return takenOver();
       }
     const pending = lostRace || results.some((r) => r.fate === 'revocation_pending') || children.some((c) => c.state !== 'ended');
     const state = pending ? 'ending' : 'ended';
@@ -290,6 +305,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     // The task only ever moves on from `ending` to `ended`, never back. It keeps the reason it was
     // ended for; a call that completes an ending begun earlier says so in its record.
     if (held) {
+      if (!(await keepClaim(true))) return takenOver();
       const endReason = tookOver ? (task.endReason ?? reason) : reason;
       const recorded = tookOver && endReason !== reason ? `${endReason} (completed: ${reason})` : endReason;
       await deps.audit.append({

@@ -272,6 +272,54 @@ describe.each([
     ]);
   });
 
+  it('a call that stalls past its claim (a hung revocation) is taken over; it then stops, reports what it sees, and records no second end', async () => {
+    const db = database().db;
+    const calls: string[] = [];
+    let release!: () => void;
+    const hung = new Promise<void>((r) => (release = r));
+    const issuer = {
+      ...fakeIssuer().issuer,
+      // The first revocation of the first login hangs far beyond the claim; every other one is quick.
+      revoke: async (h: RevocationHandle) => {
+        calls.push(String(h.role));
+        if (h.role === 'ags_slow' && calls.filter((c) => c === 'ags_slow').length === 1) await hung;
+      },
+    } as unknown as CredentialIssuer;
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const id = () => randomBytes(6).toString('hex');
+    const taskId = `t_${id()}`;
+    await db.task.create({ data: { id: taskId, state: 'open', providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) } });
+    for (const [n, role] of [[0, 'ags_slow'], [1, 'ags_quick']] as const) {
+      const cid = `c_${id()}`;
+      await db.credential.create({
+        data: { id: cid, taskId, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'active', fingerprint: `sha256:${role}`, issuedAt: new Date(T0 + n), expiresAt: new Date(T0 + 600_000), sealedRevocationHandle: sealHandle(kek, cid, { role }) },
+      });
+    }
+    const ctx = (requestId: string) => ({ requestId, now: time.clock.now() });
+    const stalled = tasks.endTask(taskId, 'pod p3 deleted', ctx('reaper'));
+    for (let i = 0; i < 200 && !calls.length; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(calls).toEqual(['ags_slow']);
+
+    // Its claim lapses; the sweep (a replica's leader) takes the ending over and completes it.
+    time.advance(REVOKE_CLAIM_MS + 1);
+    expect((await tasks.sweep(ctx('sweep'))).tasksEnded).toBe(1);
+    expect(calls.sort()).toEqual(['ags_quick', 'ags_slow', 'ags_slow']);
+    expect(await db.task.findUniqueOrThrow({ where: { id: taskId } })).toMatchObject({ state: 'ended', endReason: 'pod p3 deleted', endClaimedUntil: null });
+
+    // The stalled call wakes up: it neither revokes again nor records a second (failed) end.
+    release();
+    const report = await stalled;
+    expect(report).toMatchObject({ taskId, state: 'ended' });
+    expect(report!.credentials.map((c) => c.fate)).toEqual(['revoked', 'revoked']);
+    expect(calls).toHaveLength(3);
+    const row = await db.task.findUniqueOrThrow({ where: { id: taskId } });
+    expect(row).toMatchObject({ state: 'ended', endClaimedUntil: null });
+    await audit.drain();
+    const ends = await db.auditEvent.findMany({ where: { action: 'task.end', taskId } });
+    expect(ends.map((e) => [e.outcome, e.reason])).toEqual([['success', 'pod p3 deleted (completed: retry)']]);
+  });
+
   it('the chaos hook fires only at its point, only the n-th time, and refuses bad values', () => {
     let kills = 0;
     const hook = chaosHookFrom('after-upstream:3', () => kills++)!;
