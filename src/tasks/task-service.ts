@@ -370,7 +370,8 @@ export function createTaskService(deps: TaskServiceDeps) {
 
   /**
    * Open tasks past their deadline or idle timeout, and `ending` tasks none of whose credentials
-   * is still queued (the queue retries those with backoff; the task ends once they are done).
+   * is still queued (the queue retries those with backoff; the task ends once they are done) and
+   * none of whose sub-agent tasks is still ending.
    */
   async function tasksToEnd(now: Date): Promise<{ id: string; reason: string }[]> {
     const [overdue, idle, ending] = await Promise.all([
@@ -389,10 +390,15 @@ export function createTaskService(deps: TaskServiceDeps) {
       }),
     ]);
     const isIdle = (t: (typeof idle)[number]) => (t.lastActivityAt ?? t.createdAt).getTime() + t.idleTimeoutSeconds! * 1000 <= now.getTime();
+    // Nor while a sub-agent's task is still ending: its own retry (or its holder) completes it first,
+    // then the parent's. Retried before, the parent recorded another failed end on every pass.
+    const waiting = ending.length
+      ? new Set((await deps.db.task.findMany({ where: { parentTaskId: { in: ending.map((t) => t.id) }, state: 'ending' }, select: { parentTaskId: true } })).map((c) => c.parentTaskId))
+      : new Set();
     return [
       ...overdue.map((t) => ({ id: t.id, reason: 'deadline' })),
       ...idle.filter(isIdle).filter((t) => !overdue.some((o) => o.id === t.id)).map((t) => ({ id: t.id, reason: 'idle timeout' })),
-      ...ending.map((t) => ({ id: t.id, reason: 'retry' })),
+      ...ending.filter((t) => !waiting.has(t.id)).map((t) => ({ id: t.id, reason: 'retry' })),
     ];
   }
 

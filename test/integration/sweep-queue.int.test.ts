@@ -320,6 +320,42 @@ describe.each([
     expect(ends.map((e) => [e.outcome, e.reason])).toEqual([['success', 'pod p3 deleted (completed: retry)']]);
   });
 
+  it("the sweep retries a parent's ending only once its sub-agent's task has ended: no failed end recorded on every pass meanwhile", async () => {
+    const db = database().db;
+    const { issuer, revoked } = fakeIssuer();
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const id = () => randomBytes(6).toString('hex');
+    const parent = `t_${id()}`;
+    const child = `t_${id()}`;
+    const base = { providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) };
+    // The parent's ending was let go (its child was busy); the child's is held by a live call.
+    await db.task.create({ data: { id: parent, ...base, state: 'ending', endReason: 'pod p4 deleted', endClaimedUntil: null } });
+    await db.task.create({ data: { id: child, ...base, parentTaskId: parent, state: 'ending', endReason: `parent task ${parent} ended`, endClaimedUntil: new Date(T0 + REVOKE_CLAIM_MS) } });
+    const cid = `c_${id()}`;
+    await db.credential.create({
+      data: { id: cid, taskId: child, issuerName: 'pg', issuerType: 'postgres', tokenType: 'x', target: 'db', state: 'active', fingerprint: 'sha256:ags_child4', expiresAt: new Date(T0 + 600_000), sealedRevocationHandle: sealHandle(kek, cid, { role: 'ags_child4' }) },
+    });
+    const ctx = () => ({ requestId: 'sweep', now: time.clock.now() });
+    for (let i = 0; i < 3; i++) {
+      expect((await tasks.sweep(ctx())).tasksEnded).toBe(0);
+      time.advance(1000);
+    }
+    await audit.drain();
+    expect(await db.auditEvent.count({ where: { action: 'task.end', taskId: { in: [parent, child] } } })).toBe(0);
+    expect(revoked).toEqual([]);
+
+    // The child's holder died: its claim lapses, the sweep completes the child, then the parent.
+    time.advance(REVOKE_CLAIM_MS);
+    expect((await tasks.sweep(ctx())).tasksEnded).toBe(1);
+    expect(revoked).toEqual([{ role: 'ags_child4' }]);
+    expect((await tasks.sweep(ctx())).tasksEnded).toBe(1);
+    expect(await db.task.findUniqueOrThrow({ where: { id: parent } })).toMatchObject({ state: 'ended', endReason: 'pod p4 deleted' });
+    await audit.drain();
+    const ends = await db.auditEvent.findMany({ where: { action: 'task.end', taskId: { in: [parent, child] } }, orderBy: [{ chainId: 'asc' }, { seq: 'asc' }] });
+    expect(ends.map((e) => [e.taskId, e.outcome])).toEqual([[child, 'success'], [parent, 'success']]);
+  });
+
   it('the chaos hook fires only at its point, only the n-th time, and refuses bad values', () => {
     let kills = 0;
     const hook = chaosHookFrom('after-upstream:3', () => kills++)!;
