@@ -28,7 +28,8 @@ export interface ClosedLoopOptions {
   nextBody: () => string | Buffer;
 }
 
-export interface ClosedLoopResult {
+/** What a timed window of load was answered with (shared by every load generator's result). */
+export interface AnswerCounts {
   /** Answers completed inside the timed window. */
   total: number;
   ok2xx: number;
@@ -37,6 +38,9 @@ export interface ClosedLoopResult {
   errors: number;
   timeouts: number;
   durationSec: number;
+}
+
+export interface ClosedLoopResult extends AnswerCounts {
   latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
 }
 

@@ -11,7 +11,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import autocannon, { type Result } from 'autocannon';
-import { runClosedLoop } from './closed-loop.js';
+import { runClosedLoop, type AnswerCounts } from './closed-loop.js';
 
 export interface LoadTarget {
   name: string;
@@ -37,11 +37,11 @@ export interface LoadSettings {
   log?: (line: string) => void;
 }
 
-export interface LoadResult {
+export interface LoadResult extends AnswerCounts {
   name: string;
   /** Which load generator measured it (BENCH_LOADGEN). */
   loadgen: 'closed-loop' | 'autocannon';
-  /** Mean of autocannon's per-second request counts (all answered requests). */
+  /** All answered requests per second (autocannon: the mean of its per-second counts). */
   reqPerSec: number;
   /** 2xx answers per second over the timed window. */
   okPerSec: number;
@@ -49,13 +49,6 @@ export interface LoadResult {
   p90Ms: number;
   p99Ms: number;
   maxMs: number;
-  total: number;
-  ok2xx: number;
-  non2xx: number;
-  statusCodes: Record<string, number>;
-  errors: number;
-  timeouts: number;
-  durationSec: number;
   /** Server process CPU time (user + system) during the timed window. */
   serverCpuMs: number;
   serverCpuMsPerReq: number;
@@ -148,14 +141,7 @@ export function pidsByName(comm: string): number[] {
 }
 
 /** What one phase of load gave, whichever load generator ran it. */
-interface Phase {
-  total: number;
-  ok2xx: number;
-  non2xx: number;
-  statusCodes: Record<string, number>;
-  errors: number;
-  timeouts: number;
-  durationSec: number;
+interface Phase extends AnswerCounts {
   reqPerSec: number;
   latencyMs: { p50: number; p90: number; p99: number; max: number };
 }

@@ -14,26 +14,36 @@ import { chaosHookFrom } from '../../src/lib/chaos-hook.js';
 
 const T0 = Date.UTC(2031, 2, 4, 12, 0, 0);
 const logger = createLogger({ level: 'silent' });
+const id = () => randomBytes(6).toString('hex');
 
 function fakeClock(start: number) {
   let t = start;
   return { clock: { now: () => new Date(t) }, advance: (ms: number) => (t += ms), set: (ms: number) => (t = ms), get: () => t };
 }
 
-/** A database issuer whose revoke() fails while `failing` is set; records every handle it was given. */
-function fakeIssuer() {
+/**
+ * A database issuer whose revoke() fails while `failing` is set; records every handle it revoked,
+ * and in `calls` the role of every attempt as it starts. `hold(role, calls)`: that attempt hangs
+ * until `release()`.
+ */
+function fakeIssuer(hold: (role: string, calls: string[]) => boolean = () => false) {
   const revoked: RevocationHandle[] = [];
+  const calls: string[] = [];
   const state = { failing: false };
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
   const issuer = {
     type: 'postgres', name: 'pg', issuedTokenTypes: ['x'], needsActiveRevocation: true,
     capabilities: { revocable: true, minTtlSeconds: 1, maxTtlSeconds: 3600 },
     issue: () => Promise.reject(new Error('not used')),
     revoke: async (h: RevocationHandle) => {
+      calls.push(String(h.role));
+      if (hold(String(h.role), calls)) await held;
       if (state.failing) throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), { code: 'ECONNREFUSED' });
       revoked.push(h);
     },
   } as unknown as CredentialIssuer;
-  return { issuer, revoked, state };
+  return { issuer, revoked, state, calls, release };
 }
 
 describe.each([
@@ -48,6 +58,12 @@ describe.each([
     await db.lease.deleteMany();
     time = fakeClock(T0);
   });
+
+  /** The task service with `issuer` as instance `pg`, writing its audit records to this store. */
+  const serviceFor = (issuer: CredentialIssuer) => {
+    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
+    return { audit, tasks: createTaskService({ db: database().db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } }) };
+  };
 
   const leader = (ttlMs = 3000) => createLeadership({ db: database().db, clock: time.clock, logger, holder: newHolderId(time.clock), ttlMs });
 
@@ -93,8 +109,7 @@ describe.each([
   it('revocation queue: retried with exponential backoff capped at 5 minutes, never given up, audited on attempts 1, 10, 20, ...', async () => {
     const db = database().db;
     const { issuer, revoked, state } = fakeIssuer();
-    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
-    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
+    const { audit, tasks } = serviceFor(issuer);
     const taskId = `t_${randomBytes(6).toString('hex')}`;
     const credId = `c_${randomBytes(6).toString('hex')}`;
     // Deadline far away: ending the task would retry at once (once), outside the queue's schedule.
@@ -148,9 +163,7 @@ describe.each([
   it('recovers issuances abandoned by a dead process through their planned handle (failed), leaves in-flight ones, and ends idle tasks', async () => {
     const db = database().db;
     const { issuer, revoked } = fakeIssuer();
-    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
-    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
-    const id = () => randomBytes(6).toString('hex');
+    const { audit, tasks } = serviceFor(issuer);
     const taskId = `t_${id()}`;
     await db.task.create({ data: { id: taskId, state: 'open', providerName: 'ci', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) } });
     const mk = async (issuedAt: number, role: string) => {
@@ -182,20 +195,9 @@ describe.each([
 
   it('one call ends a task at a time: the sweep and a second caller leave an ending under way alone, and the task keeps its reason', async () => {
     const db = database().db;
-    const calls: string[] = [];
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    const issuer = {
-      ...fakeIssuer().issuer,
-      // The child's login is slow to revoke: the parent's ending is under way for as long as it blocks.
-      revoke: async (h: RevocationHandle) => {
-        calls.push(String(h.role));
-        if (h.role === 'ags_child') await held;
-      },
-    } as unknown as CredentialIssuer;
-    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
-    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
-    const id = () => randomBytes(6).toString('hex');
+    // The child's login is slow to revoke: the parent's ending is under way for as long as it blocks.
+    const { issuer, calls, release } = fakeIssuer((role) => role === 'ags_child');
+    const { audit, tasks } = serviceFor(issuer);
     const parent = `t_${id()}`;
     const child = `t_${id()}`;
     const base = { state: 'open', providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) };
@@ -233,9 +235,7 @@ describe.each([
   it('an ending whose caller died is taken over once its claim lapses; a failed revocation lets go of the claim at once; the first reason stays', async () => {
     const db = database().db;
     const { issuer, revoked, state } = fakeIssuer();
-    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
-    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
-    const id = () => randomBytes(6).toString('hex');
+    const { audit, tasks } = serviceFor(issuer);
     const mk = async (task: Record<string, unknown>, role: string) => {
       const taskId = `t_${id()}`;
       const cid = `c_${id()}`;
@@ -274,20 +274,9 @@ describe.each([
 
   it('a call that stalls past its claim (a hung revocation) is taken over; it then stops, reports what it sees, and records no second end', async () => {
     const db = database().db;
-    const calls: string[] = [];
-    let release!: () => void;
-    const hung = new Promise<void>((r) => (release = r));
-    const issuer = {
-      ...fakeIssuer().issuer,
-      // The first revocation of the first login hangs far beyond the claim; every other one is quick.
-      revoke: async (h: RevocationHandle) => {
-        calls.push(String(h.role));
-        if (h.role === 'ags_slow' && calls.filter((c) => c === 'ags_slow').length === 1) await hung;
-      },
-    } as unknown as CredentialIssuer;
-    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
-    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
-    const id = () => randomBytes(6).toString('hex');
+    // The first revocation of the first login hangs far beyond the claim; every other one is quick.
+    const { issuer, calls, release } = fakeIssuer((role, seen) => role === 'ags_slow' && seen.filter((c) => c === 'ags_slow').length === 1);
+    const { audit, tasks } = serviceFor(issuer);
     const taskId = `t_${id()}`;
     await db.task.create({ data: { id: taskId, state: 'open', providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) } });
     for (const [n, role] of [[0, 'ags_slow'], [1, 'ags_quick']] as const) {
@@ -323,9 +312,7 @@ describe.each([
   it("the sweep retries a parent's ending only once its sub-agent's task has ended: no failed end recorded on every pass meanwhile", async () => {
     const db = database().db;
     const { issuer, revoked } = fakeIssuer();
-    const audit = createAuditLog({ batch: database().batch, clock: time.clock, logger });
-    const tasks = createTaskService({ db, clock: time.clock, logger, kek, audit, issuers: { get: (n) => (n === 'pg' ? issuer : undefined) }, revocations: { revokeTask: () => {}, revokeToken: () => {} } });
-    const id = () => randomBytes(6).toString('hex');
+    const { audit, tasks } = serviceFor(issuer);
     const parent = `t_${id()}`;
     const child = `t_${id()}`;
     const base = { providerName: 'k8s', workloadSubject: 'w', deadline: new Date(T0 + 3_600_000) };
