@@ -15,6 +15,7 @@
  * reopened. A request still open after `timeoutSec` counts as a timeout and its socket is
  * replaced. Latencies are kept in full (µs resolution) and sorted at the end.
  */
+import { writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 
 export interface ClosedLoopOptions {
@@ -26,6 +27,8 @@ export interface ClosedLoopOptions {
   timeoutSec?: number;
   /** The next request body (called once per request, on the load generator's hot path). */
   nextBody: () => string | Buffer;
+  /** Writes every answer as `<ms since start>\t<latency ms>\t<status>` to this file, after a `# start <epoch ms>` line (BENCH_TRACE). */
+  traceFile?: string;
 }
 
 /** What a timed window of load was answered with (shared by every load generator's result). */
@@ -88,6 +91,8 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
   const timeoutMs = (opts.timeoutSec ?? 10) * 1000;
 
   let latencies = new Float64Array(1 << 16);
+  let doneAt = opts.traceFile ? new Float64Array(1 << 16) : undefined;
+  const statuses: number[] | undefined = opts.traceFile ? [] : undefined;
   let n = 0;
   const statusCodes: Record<string, number> = {};
   let ok2xx = 0;
@@ -97,11 +102,19 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
   const started = performance.now();
   const deadline = started + opts.durationSec * 1000;
 
-  const record = (ms: number, status: number) => {
+  const grow = (a: Float64Array) => {
+    const bigger = new Float64Array(a.length * 2);
+    bigger.set(a);
+    return bigger;
+  };
+  const record = (ms: number, status: number, at: number) => {
     if (n === latencies.length) {
-      const bigger = new Float64Array(latencies.length * 2);
-      bigger.set(latencies);
-      latencies = bigger;
+      latencies = grow(latencies);
+      if (doneAt) doneAt = grow(doneAt);
+    }
+    if (doneAt) {
+      doneAt[n] = at - started;
+      statuses!.push(status);
     }
     latencies[n++] = ms;
     statusCodes[status] = (statusCodes[status] ?? 0) + 1;
@@ -130,6 +143,15 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
       clearInterval(watchdog);
       clearTimeout(stopTimer);
       if (failed) return reject(failed);
+      if (opts.traceFile && doneAt) {
+        const lines: string[] = [`# start ${(performance.timeOrigin + started).toFixed(3)} (ms since the epoch); ms since start, latency ms, status`];
+        for (let i = 0; i < n; i++) lines.push(`${doneAt[i]!.toFixed(3)}\t${latencies[i]!.toFixed(3)}\t${statuses![i]}`);
+        try {
+          writeFileSync(opts.traceFile, `${lines.join('\n')}\n`);
+        } catch (e) {
+          return reject(new Error(`closed-loop load generator: cannot write the trace: ${(e as Error).message}`));
+        }
+      }
       const sorted = latencies.slice(0, n).sort();
       let sum = 0;
       for (let i = 0; i < n; i++) sum += sorted[i]!;
@@ -182,7 +204,7 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
           return;
         }
         const now = performance.now();
-        if (now <= deadline) record(now - sentAt, done.status);
+        if (now <= deadline) record(now - sentAt, done.status, now);
         sentAt = 0;
         if (buf.length > done.end) {
           failed = new Error('closed-loop load generator: bytes after an answer with one request in flight');

@@ -9,7 +9,8 @@
  * around and the result says so (`poolExhausted`); the replays then show up as non-2xx.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import autocannon, { type Result } from 'autocannon';
 import { runClosedLoop, type AnswerCounts } from './closed-loop.js';
 
@@ -152,7 +153,7 @@ if (LOADGEN !== 'closed-loop' && LOADGEN !== 'autocannon') {
   throw new Error(`BENCH_LOADGEN must be closed-loop or autocannon, not ${JSON.stringify(LOADGEN)}`);
 }
 
-async function runPhase(target: LoadTarget, settings: LoadSettings, durationSec: number, nextBody: () => string): Promise<Phase> {
+async function runPhase(target: LoadTarget, settings: LoadSettings, durationSec: number, nextBody: () => string, traceFile?: string): Promise<Phase> {
   const headers = { 'content-type': 'application/x-www-form-urlencoded', ...target.headers };
   if (LOADGEN === 'closed-loop') {
     const r = await runClosedLoop({
@@ -163,6 +164,7 @@ async function runPhase(target: LoadTarget, settings: LoadSettings, durationSec:
       durationSec,
       timeoutSec: 10,
       nextBody,
+      traceFile,
     });
     return { ...r, reqPerSec: r.total / r.durationSec };
   }
@@ -256,7 +258,10 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
   const cpu0 = processCpuMs(target.serverPid);
   const main0 = processCpuMs(target.serverPid, target.serverPid);
   const own0 = process.cpuUsage();
-  const r = await runPhase(target, settings, settings.durationSec, timed.next);
+  if (process.env.BENCH_TRACE) mkdirSync(process.env.BENCH_TRACE, { recursive: true });
+  const trace = process.env.BENCH_TRACE && LOADGEN === 'closed-loop' ? join(process.env.BENCH_TRACE, `${target.name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '')}.tsv`) : undefined;
+  const r = await runPhase(target, settings, settings.durationSec, timed.next, trace);
+  if (trace) log(`  ${target.name}: every answer of the timed run in ${trace}`);
   const own = process.cpuUsage(own0);
   const cpu1 = processCpuMs(target.serverPid);
   const main1 = processCpuMs(target.serverPid, target.serverPid);

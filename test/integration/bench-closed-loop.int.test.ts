@@ -3,7 +3,10 @@
  * answers with Content-Length and chunked ones, connections the server drops, and it refuses
  * answers it cannot delimit.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runClosedLoop } from '../../bench/closed-loop.js';
@@ -63,6 +66,28 @@ describe('bench closed-loop load generator', () => {
     expect(r.latencyMs.p99).toBeLessThanOrEqual(r.latencyMs.max);
     expect(seen[0]).toMatch(/^POST \/oauth2\/token application\/x-www-form-urlencoded n=(odd|even)$/);
     expect(seen.every((s) => /n=(odd|even)$/.test(s))).toBe(true);
+  });
+
+  it('writes every answer of the window to the trace file (BENCH_TRACE), after its start time', async () => {
+    const url = await serve((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(req.url === '/oauth2/token' ? 200 : 404, { 'content-length': 2 }).end('ok'));
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'closed-loop-'));
+    try {
+      const traceFile = join(dir, 'trace.tsv');
+      const before = Date.now();
+      const r = await runClosedLoop({ url, method: 'POST', headers: {}, connections: 3, durationSec: 1, nextBody: () => 'a=1', traceFile });
+      const [head, ...lines] = readFileSync(traceFile, 'utf8').trim().split('\n');
+      const start = Number(/^# start (\d+\.\d+) /.exec(head!)?.[1]);
+      expect(Math.abs(start - before)).toBeLessThan(1000);
+      expect(lines).toHaveLength(r.total);
+      const rows = lines.map((l) => l.split('\t').map(Number));
+      expect(rows.every(([at, ms, status]) => at! > 0 && at! <= 1000 && ms! > 0 && ms! <= at! && status === 200)).toBe(true);
+      expect(Math.max(...rows.map(([, ms]) => ms!))).toBeCloseTo(r.latencyMs.max, 2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('counts a connection the server drops as an error and opens another', async () => {
