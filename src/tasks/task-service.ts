@@ -236,16 +236,16 @@ export function createTaskService(deps: TaskServiceDeps) {
     // here): the call that moves it out of `open`, or that takes over an `ending` whose holder let
     // go or died, holds it until endClaimedUntil and keeps the claim fresh while it works.
     let claimedAt = deps.clock.now();
-    let claimedUntil = new Date(claimedAt.getTime() + REVOKE_CLAIM_MS);
+    const claimUntil = (from = claimedAt) => new Date(from.getTime() + REVOKE_CLAIM_MS);
     const opened =
       mayClaim &&
       task.state === 'open' &&
-      (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending', endReason: reason, endClaimedUntil: claimedUntil } })).count === 1;
+      (await deps.db.task.updateMany({ where: { id: taskId, state: 'open' }, data: { state: 'ending', endReason: reason, endClaimedUntil: claimUntil() } })).count === 1;
     const tookOver =
       mayClaim &&
       !opened &&
       task.state === 'ending' &&
-      (await deps.db.task.updateMany({ where: { id: taskId, ...unheldEnding(claimedAt) }, data: { endClaimedUntil: claimedUntil } })).count === 1;
+      (await deps.db.task.updateMany({ where: { id: taskId, ...unheldEnding(claimedAt) }, data: { endClaimedUntil: claimUntil() } })).count === 1;
     const held = opened || tookOver;
     // Another call holds the ending: it revokes the credentials and ends the sub-agents' tasks, and
     // this one reports what it sees without touching them, so the two never split the work.
@@ -258,9 +258,8 @@ export function createTaskService(deps: TaskServiceDeps) {
     const keepClaim = async (force = false): Promise<boolean> => {
       const at = deps.clock.now();
       if (!force && at.getTime() - claimedAt.getTime() < REVOKE_CLAIM_MS / 2) return true;
-      const until = new Date(at.getTime() + REVOKE_CLAIM_MS);
-      const kept = (await deps.db.task.updateMany({ where: { id: taskId, state: 'ending', endClaimedUntil: claimedUntil }, data: { endClaimedUntil: until } })).count === 1;
-      if (kept) [claimedAt, claimedUntil] = [at, until];
+      const kept = (await deps.db.task.updateMany({ where: { id: taskId, state: 'ending', endClaimedUntil: claimUntil() }, data: { endClaimedUntil: claimUntil(at) } })).count === 1;
+      if (kept) claimedAt = at;
       return kept;
     };
     const takenOver = () => {
