@@ -55,7 +55,7 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-/** Where an answer held in `buf` ends: its length in bytes once complete, or -1 while incomplete. */
+/** Where an answer held in `buf` ends (its length in bytes) and its status once complete; undefined while incomplete. */
 function answerLength(buf: Buffer): { end: number; status: number } | undefined {
   const headEnd = buf.indexOf(CRLFCRLF);
   if (headEnd < 0) return undefined;
@@ -133,13 +133,14 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
   };
 
   return new Promise((resolve, reject) => {
-    const sockets = new Set<Socket>();
+    /** Each open connection and when its request in flight was sent (0: none in flight). */
+    const sockets = new Map<Socket, number>();
     let failed: Error | undefined;
 
     const finish = () => {
       if (stopped) return;
       stopped = true;
-      for (const s of sockets) s.destroy();
+      for (const s of sockets.keys()) s.destroy();
       clearInterval(watchdog);
       clearTimeout(stopTimer);
       if (failed) return reject(failed);
@@ -173,21 +174,29 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
       });
     };
 
-    // One connection's loop. `sentAt` is 0 while no request is in flight.
+    /** Closes a connection and opens another in its place: counted as an error, or as a timeout. */
+    const replace = (socket: Socket, timedOut: boolean) => {
+      if (!sockets.delete(socket)) return;
+      socket.destroy();
+      if (stopped) return;
+      if (timedOut) timeouts++;
+      else errors++;
+      setImmediate(open);
+    };
+
+    // One connection's loop.
     const open = () => {
       if (stopped) return;
       const socket = connect({ host, port, noDelay: true });
-      sockets.add(socket);
+      sockets.set(socket, 0);
       let pending: Buffer | undefined;
-      let sentAt = 0;
       const send = () => {
         if (stopped) return;
         if (performance.now() >= deadline) return finish();
         pending = undefined;
-        sentAt = performance.now();
+        sockets.set(socket, performance.now());
         socket.write(request());
       };
-      (socket as Socket & { sentAt?: () => number }).sentAt = () => sentAt;
       socket.on('connect', send);
       socket.on('data', (chunk: Buffer) => {
         if (stopped) return;
@@ -204,36 +213,21 @@ export function runClosedLoop(opts: ClosedLoopOptions): Promise<ClosedLoopResult
           return;
         }
         const now = performance.now();
-        if (now <= deadline) record(now - sentAt, done.status, now);
-        sentAt = 0;
+        if (now <= deadline) record(now - sockets.get(socket)!, done.status, now);
+        sockets.set(socket, 0);
         if (buf.length > done.end) {
           failed = new Error('closed-loop load generator: bytes after an answer with one request in flight');
           return finish();
         }
         send();
       });
-      const replace = () => {
-        if (!sockets.delete(socket)) return;
-        socket.destroy();
-        if (!stopped) {
-          errors++;
-          setImmediate(open);
-        }
-      };
-      socket.on('error', replace);
-      socket.on('close', replace);
+      socket.on('error', () => replace(socket, false));
+      socket.on('close', () => replace(socket, false));
     };
 
     const watchdog = setInterval(() => {
       const now = performance.now();
-      for (const s of sockets) {
-        const at = (s as Socket & { sentAt?: () => number }).sentAt?.() ?? 0;
-        if (at && now - at > timeoutMs) {
-          timeouts++;
-          errors--; // replace() counts it as an error; it is a timeout
-          s.emit('close');
-        }
-      }
+      for (const [s, sentAt] of sockets) if (sentAt && now - sentAt > timeoutMs) replace(s, true);
     }, 250);
     const stopTimer = setTimeout(finish, opts.durationSec * 1000 + timeoutMs);
     for (let i = 0; i < opts.connections; i++) open();

@@ -253,13 +253,13 @@ export async function runLoad(target: LoadTarget, settings: LoadSettings = DEFAU
     log(`  ${target.name}: precomputed ${poolSize} unique bodies for the timed run in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   } else timed = pool([src.fixed]);
   log(`  ${target.name}: timed run ${settings.durationSec} s`);
+  const trace = process.env.BENCH_TRACE && LOADGEN === 'closed-loop' ? join(process.env.BENCH_TRACE, `${target.name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '')}.tsv`) : undefined;
+  if (trace) mkdirSync(process.env.BENCH_TRACE!, { recursive: true });
   const aux0 = target.auxCpu ? cpuOf(target.auxCpu.pids()) : undefined;
   const busy0 = machineBusyMs();
   const cpu0 = processCpuMs(target.serverPid);
   const main0 = processCpuMs(target.serverPid, target.serverPid);
   const own0 = process.cpuUsage();
-  if (process.env.BENCH_TRACE) mkdirSync(process.env.BENCH_TRACE, { recursive: true });
-  const trace = process.env.BENCH_TRACE && LOADGEN === 'closed-loop' ? join(process.env.BENCH_TRACE, `${target.name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '')}.tsv`) : undefined;
   const r = await runPhase(target, settings, settings.durationSec, timed.next, trace);
   if (trace) log(`  ${target.name}: every answer of the timed run in ${trace}`);
   const own = process.cpuUsage(own0);

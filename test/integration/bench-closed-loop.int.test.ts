@@ -106,6 +106,23 @@ describe('bench closed-loop load generator', () => {
     expect(r.ok2xx).toBe(r.total);
   });
 
+  it('counts a request left unanswered past the timeout as a timeout, not an error, and opens another connection', async () => {
+    let n = 0;
+    const url = await serve((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (++n === 3) return; // never answered
+        res.writeHead(200, { 'content-length': 2 });
+        res.end('ok');
+      });
+    });
+    const r = await runClosedLoop({ url, method: 'POST', headers: {}, connections: 2, durationSec: 1.5, timeoutSec: 0.5, nextBody: () => 'a=1' });
+    expect(r.timeouts).toBe(1);
+    expect(r.errors).toBe(0);
+    expect(r.ok2xx).toBe(r.total);
+    expect(r.total).toBeGreaterThan(10);
+  });
+
   it('refuses an answer it cannot delimit (no Content-Length, not chunked)', async () => {
     const url = await serve((req, _res) => {
       req.resume();
