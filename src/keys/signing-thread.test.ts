@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
@@ -35,6 +36,13 @@ describe('signing thread', () => {
     expect(inPlace()).toBe(0);
     // A later turn with a key already on the thread.
     expect(valid(publicKey, 'next.turn', await t.offer('a', privateKey, 'next.turn')!)).toBe(true);
+  });
+
+  it.runIf(process.platform === 'linux')('the thread carries its name for `top -H` and `ps -L`', async () => {
+    const { t } = thread({ mode: 'on' });
+    await t.offer('a', privateKey, 'x.y');
+    const names = readdirSync('/proc/self/task').map((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim());
+    expect(names).toContain('ags-signer');
   });
 
   it('off: nothing is offered to a thread', () => {

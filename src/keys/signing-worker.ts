@@ -6,6 +6,9 @@
 import { parentPort } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { es256Signature } from './es256.js';
+import { nameThisThread } from '../lib/worker-thread.js';
+
+nameThisThread('ags-signer');
 
 export interface SignRequest {
   /** Keys not sent before: [kid, private key]. */

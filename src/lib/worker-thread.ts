@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** URL of tsx's ESM register API (development and tests only; the package's own `exports` entry). */
@@ -21,4 +21,18 @@ export function startModuleWorker(from: string, name: string, workerData: unknow
   return isTs
     ? new Worker(`import(${JSON.stringify(tsxEsmApi())}).then((m) => { m.register(); return import(${JSON.stringify(script.href)}); })`, { eval: true, workerData })
     : new Worker(script, { workerData });
+}
+
+/**
+ * Names the calling thread for the operating system (`/proc/thread-self/comm`, Linux; at most 15
+ * bytes), so `top -H`, `ps -L` and `/proc/<pid>/task/*\/comm` tell the broker's threads apart.
+ * Best effort: elsewhere, or when /proc is not mounted, the thread keeps its name.
+ */
+export function nameThisThread(name: string): boolean {
+  try {
+    writeFileSync('/proc/thread-self/comm', name.slice(0, 15));
+    return true;
+  } catch {
+    return false;
+  }
 }

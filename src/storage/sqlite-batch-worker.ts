@@ -7,6 +7,9 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import { createRequire } from 'node:module';
 import type BetterSqlite3 from 'better-sqlite3';
 import { batchRows, batchUpdates, missingRow, type Batch, type Value } from './batch.js';
+import { nameThisThread } from '../lib/worker-thread.js';
+
+nameThisThread('ags-writer');
 
 const { file, driver } = workerData as { file: string; driver: string };
 const Database = createRequire(import.meta.url)(driver) as typeof BetterSqlite3;

@@ -13,6 +13,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import type BetterSqlite3 from 'better-sqlite3';
+import { nameThisThread } from '../lib/worker-thread.js';
+
+nameThisThread('ags-checkpoint');
 
 const { file, driver, busyMs, idleMs } = workerData as { file: string; driver: string; busyMs: number; idleMs: number };
 const Database = createRequire(import.meta.url)(driver) as typeof BetterSqlite3;

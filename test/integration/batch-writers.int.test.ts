@@ -2,7 +2,7 @@
 // writer. Rows they write must read back through Prisma exactly as Prisma's own writes do (dates,
 // nulls, numbers); a batch that fails is rolled back whole; the SQLite thread refuses batches
 // chained on a failed one.
-import { statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { sqlitePathForUrl } from '../../src/storage/migrate.js';
 import type { Batch } from '../../src/storage/batch.js';
@@ -161,5 +161,12 @@ describe('SQLite writer thread', () => {
     while (statSync(file).size === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(statSync(file).size).toBeGreaterThan(before);
     expect(await database.db.auditEvent.count()).toBe(402);
+  });
+
+  // Operators tell the broker's threads apart in `top -H` / `ps -L` (Linux names, at most 15 bytes).
+  it.runIf(process.platform === 'linux')('names its threads for the operating system', () => {
+    db();
+    const names = readdirSync('/proc/self/task').map((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim());
+    expect(names).toEqual(expect.arrayContaining(['ags-writer', 'ags-checkpoint']));
   });
 });
