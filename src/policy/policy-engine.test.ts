@@ -99,3 +99,38 @@ describe('policy engine: scope parameters and tags named like Object members', (
     expect(Object.hasOwn(d.scopeParams!, 'constructor')).toBe(true);
   });
 });
+
+describe('policy engine: a permissions parameter intersects by level only in the name:level shape', () => {
+  const human = { kind: 'human' as const, provider: 'idp', issuer: 'https://idp', subject: 'alice', groups: [], roles: [], expiresAt: new Date() };
+  const decide = (agent: Record<string, string>, person: Record<string, string>) => {
+    const docs = PolicySchema.parse({
+      documents: [
+        {
+          apiVersion: 'agent-sts.dev/v2', kind: 'Policy', metadata: { name: 'gh', owners: ['o'] },
+          spec: {
+            rules: [
+              { name: 'agent', workloads: [{ subject: 'dev://bot' }], grants: [{ target: 'gh', scopes: [{ name: 'code', params: agent }] }] },
+              { name: 'people', humans: [{ subject: 'alice' }], grants: [{ target: 'gh', scopes: [{ name: 'code', params: person }] }] },
+            ],
+          },
+        },
+      ],
+    });
+    return createPolicyEngine(docs, { agentTokenMaxTtl: 60, accessTokenMaxTtl: 60 }).evaluate({ ...wl('dev://bot'), human }, { kind: 'credential', target: 'gh', scopes: ['code'] });
+  };
+
+  it('takes the weaker level per name, in the agent\'s order; a name listed twice counts at its higher level', () => {
+    const d = decide({ permissions: 'contents:admin,contents:read,issues:write,actions:read' }, { permissions: 'issues:admin,contents:write' });
+    expect(d).toMatchObject({ allow: true, scopeParams: { code: { permissions: 'contents:write,issues:write' } } });
+  });
+
+  it('only for the permissions parameter: another parameter compares its items as strings', () => {
+    expect(decide({ other: 'contents:write' }, { other: 'contents:read' })).toMatchObject({ allow: false, denial: 'scope' });
+    expect(decide({ permissions: 'contents:write' }, { permissions: 'contents:read' })).toMatchObject({ allow: true, scopeParams: { code: { permissions: 'contents:read' } } });
+  });
+
+  it('an item outside the shape on either side: string items for that pair', () => {
+    expect(decide({ permissions: 'contents:write,custom' }, { permissions: 'contents:read,custom' })).toMatchObject({ allow: true, scopeParams: { code: { permissions: 'custom' } } });
+    expect(decide({ permissions: 'contents:write' }, { permissions: 'contents:superuser' })).toMatchObject({ allow: false, denial: 'scope' });
+  });
+});

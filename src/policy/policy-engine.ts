@@ -212,12 +212,39 @@ function closestOf(misses: RuleMiss[], grants: (r: ModelRule) => boolean): RuleM
  * One parameter of a scope both sides grant: the same value, or the items (comma-separated) both
  * allow, in the agent's order; undefined when they have none in common. A parameter only one side
  * gives is taken as it is (a parameter narrows a scope; no parameter is the scope's full extent).
+ * A `permissions` parameter whose items are all `name:read|write|admin` on both sides (GitHub's
+ * shape, where each level includes the ones below it) intersects by name at the weaker level:
+ * `contents:write` ∩ `contents:read` = `contents:read`.
  */
-function intersectParam(agent: string, human: string): string | undefined {
+function intersectParam(key: string, agent: string, human: string): string | undefined {
   if (agent === human) return agent;
+  if (key === 'permissions') {
+    const a = permissionLevels(agent);
+    const h = permissionLevels(human);
+    if (a && h) {
+      const common = [...a].filter(([name]) => h.has(name)).map(([name, level]) => `${name}:${LEVELS[Math.min(level, h.get(name)!)]}`);
+      return common.length ? common.join(',') : undefined;
+    }
+  }
   const theirs = new Set(paramItems(human));
   const common = paramItems(agent).filter((x) => theirs.has(x));
   return common.length ? [...new Set(common)].join(',') : undefined;
+}
+
+/** Permission levels, weakest first: each includes the ones before it. */
+const LEVELS = ['read', 'write', 'admin'] as const;
+const LEVELED_ITEM = /^([A-Za-z0-9_-]+):(read|write|admin)$/;
+
+/** name → the highest level the value lists for it, in first-seen order; undefined unless every item is `name:level`. */
+function permissionLevels(value: string): Map<string, number> | undefined {
+  const out = new Map<string, number>();
+  for (const item of paramItems(value)) {
+    const m = LEVELED_ITEM.exec(item);
+    if (!m) return undefined;
+    const level = LEVELS.indexOf(m[2] as (typeof LEVELS)[number]);
+    out.set(m[1]!, Math.max(level, out.get(m[1]!) ?? 0));
+  }
+  return out.size ? out : undefined;
 }
 
 /** Obligations and scope parameters of both sides; a conflict refuses the pair (fail closed). */
@@ -240,7 +267,7 @@ function mergeObligations(a: RuleAllows, h: RuleAllows | undefined, scopes: stri
       for (const [k, v] of Object.entries(s.grant?.scopes.get(scope) ?? {})) {
         const p = scopeParams.get(scope) ?? scopeParams.set(scope, new Map()).get(scope)!;
         const had = p.get(k);
-        const both = had === undefined ? v : intersectParam(had, v);
+        const both = had === undefined ? v : intersectParam(k, had, v);
         if (both === undefined) return `parameter ${k} of scope ${scope} has nothing in common between ${a.rule.id} (${had}) and ${h!.rule.id} (${v})`;
         p.set(k, both);
       }

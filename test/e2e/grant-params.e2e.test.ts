@@ -68,7 +68,7 @@ const policy = {
         agentToken: { maxTtl: '1h' },
         grants: [{ target: 'github', scopes: [{ name: 'code', params: { repositories: 'payments,web', permissions: 'contents:read,issues:write' } }], maxTtl: '10m' }],
       },
-      { name: 'sre', humans: [{ provider: 'corp', groups: ['sre'] }], agentToken: { maxTtl: '1h' }, grants: [{ target: 'github', scopes: [{ name: 'code', params: { repositories: 'payments,docs' } }] }] },
+      { name: 'sre', humans: [{ provider: 'corp', groups: ['sre'] }], agentToken: { maxTtl: '1h' }, grants: [{ target: 'github', scopes: [{ name: 'code', params: { repositories: 'payments,docs', permissions: 'issues:read,contents:write' } }] }] },
       { name: 'docs-writers', humans: [{ provider: 'corp', groups: ['docs'] }], agentToken: { maxTtl: '1h' }, grants: [{ target: 'github', scopes: [{ name: 'code', params: { repositories: 'docs' } }] }] },
     ],
   },
@@ -208,8 +208,9 @@ describe('grant parameters and obligations at the issuers', { timeout: 60_000 },
     const a = await agentToken('assistant', alice);
     const r = await exchange(a.token, 'github', 'code', TOKEN_TYPE.githubInstallationToken, alice);
     expect(r.status, r.text).toBe(200);
-    // agent: payments, web + contents:read, issues:write; person: payments, docs -> payments only
-    expect(tokenRequests().at(-1)!.body).toEqual({ repository_ids: [101], permissions: { contents: 'read', issues: 'write' } });
+    // agent: payments, web + contents:read, issues:write; person: payments, docs + issues:read,
+    // contents:write -> payments only, each permission at the weaker of the two levels
+    expect(tokenRequests().at(-1)!.body).toEqual({ repository_ids: [101], permissions: { contents: 'read', issues: 'read' } });
 
     // another person whose rule shares no repository with the agent's: refused, nothing asked of GitHub
     const bob = await corp.sign({ sub: 'bob', aud: 'sts', groups: ['docs'] });
