@@ -331,6 +331,6 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     if (!opts.telemetry) await telemetry.shutdown();
   }
 
-  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, signingThread, taskService, audit, logger, database, leadership, telemetry, inventory };
+  return { app, listen, close, issuerUrl: () => issuerUrl.value, db, keyStore, signingThread, taskService, issuers, audit, logger, database, leadership, telemetry, inventory };
 }
 export type Composed = Awaited<ReturnType<typeof compose>>;

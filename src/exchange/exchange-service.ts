@@ -8,6 +8,7 @@ import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
 import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog, AuditWrite } from '../audit/audit-log.js';
+import type { TaskUpdate } from '../storage/batch.js';
 import type { AuditEventInput } from '../audit/audit-event.js';
 import type { PolicyEngine, PolicyRequest } from '../policy/policy-engine.js';
 import type { TrustRegistry } from '../trust-providers/registry.js';
@@ -396,10 +397,29 @@ export function createExchangeService(deps: ExchangeDeps) {
     if (credential.expiresAt.getTime() <= ctx.now.getTime() || credential.expiresAt.getTime() > ctx.now.getTime() + ttl * 1000 + 1000)
       throw new Error(`issuer ${issuer.name} returned a credential whose expiry is outside the granted lifetime`);
     Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), issuerName: issuer.name, credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
+    // Something now exists upstream (a login, a token, a lease): it becomes a live credential only of
+    // a task that is still open. A task ended meanwhile (DELETE, kill switch, deadline) has already
+    // revoked what it knew of; this commit then fails whole (compare-and-set) and the credential is
+    // revoked here. Own tokens (nothing upstream) skip the check and the write.
+    const upstream = plannedHandle !== undefined || credential.revocationHandle != null;
+    // The kill switch may have blocked this identity while the upstream call ran (a new task is not
+    // in the store yet for its passes to find): looked up again, in memory, before anything is recorded.
+    const blocked = upstream && deps.blocks ? blockOn(deps.blocks, identity) : undefined;
+    if (blocked) {
+      const revokeError = await undoUpstream(issuer, credential, credentialId, !!plannedHandle, ctx);
+      if (plannedHandle) await settlePlanned(credentialId, 'kill switch during issuance', revokeError);
+      throw new PolicyDenied(`not permitted by policy (request ${ctx.requestId}; the reason is in the audit log)`, {
+        detail: { reasons: [`kill switch during issuance: ${blocked.kind} ${blocked.subject} blocked by ${blocked.blockedBy}: ${blocked.reason}; ${revokeError === undefined ? 'revoked at the target' : `revocation at the target failed: ${revokeError}`}`] },
+      });
+    }
     // An exchange is activity: a task with an idle timeout stays alive (same transaction, no extra write).
-    const taskUpdates = agent?.idleTimeoutSeconds ? [{ id: taskId, data: { lastActivityAt: ctx.now } }] : undefined;
+    const taskUpdates: TaskUpdate[] | undefined = agent?.idleTimeoutSeconds
+      ? [{ id: taskId, ...(upstream ? { from: 'open' } : {}), data: { lastActivityAt: ctx.now } }]
+      : upstream
+        ? [{ id: taskId, from: 'open', data: { state: 'open' } }]
+        : undefined;
     const write: AuditWrite = plannedHandle
-      ? { event, taskUpdates, credentialUpdates: [{ id: credentialId, data: { state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt } }] }
+      ? { event, taskUpdates, credentialUpdates: [{ id: credentialId, from: 'issuing', data: { state: 'active', fingerprint: credential.fingerprint, expiresAt: credential.expiresAt } }] }
       : {
           event,
           taskUpdates,
@@ -414,10 +434,8 @@ export function createExchangeService(deps: ExchangeDeps) {
     const [committed, signed] = await Promise.allSettled([commitOrFail(write, markCommitted, identity, ctx), credential.accessToken]);
     if (committed.status === 'rejected') {
       // Fail closed: no audit record, no credential. Undo what exists upstream.
-      if (credential.revocationHandle)
-        await issuer.revoke(credential.revocationHandle, ctx).catch((re: unknown) =>
-          deps.logger.error({ requestId: ctx.requestId, credentialId, err: { message: (re as Error).message } }, 'could not revoke an unaudited credential; the sweep retries'),
-        );
+      const revokeError = await undoUpstream(issuer, credential, credentialId, !!plannedHandle, ctx);
+      if (upstream) await taskEndedDuringIssuance(taskId, credentialId, !!plannedHandle, revokeError);
       throw committed.reason;
     }
     if (signed.status === 'rejected') {
@@ -441,6 +459,50 @@ export function createExchangeService(deps: ExchangeDeps) {
       throw signed.reason;
     }
     return { credential: { ...credential, accessToken: signed.value }, taskId, grantedScopes: d.grantedScopes, requestedScopes: req.scopes };
+  }
+
+  /** Revokes a credential that exists upstream but will not be handed out; the error message when that fails (logged). */
+  async function undoUpstream(issuer: CredentialIssuer, credential: IssuedCredential, credentialId: string, planned: boolean, ctx: CallContext): Promise<string | undefined> {
+    if (!credential.revocationHandle) return undefined;
+    try {
+      await issuer.revoke(credential.revocationHandle, ctx);
+      return undefined;
+    } catch (re) {
+      const message = (re as Error).message;
+      deps.logger.error(
+        { requestId: ctx.requestId, credentialId, err: { message } },
+        planned ? 'could not revoke an unaudited credential; the sweep retries' : 'could not revoke an unaudited credential; it lapses at its expiry',
+      );
+      return message;
+    }
+  }
+
+  /**
+   * The planned row of a credential that will not be handed out. Revoked at the target: `failed`,
+   * unless the task's end already closed it. Not revoked: back to the revocation queue (`revoking`,
+   * due now) whatever closed it meanwhile, since the account may have been created after the task's
+   * end looked for it.
+   */
+  async function settlePlanned(credentialId: string, why: string, revokeError: string | undefined): Promise<void> {
+    const where = revokeError === undefined ? { id: credentialId, state: 'issuing' } : { id: credentialId, state: { in: ['issuing', 'revoked', 'expired', 'failed'] } };
+    const data = revokeError === undefined ? { state: 'failed', lastError: `${why}; revoked at the target` } : { state: 'revoking', nextRevokeAt: null, lastError: `${why}; revocation failed: ${revokeError}`.slice(0, 500) };
+    await deps.db.credential.updateMany({ where, data }).catch(() => {});
+  }
+
+  /**
+   * After a failed commit of a credential with upstream state: if its task is no longer open, the
+   * task ended while the upstream call ran (the compare-and-set refused the commit). That is the
+   * caller's answer, not a server error. A planned row the task's end already closed is handed back
+   * to the revocation queue when this revocation failed (the target may have created the account
+   * after the task's end looked for it).
+   */
+  async function taskEndedDuringIssuance(taskId: string, credentialId: string, planned: boolean, revokeError: string | undefined): Promise<void> {
+    const task = await deps.db.task.findUnique({ where: { id: taskId }, select: { state: true } }).catch(() => null);
+    if (!task || task.state === 'open') return;
+    if (planned) await settlePlanned(credentialId, 'task ended during issuance', revokeError);
+    throw new SubjectTokenRejected('the task ended while this credential was being issued; it was not handed out', {
+      detail: { reasons: [`task ${taskId} was ${task.state} when the credential was to be recorded; ${revokeError === undefined ? 'revoked at the target' : `revocation at the target failed: ${revokeError}`}`] },
+    });
   }
 
   /** Closes a credential row that never became a usable credential (best effort: the sweep ends what is left). */

@@ -46,11 +46,15 @@ export interface CredentialInsert {
 
 export interface CredentialUpdate {
   id: string;
+  /** Compare-and-set: the row must be in this state, or nothing of the batch is written. */
+  from?: string;
   data: { state?: string; fingerprint?: string; expiresAt?: Date; sealedRevocationHandle?: string | null; revokedAt?: Date | null; lastError?: string | null };
 }
 
 export interface TaskUpdate {
   id: string;
+  /** Compare-and-set: the row must be in this state, or nothing of the batch is written. */
+  from?: string;
   data: { state?: string; endedAt?: Date; endReason?: string; lastActivityAt?: Date; endClaimedUntil?: Date | null };
 }
 
@@ -99,17 +103,28 @@ export function batchRows(b: Batch): { table: Table; columns: readonly string[];
 }
 
 /** Updates of a batch, checked against the updatable columns (a typo must not become SQL). */
-export function batchUpdates(b: Batch): { table: Table; id: string; set: [string, Value][] }[] {
-  const pick = (table: Table, allowed: readonly string[], id: string, data: Record<string, unknown>) => {
-    const set = Object.entries(data).filter(([, v]) => v !== undefined) as [string, Value][];
+export function batchUpdates(b: Batch): BatchUpdate[] {
+  const pick = (table: Table, allowed: readonly string[], u: CredentialUpdate | TaskUpdate): BatchUpdate => {
+    const set = Object.entries(u.data).filter(([, v]) => v !== undefined) as [string, Value][];
     for (const [k] of set) if (!allowed.includes(k)) throw new Error(`${table}.${k} cannot be updated by a batch`);
-    return { table, id, set };
+    return { table, id: u.id, set, ...(u.from !== undefined ? { from: u.from } : {}) };
   };
   return [
-    ...b.credentialUpdates.map((u) => pick('Credential', CREDENTIAL_UPDATABLE, u.id, u.data)),
-    ...b.taskUpdates.map((u) => pick('Task', TASK_UPDATABLE, u.id, u.data)),
+    ...b.credentialUpdates.map((u) => pick('Credential', CREDENTIAL_UPDATABLE, u)),
+    ...b.taskUpdates.map((u) => pick('Task', TASK_UPDATABLE, u)),
   ].filter((u) => u.set.length > 0);
 }
 
+/** One row update of a batch: `UPDATE table SET set WHERE id = id [AND state = from]`, exactly one row. */
+export interface BatchUpdate {
+  table: Table;
+  id: string;
+  set: [string, Value][];
+  /** The state the row must be in (compare-and-set). */
+  from?: string;
+}
 
-export const missingRow = (table: string, id: string) => `${table} ${id} does not exist; nothing of this batch was written`;
+
+/** Why an update found no row: the row is missing, or (compare-and-set) no longer in the state it expected. */
+export const missingRow = (u: Pick<BatchUpdate, 'table' | 'id' | 'from'>) =>
+  u.from === undefined ? `${u.table} ${u.id} does not exist; nothing of this batch was written` : `${u.table} ${u.id} does not exist or is no longer ${u.from}; nothing of this batch was written`;

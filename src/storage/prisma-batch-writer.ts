@@ -42,7 +42,7 @@ export function createPrismaBatchWriter(db: Db): BatchWriter {
     const statements = statementsOf(b);
     const updates = batchUpdates(b).map((u) => {
       const set = Prisma.join(u.set.map(([c, v]) => Prisma.sql`${ident(c)} = ${v}`));
-      return { u, sql: Prisma.sql`UPDATE ${ident(u.table)} SET ${set} WHERE "id" = ${u.id}` };
+      return { u, sql: Prisma.sql`UPDATE ${ident(u.table)} SET ${set} WHERE "id" = ${u.id}${u.from === undefined ? Prisma.empty : Prisma.sql` AND "state" = ${u.from}`}` };
     });
     const first = b.auditRows[0]?.seq;
     const prevSeq = typeof first === 'number' ? first - 1 : undefined;
@@ -62,7 +62,7 @@ export function createPrismaBatchWriter(db: Db): BatchWriter {
       }
       // An update that finds no row is a bug upstream: roll the whole batch back rather than
       // audit a state change that did not happen. Inserts first, so an update may name a new row.
-      for (const { u, sql } of updates) if ((await tx.$executeRaw(sql)) !== 1) throw new Error(missingRow(u.table, u.id));
+      for (const { u, sql } of updates) if ((await tx.$executeRaw(sql)) !== 1) throw new Error(missingRow(u));
     });
   }
 

@@ -45,8 +45,10 @@ function apply(b: Batch): void {
     for (const r of rows) stmt.run(columns.map((c) => bind(r[c])));
   }
   for (const u of batchUpdates(b)) {
-    const stmt = prepared(`UPDATE "${u.table}" SET ${u.set.map(([c]) => `"${c}" = ?`).join(', ')} WHERE "id" = ?`);
-    if (stmt.run([...u.set.map(([, v]) => bind(v)), u.id]).changes !== 1) throw new Error(missingRow(u.table, u.id));
+    const stmt = prepared(`UPDATE "${u.table}" SET ${u.set.map(([c]) => `"${c}" = ?`).join(', ')} WHERE "id" = ?${u.from === undefined ? '' : ' AND "state" = ?'}`);
+    const params = [...u.set.map(([, v]) => bind(v)), u.id];
+    if (u.from !== undefined) params.push(u.from);
+    if (stmt.run(params).changes !== 1) throw new Error(missingRow(u));
   }
 }
 

@@ -186,6 +186,49 @@ describe('github-app and vault credentials through the token endpoint', () => {
     expect((await exchange(agent.token, 'github', 'payments:read', GITHUB_TOKEN_TYPE)).status).not.toBe(200);
   });
 
+  it('github-app: a task ended while GitHub was minting the token: the token is deleted at GitHub, never handed out', async () => {
+    const agent = await agentToken();
+    const issuer = broker.composed.issuers.get('gh')!;
+    const original = issuer.issue;
+    let reached!: () => void;
+    const atGitHub = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    issuer.issue = async (req, ctx) => {
+      reached();
+      await gate;
+      return original.call(issuer, req, ctx);
+    };
+    const minted = gh.tokens.length;
+    try {
+      const pending = exchange(agent.token, 'github', 'payments:read', GITHUB_TOKEN_TYPE);
+      await atGitHub;
+      // Nothing of this credential is recorded yet (GitHub tokens have no planned handle): the task ends with none.
+      const end = await endTask(agent);
+      expect(end.status).toBe(200);
+      expect(end.body.state).toBe('ended');
+      expect(end.body.credentials.map((c) => c.fate)).toEqual(['revoked']); // the agent token only
+      release();
+      const r = await pending;
+      expect(r.status, r.text).toBe(400);
+      expect(r.json).toEqual({ error: 'invalid_request', error_description: 'the task ended while this credential was being issued; it was not handed out' });
+    } finally {
+      issuer.issue = original;
+      release();
+    }
+    // GitHub did mint one; it is dead, and no row holds it.
+    expect(gh.tokens.length).toBe(minted + 1);
+    const token = gh.tokens.at(-1)!;
+    secrets.add(token);
+    expect(gh.isLive(token)).toBe(false);
+    expect((await github(token, 'GET', '/installation/repositories')).status).toBe(401);
+    expect(await broker.composed.db.credential.count({ where: { taskId: agent.task, issuerName: 'gh' } })).toBe(0);
+    await broker.composed.audit.drain();
+    const refused = await broker.composed.db.auditEvent.findFirstOrThrow({ where: { taskId: agent.task, action: 'token.exchange', target: 'github' } });
+    expect(refused.outcome).toBe('deny');
+    expect(refused.reason).toContain(`task ${agent.task} was ended when the credential was to be recorded; revoked at the target`);
+  });
+
   it('vault: a dynamic secret with a live lease, revoked in Vault when the task ends', async () => {
     const agent = await agentToken();
     const r = await exchange(agent.token, 'vault', 'read', VAULT_TOKEN_TYPE);

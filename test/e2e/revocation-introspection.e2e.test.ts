@@ -357,6 +357,53 @@ describe('revocation, introspection and the kill switch', () => {
     expect((await introspect(broker, agent)).json).toEqual({ active: false });
   });
 
+  it('kill while a PostgreSQL login is being created for the subject: the login is dropped and never handed out', async () => {
+    const agent = await agentToken(broker, 'slowpoke');
+    const taskId = decodeJwt(agent).task_id as string;
+    const issuer = broker.composed.issuers.get('pg')!;
+    const original = issuer.issue;
+    let reached!: () => void;
+    const atTarget = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const roles: string[] = [];
+    issuer.issue = async (req, ctx) => {
+      reached();
+      await gate;
+      const c = await original.call(issuer, req, ctx);
+      roles.push((c.revocationHandle as { role: string }).role);
+      return c;
+    };
+    try {
+      const pending = postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'db', scope: 'read', requested_token_type: PG_CREDS });
+      await atTarget;
+      const killed = await admin(broker, 'POST', `/${encodeURIComponent('test://slowpoke')}/kill`, { reason: 'slow target, SEC-43' });
+      expect(killed.status, JSON.stringify(killed.json)).toBe(200);
+      expect(killed.json).toMatchObject({ tasks_ended: 1 });
+      release();
+      const r = await pending;
+      expect(r.status, r.text).toBe(400);
+      expect(r.json.error).toBe('invalid_request');
+      expect(r.text).not.toMatch(/kill|SEC-43|block|password/i);
+    } finally {
+      issuer.issue = original;
+      release();
+    }
+    expect(roles).toHaveLength(1);
+    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await c.connect();
+    try {
+      expect((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [roles[0]])).rowCount).toBe(0);
+    } finally {
+      await c.end();
+    }
+    const row = await broker.composed.db.credential.findFirstOrThrow({ where: { taskId, target: 'db' } });
+    expect(row.state).toBe('revoked');
+    const deny = (await auditOf(broker, 'token.exchange')).find((x) => x.outcome === 'deny' && x.taskId === taskId);
+    expect(deny?.reason).toMatch(/kill switch during issuance: workload test:\/\/slowpoke blocked by bootstrap:test-admin: slow target, SEC-43; revoked at the target/);
+    expect((await admin(broker, 'POST', `/${encodeURIComponent('test://slowpoke')}/restore`)).status).toBe(200);
+  });
+
   it('kill a person (kind human): agents acting for that person are refused, the agent alone is not', async () => {
     const agent = await agentToken(broker, 'helper');
     const person = keep(await idp.sign({ sub: 'mallory', aud: 'sts' }));

@@ -281,5 +281,64 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       const again = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://billing.test/', scope: 'invoices:read' });
       expect(again.status, again.text).toBe(200);
     });
+
+    it('a task ended while its PostgreSQL login is being created: the login is dropped, never handed out, and the refusal audited', async () => {
+      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
+      const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
+      expect(startup.status, startup.text).toBe(200);
+      const agentToken = startup.json.access_token as string;
+      const taskId = decodeJwt(agentToken).task_id as string;
+
+      // The target is slow: the login is created only after the task has ended (its row is
+      // `issuing` meanwhile, and the task's end revokes what it finds: no role yet).
+      const pgIssuer = broker.composed.issuers.get('app-pg')!;
+      const original = pgIssuer.issue;
+      let reached!: () => void;
+      const atTarget = new Promise<void>((r) => (reached = r));
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const created: string[] = [];
+      pgIssuer.issue = async (req, ctx) => {
+        reached();
+        await gate;
+        const c = await original.call(pgIssuer, req, ctx);
+        created.push(JSON.stringify(c.revocationHandle));
+        return c;
+      };
+      try {
+        const pending = postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'app-db', scope: 'read', requested_token_type: PG_CREDS });
+        await atTarget;
+        const end = await fetch(`${broker.url}/v1/tasks/${taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${agentToken}` } });
+        expect(end.status).toBe(200);
+        expect(((await end.json()) as { state: string }).state).toBe('ended');
+        release();
+        const res = await pending;
+        expect(res.status, res.text).toBe(400);
+        expect(res.json).toEqual({ error: 'invalid_request', error_description: 'the task ended while this credential was being issued; it was not handed out' });
+        expect(res.headers.get('cache-control')).toBe('no-store');
+      } finally {
+        pgIssuer.issue = original;
+        release();
+      }
+      // The login existed at the target for a moment; now it is gone.
+      expect(created).toHaveLength(1);
+      const role = (JSON.parse(created[0]!) as { role: string }).role;
+      const admin = new pg.Client({ connectionString: app.url });
+      await admin.connect();
+      try {
+        expect((await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount).toBe(0);
+      } finally {
+        await admin.end();
+      }
+      await broker.composed.audit.drain();
+      const db = broker.composed.db;
+      const row = await db.credential.findFirstOrThrow({ where: { taskId, target: 'app-db' } });
+      expect(row.state).toBe('revoked');
+      const refused = await db.auditEvent.findFirstOrThrow({ where: { taskId, action: 'token.exchange', target: 'app-db' } });
+      expect(refused).toMatchObject({ outcome: 'deny', credentialId: row.id });
+      expect(refused.reason).toMatch(new RegExp(`task ${taskId} was ended when the credential was to be recorded; revoked at the target`));
+      expect(await db.task.findUniqueOrThrow({ where: { id: taskId } })).toMatchObject({ state: 'ended' });
+      expect((await verifyAuditLog(db)).problems).toEqual([]);
+    });
   });
 }

@@ -81,6 +81,26 @@ describe.each(stores)('batch writer on $name', ({ create }) => {
     expect(await database.db.task.findUnique({ where: { id: 't5' } })).toBeNull();
   });
 
+  it('compare-and-set updates: a row no longer in the expected state rolls the whole batch back; in that state, it applies', async () => {
+    const database = db();
+    // t1 is ended and c2 revoked by the tests above; seq 3 is still free (its batches failed).
+    // A new epoch per attempt, as the audit log does after a failure.
+    const stale = batch(3, {
+      epoch: 103,
+      credentialUpdates: [{ id: 'c2', from: 'issuing', data: { state: 'active' } }],
+      taskUpdates: [],
+    });
+    await expect(database.batch.commit(stale)).rejects.toThrow(/Credential c2 does not exist or is no longer issuing/);
+    const closedTask = batch(3, { epoch: 203, taskUpdates: [{ id: 't1', from: 'open', data: { state: 'open' } }] });
+    await expect(database.batch.commit(closedTask)).rejects.toThrow(/Task t1 does not exist or is no longer open/);
+    expect(await database.db.task.findUnique({ where: { id: 't3' } })).toBeNull();
+    expect(await database.db.credential.findUniqueOrThrow({ where: { id: 'c2' } })).toMatchObject({ state: 'revoked' });
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 2 });
+    // The new task of the same batch is open: its guard holds (inserts come before updates).
+    await database.batch.commit(batch(3, { epoch: 303, credentialUpdates: [{ id: 'c2', from: 'revoked', data: { lastError: 'checked' } }], taskUpdates: [{ id: 't3', from: 'open', data: { state: 'open' } }] }));
+    expect(await database.db.credential.findUniqueOrThrow({ where: { id: 'c2' } })).toMatchObject({ state: 'revoked', lastError: 'checked' });
+    expect(await database.db.auditChainHead.findUniqueOrThrow({ where: { chainId: 'chain' } })).toMatchObject({ seq: 3 });
+  });
 });
 
 // Both writers pipeline batches (maxInFlight > 1): the SQLite thread applies them in order, the
