@@ -13,6 +13,7 @@ import { startFakeGitHub, type FakeGitHub } from '../fakes/github-api.js';
 import { startFakeVault, type FakeVault } from '../fakes/vault.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
+import { holdIssuance } from '../support/issuer-deps.js';
 
 const GITHUB_TOKEN_TYPE = TOKEN_TYPE.githubInstallationToken;
 const VAULT_TOKEN_TYPE = TOKEN_TYPE.vaultSecret;
@@ -188,33 +189,22 @@ describe('github-app and vault credentials through the token endpoint', () => {
 
   it('github-app: a task ended while GitHub was minting the token: the token is deleted at GitHub, never handed out', async () => {
     const agent = await agentToken();
-    const issuer = broker.composed.issuers.get('gh')!;
-    const original = issuer.issue;
-    let reached!: () => void;
-    const atGitHub = new Promise<void>((r) => (reached = r));
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    issuer.issue = async (req, ctx) => {
-      reached();
-      await gate;
-      return original.call(issuer, req, ctx);
-    };
+    const held = holdIssuance(broker.composed.issuers.get('gh')!);
     const minted = gh.tokens.length;
     try {
       const pending = exchange(agent.token, 'github', 'payments:read', GITHUB_TOKEN_TYPE);
-      await atGitHub;
-      // Nothing of this credential is recorded yet (GitHub tokens have no planned handle): the task ends with none.
+      await held.atTarget;
+      // Nothing of this credential is recorded yet (GitHub tokens have no planned handle): the task ends without it.
       const end = await endTask(agent);
       expect(end.status).toBe(200);
       expect(end.body.state).toBe('ended');
       expect(end.body.credentials.map((c) => c.fate)).toEqual(['revoked']); // the agent token only
-      release();
+      held.release();
       const r = await pending;
       expect(r.status, r.text).toBe(400);
       expect(r.json).toEqual({ error: 'invalid_request', error_description: 'the task ended while this credential was being issued; it was not handed out' });
     } finally {
-      issuer.issue = original;
-      release();
+      held.restore();
     }
     // GitHub did mint one; it is dead, and no row holds it.
     expect(gh.tokens.length).toBe(minted + 1);

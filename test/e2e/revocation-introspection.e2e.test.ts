@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { decodeJwt } from 'jose';
 import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix } from '../support/databases.js';
+import { holdIssuance } from '../support/issuer-deps.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 
@@ -133,7 +134,7 @@ describe('revocation, introspection and the kill switch', () => {
   const auditOf = async (b: TestBroker, action: string) => {
     await b.composed.audit.drain();
     const res = await fetch(`${b.url}/v1/audit?limit=500`, { headers: { authorization: `Bearer ${TEST_AUDITOR_TOKEN}` } });
-    const { records } = (await res.json()) as { records: { action: string; outcome: string; reason: string | null; workloadSubject: string | null; humanSubject: string | null; credentialId: string | null }[] };
+    const { records } = (await res.json()) as { records: { action: string; outcome: string; reason: string | null; workloadSubject: string | null; humanSubject: string | null; credentialId: string | null; taskId: string | null }[] };
     return records.filter((r) => r.action === action);
   };
 
@@ -360,40 +361,27 @@ describe('revocation, introspection and the kill switch', () => {
   it('kill while a PostgreSQL login is being created for the subject: the login is dropped and never handed out', async () => {
     const agent = await agentToken(broker, 'slowpoke');
     const taskId = decodeJwt(agent).task_id as string;
-    const issuer = broker.composed.issuers.get('pg')!;
-    const original = issuer.issue;
-    let reached!: () => void;
-    const atTarget = new Promise<void>((r) => (reached = r));
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const roles: string[] = [];
-    issuer.issue = async (req, ctx) => {
-      reached();
-      await gate;
-      const c = await original.call(issuer, req, ctx);
-      roles.push((c.revocationHandle as { role: string }).role);
-      return c;
-    };
+    const held = holdIssuance(broker.composed.issuers.get('pg')!);
     try {
       const pending = postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'db', scope: 'read', requested_token_type: PG_CREDS });
-      await atTarget;
+      await held.atTarget;
       const killed = await admin(broker, 'POST', `/${encodeURIComponent('test://slowpoke')}/kill`, { reason: 'slow target, SEC-43' });
       expect(killed.status, JSON.stringify(killed.json)).toBe(200);
       expect(killed.json).toMatchObject({ tasks_ended: 1 });
-      release();
+      held.release();
       const r = await pending;
       expect(r.status, r.text).toBe(400);
       expect(r.json.error).toBe('invalid_request');
       expect(r.text).not.toMatch(/kill|SEC-43|block|password/i);
     } finally {
-      issuer.issue = original;
-      release();
+      held.restore();
     }
-    expect(roles).toHaveLength(1);
+    expect(held.handles).toHaveLength(1);
+    const { role } = held.handles[0] as { role: string };
     const c = new pg.Client({ connectionString: PG_ADMIN_URL });
     await c.connect();
     try {
-      expect((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [roles[0]])).rowCount).toBe(0);
+      expect((await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role])).rowCount).toBe(0);
     } finally {
       await c.end();
     }

@@ -7,6 +7,7 @@ import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { verifyAuditLog } from '../../src/audit/audit-verify.js';
 import { unseal } from '../../src/lib/crypto.js';
+import { holdIssuance } from '../support/issuer-deps.js';
 
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 
@@ -291,38 +292,24 @@ for (const store of ['sqlite', 'postgresql'] as const) {
 
       // The target is slow: the login is created only after the task has ended (its row is
       // `issuing` meanwhile, and the task's end revokes what it finds: no role yet).
-      const pgIssuer = broker.composed.issuers.get('app-pg')!;
-      const original = pgIssuer.issue;
-      let reached!: () => void;
-      const atTarget = new Promise<void>((r) => (reached = r));
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      const created: string[] = [];
-      pgIssuer.issue = async (req, ctx) => {
-        reached();
-        await gate;
-        const c = await original.call(pgIssuer, req, ctx);
-        created.push(JSON.stringify(c.revocationHandle));
-        return c;
-      };
+      const held = holdIssuance(broker.composed.issuers.get('app-pg')!);
       try {
         const pending = postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agentToken, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'app-db', scope: 'read', requested_token_type: PG_CREDS });
-        await atTarget;
+        await held.atTarget;
         const end = await fetch(`${broker.url}/v1/tasks/${taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${agentToken}` } });
         expect(end.status).toBe(200);
         expect(((await end.json()) as { state: string }).state).toBe('ended');
-        release();
+        held.release();
         const res = await pending;
         expect(res.status, res.text).toBe(400);
         expect(res.json).toEqual({ error: 'invalid_request', error_description: 'the task ended while this credential was being issued; it was not handed out' });
         expect(res.headers.get('cache-control')).toBe('no-store');
       } finally {
-        pgIssuer.issue = original;
-        release();
+        held.restore();
       }
       // The login existed at the target for a moment; now it is gone.
-      expect(created).toHaveLength(1);
-      const role = (JSON.parse(created[0]!) as { role: string }).role;
+      expect(held.handles).toHaveLength(1);
+      const { role } = held.handles[0] as { role: string };
       const admin = new pg.Client({ connectionString: app.url });
       await admin.connect();
       try {
