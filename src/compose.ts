@@ -21,7 +21,7 @@ import { checkpointPolicy } from './audit/audit-checkpoint.js';
 import { createRevocationList } from './tasks/revocation-list.js';
 import { createTaskService, ISSUING_GRACE_MS } from './tasks/task-service.js';
 import { createLeadership, newHolderId } from './tasks/lease.js';
-import { createInstanceReaper } from './tasks/instance-reaper.js';
+import { createInstanceReaper, type InstanceReaper } from './tasks/instance-reaper.js';
 import { chaosHookFrom } from './lib/chaos-hook.js';
 import { createAgentTokens } from './exchange/agent-tokens.js';
 import { createExchangeService } from './exchange/exchange-service.js';
@@ -91,7 +91,7 @@ export function openTrust(
   config: AppConfig,
   opts: Pick<ComposeOptions, 'env' | 'fetch'>,
   serverId: () => string,
-  onInstanceGone?: (instance: string, reason: string) => void,
+  reaper?: Pick<InstanceReaper, 'onInstanceGone' | 'onInstancesListed'>,
 ) {
   const { clock, logger } = core;
   const replay = createReplayGuard(core.database.db, clock);
@@ -100,7 +100,7 @@ export function openTrust(
     configured: config.trustProviders,
     db: core.database.db,
     logger,
-    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId, replay, env: opts.env, onInstanceGone }),
+    depsFor: (name) => ({ logger: logger.child({ provider: name }), clock, clockTolerance, fetch: opts.fetch, serverId, replay, env: opts.env, ...(reaper ? { onInstanceGone: reaper.onInstanceGone, onInstancesListed: reaper.onInstancesListed } : {}) }),
   });
   return { trust, replay };
 }
@@ -154,7 +154,10 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   }
 
   // Providers report gone instances (deleted pods) only from listen() on (trust.start()), when the reaper below exists.
-  const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value, (instance, reason) => reaper.onInstanceGone(instance, reason));
+  const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value, {
+    onInstanceGone: (instance, reason) => reaper.onInstanceGone(instance, reason),
+    onInstancesListed: (prefix, present, asOf, reason) => reaper.onInstancesListed(prefix, present, asOf, reason),
+  });
   await trust.reload(true);
   const issuers = openIssuers(core, config, opts, () => issuerUrl.value);
   await issuers.reload(true);

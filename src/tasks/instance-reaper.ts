@@ -54,17 +54,39 @@ export function createInstanceReaper(deps: InstanceReaperDeps) {
     void q.finally(() => inFlight.delete(q));
   }
 
+  /** Open tasks opened before `asOf` whose instance has `prefix` but is not in `present`: their instance is gone. */
+  async function endMissing(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string): Promise<void> {
+    const open = await deps.db.task.findMany({
+      where: { instance: { startsWith: prefix }, state: 'open', createdAt: { lt: asOf } },
+      select: { instance: true },
+      distinct: ['instance'],
+      take: MAX_TASKS,
+    });
+    const gone = [...new Set(open.map((t) => t.instance).filter((i): i is string => !!i && !present.has(i)))];
+    if (gone.length) deps.logger.info({ prefix, instances: gone.length }, 'workload instances gone while no replica watched: ending their tasks');
+    for (const instance of gone) await endOpenTasks(instance, reason(instance));
+  }
+
+  /** The leader at once; another replica after the fallback delay (then only on tasks still open). */
+  function schedule(work: () => Promise<void>): void {
+    if (closed) return;
+    if (deps.isLeader()) return track(work());
+    const t = setTimeout(() => {
+      timers.delete(t);
+      if (!closed) track(work());
+    }, deps.fallbackDelayMs);
+    t.unref();
+    timers.add(t);
+  }
+
   return {
     /** ProviderDeps.onInstanceGone. Never throws. */
     onInstanceGone(instance: string, reason: string): void {
-      if (closed) return;
-      if (deps.isLeader()) return track(endOpenTasks(instance, reason));
-      const t = setTimeout(() => {
-        timers.delete(t);
-        if (!closed) track(endOpenTasks(instance, reason));
-      }, deps.fallbackDelayMs);
-      t.unref();
-      timers.add(t);
+      schedule(() => endOpenTasks(instance, reason));
+    },
+    /** ProviderDeps.onInstancesListed. Never throws. */
+    onInstancesListed(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string): void {
+      schedule(() => endMissing(prefix, present, asOf, reason));
     },
     /** Drops pending fallbacks and waits for task ends under way. */
     async close(): Promise<void> {

@@ -85,6 +85,13 @@ export interface ProviderDeps {
    * the server ends the instance's open tasks with `reason`. Absent outside the server.
    */
   onInstanceGone?(instance: string, reason: string): void;
+  /**
+   * Reports every running instance whose id starts with `prefix`, as of `asOf` (a complete list
+   * of the platform's workloads): the server ends the open tasks, opened before `asOf`, of any
+   * other instance with that prefix, with `reason(instance)` (their workload went away while no
+   * replica was watching). Absent outside the server.
+   */
+  onInstancesListed?(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string): void;
 }
 
 /** Records one-time use of an attestation (by a hash, never the attestation itself). */

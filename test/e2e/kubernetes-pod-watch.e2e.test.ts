@@ -38,15 +38,13 @@ describe('kubernetes watchPods: a deleted pod ends its tasks', () => {
   let k8s: FakeKubernetesApi;
   let broker: TestBroker;
   let drop: () => Promise<void>;
+  let storeUrl = '';
   const secrets: string[] = [];
 
-  beforeAll(async () => {
-    k8s = await startFakeKubernetesApi();
-    const s = await createTestSqliteUrl('agsts-podwatch');
-    drop = s.drop;
-    broker = await startBroker(
+  const start = (env: NodeJS.ProcessEnv = {}) =>
+    startBroker(
       {
-        storage: { url: s.url },
+        storage: { url: storeUrl },
         trustProviders: [
           {
             name: 'prod',
@@ -60,8 +58,15 @@ describe('kubernetes watchPods: a deleted pod ends its tasks', () => {
           rules: [{ id: 'planner', workload: { subject: 'k8s://prod/ns/agents/sa/planner' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] }],
         },
       },
-      { env: { PG_ADMIN: PG_ADMIN_URL } },
+      { env: { PG_ADMIN: PG_ADMIN_URL, ...env } },
     );
+
+  beforeAll(async () => {
+    k8s = await startFakeKubernetesApi();
+    const s = await createTestSqliteUrl('agsts-podwatch');
+    drop = s.drop;
+    storeUrl = s.url;
+    broker = await start();
     secrets.push(k8s.reviewerToken);
   });
   afterAll(async () => {
@@ -189,6 +194,35 @@ describe('kubernetes watchPods: a deleted pod ends its tasks', () => {
   it('no token or password in the broker\'s logs', () => {
     const all = broker.logs.join('\n');
     expect(secrets.length).toBeGreaterThan(5);
+    for (const s of secrets) expect(all).not.toContain(s);
+  });
+
+  it('a pod deleted while no broker ran: the first pod list after start ends its tasks; a running pod\'s task stays', async () => {
+    const gone = await podToken();
+    const stays = await podToken();
+    const agentGone = await agentToken(gone.token);
+    const login = await dbLogin(agentGone.token);
+    expect(login.status, login.text).toBe(200);
+    const cred = login.json.credentials as PgCred;
+    const agentStays = await agentToken(stays.token);
+
+    // The broker stops (an upgrade, say); meanwhile one pod is deleted and a new one starts.
+    const env = { TEST_KEK: broker.env.TEST_KEK };
+    await broker.close();
+    k8s.deletePod(gone.uid);
+    await podToken();
+    broker = await start(env);
+
+    await until('the deleted pod\'s task ended', async () => (await taskOf(agentGone.taskId)).state === 'ended', 10_000);
+    expect((await taskOf(agentGone.taskId)).endReason).toBe(`pod ${gone.uid} gone before the watch started (not in the pod list)`);
+    expect(await roleExists(cred.username)).toBe(false);
+    await broker.composed.audit.drain();
+    const end = await broker.composed.db.auditEvent.findFirstOrThrow({ where: { action: 'task.end', taskId: agentGone.taskId } });
+    expect(end).toMatchObject({ outcome: 'success', reason: `pod ${gone.uid} gone before the watch started (not in the pod list)` });
+    // The running pod keeps its task (its agent token names the old listen address as issuer, so
+    // only the row is checked here).
+    expect((await taskOf(agentStays.taskId)).state).toBe('open');
+    const all = broker.logs.join('\n');
     for (const s of secrets) expect(all).not.toContain(s);
   });
 });

@@ -264,6 +264,16 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
             log.info({ podUid: pod.uid, namespace: pod.namespace, pod: pod.name, how: pod.how }, 'pod gone: ending its tasks');
             onInstanceGone(instanceOf(pod.uid), pod.how === 'deleted' ? `pod ${pod.uid} deleted` : `pod ${pod.uid} terminated (${pod.how})`);
           },
+          // Watching the whole cluster, the first list also tells which pods went away while no
+          // replica watched (broker down, upgrade). With a namespace list it cannot: a pod missing
+          // from it may live in a namespace that is not watched.
+          now: () => deps.clock.now(),
+          ...(config.watchPods?.namespaces || !deps.onInstancesListed
+            ? {}
+            : {
+                onFirstList: (present: ReadonlySet<string>, asOf: Date) =>
+                  deps.onInstancesListed!(instanceOf(''), new Set([...present].map(instanceOf)), asOf, (instance) => `pod ${instance.slice(instanceOf('').length)} gone before the watch started (not in the pod list)`),
+              }),
         });
       },
       close() {

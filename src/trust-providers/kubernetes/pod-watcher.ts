@@ -29,6 +29,14 @@ export interface PodWatcherOptions {
   /** Namespaces to watch; undefined: the whole cluster (one watch). */
   namespaces?: readonly string[];
   onGone(pod: GonePod): void;
+  /**
+   * Once per watch, after its first complete list: the uids of every pod it listed, and when that
+   * list began. A pod that existed before `asOf` and is not among them was gone before the watch
+   * started (deleted while nothing watched).
+   */
+  onFirstList?(present: ReadonlySet<string>, asOf: Date): void;
+  /** The clock for `asOf` (default: the system's). */
+  now?: () => Date;
   logger: Logger;
   /** Timeout of a list request, ms. */
   listTimeoutMs: number;
@@ -100,7 +108,10 @@ function watchLoop(namespace: string | undefined, opts: PodWatcherOptions) {
     if (!k.reported && phase && TERMINAL.has(phase)) report(uid, k, phase as GonePod['how']);
   };
 
+  let firstListDone = false;
+
   async function list(): Promise<void> {
+    const asOf = (opts.now ?? (() => new Date()))();
     const previous = known;
     const listed = new Map<string, Known>();
     let next: string | undefined;
@@ -123,6 +134,14 @@ function watchLoop(namespace: string | undefined, opts: PodWatcherOptions) {
     known = listed;
     for (const [uid, k] of previous) if (!known.has(uid) && !k.reported) report(uid, k, 'deleted');
     resourceVersion = version;
+    if (!firstListDone) {
+      firstListDone = true;
+      try {
+        opts.onFirstList?.(new Set(known.keys()), asOf);
+      } catch (e) {
+        log.error({ err: errorFields(e) }, 'handling the first pod list failed');
+      }
+    }
   }
 
   function onEvent(type: string, obj: PodObject & { code?: number; message?: string }) {
