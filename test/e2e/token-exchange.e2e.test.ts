@@ -104,6 +104,15 @@ for (const store of ['sqlite', 'postgresql'] as const) {
       await dropStore?.();
     });
 
+    /** A start-up exchange: the agent token and its task. */
+    const openTask = async () => {
+      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
+      const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
+      expect(startup.status, startup.text).toBe(200);
+      const agentToken = startup.json.access_token as string;
+      return { agentToken, taskId: decodeJwt(agentToken).task_id as string };
+    };
+
     it('attestation -> agent token -> PostgreSQL login -> task end -> login dead, all audited', async () => {
       // 1. startup exchange: workload attestation for an agent token
       const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
@@ -243,11 +252,7 @@ for (const store of ['sqlite', 'postgresql'] as const) {
     });
 
     it('a signature that fails after the record is written: server_error, the allow record followed by credential.fail, the row failed, the chain intact', async () => {
-      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
-      const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
-      expect(startup.status, startup.text).toBe(200);
-      const agentToken = startup.json.access_token as string;
-      const taskId = decodeJwt(agentToken).task_id as string;
+      const { agentToken, taskId } = await openTask();
 
       // The signer fails (a key the platform can no longer use, say) after the exchange was decided
       // and its record sent: the stand-in thread refuses every signature.
@@ -284,11 +289,7 @@ for (const store of ['sqlite', 'postgresql'] as const) {
     });
 
     it('a task ended while its PostgreSQL login is being created: the login is dropped, never handed out, and the refusal audited', async () => {
-      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
-      const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
-      expect(startup.status, startup.text).toBe(200);
-      const agentToken = startup.json.access_token as string;
-      const taskId = decodeJwt(agentToken).task_id as string;
+      const { agentToken, taskId } = await openTask();
 
       // The target is slow: the login is created only after the task has ended (its row is
       // `issuing` meanwhile, and the task's end revokes what it finds: no role yet).
