@@ -1,5 +1,5 @@
 import { resolveSecretRef, secretResolverFor } from './config/secret-ref.js';
-import type { AppConfig } from './config/load-config.js';
+import { runtimeIssuerGrantProblems, type AppConfig } from './config/load-config.js';
 import { createLogger, type Logger } from './log/logger.js';
 import { parseDuration, systemClock, type Clock } from './lib/clock.js';
 import { sha256Hex } from './lib/crypto.js';
@@ -225,6 +225,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     providers: trust,
     signer: keyStore.signer,
     issuers,
+    issuerPolicyProblems: (issuer) => runtimeIssuerGrantProblems(config, policy.engine().model.rules, issuer),
     issuerHealth: checkIssuers({ [Symbol.iterator]: () => issuers.all()[Symbol.iterator]() }),
     revocationQueue: () => taskService.revocationSummary(),
     kek: () => kek.reveal(),

@@ -32,17 +32,19 @@ export interface InstanceKind {
   readme: string;
   /** Opens the live set and its admin over the store. */
   open(core: Awaited<ReturnType<typeof openCore>>, config: AppConfig, audit: Pick<AuditLog, 'append'>): { set: { reload(force?: boolean): Promise<void>; records(): InstanceRecord[] }; admin: InstanceAdmin };
+  /** What the policy in force asks of a runtime instance that it would refuse (shown by `list` and `add`). */
+  policyProblems?(core: Awaited<ReturnType<typeof openCore>>, config: AppConfig): Promise<(r: InstanceRecord) => string[]>;
 }
 
 /** `list|add|enable|disable|remove` for one kind of runtime instance: the same checks and audit as the admin API. */
 export function registerInstanceCommands(group: Command, h: CliHelpers, k: InstanceKind): void {
   const cli = () => ({ principal: `cli:${userInfo().username}`, requestId: `cli-${randomUUID()}` });
 
-  const change = (configOpt: string | undefined, fn: (admin: InstanceAdmin) => Promise<void>) =>
+  const change = (configOpt: string | undefined, fn: (admin: InstanceAdmin, core: Awaited<ReturnType<typeof openCore>>, config: AppConfig) => Promise<void>) =>
     h.withCore(configOpt, async (core, config) => {
       const audit = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
       try {
-        await fn(k.open(core, config, audit).admin);
+        await fn(k.open(core, config, audit).admin, core, config);
       } catch (e) {
         if (!(e instanceof InstanceChangeRefused)) throw e;
         h.say(`agent-sts: ${e.title}: ${e.message}`);
@@ -61,9 +63,14 @@ export function registerInstanceCommands(group: Command, h: CliHelpers, k: Insta
       h.withCore(o.config, async (core, config) => {
         const { set } = k.open(core, config, { append: () => Promise.reject(new Error('listing writes nothing')) });
         await set.reload(true);
+        const problemsOf = await k.policyProblems?.(core, config);
         for (const r of set.records()) {
-          if (o.json) console.log(JSON.stringify({ name: r.name, type: r.type, source: r.source, enabled: r.enabled, updatedAt: r.updatedAt, updatedBy: r.updatedBy }));
-          else console.log(`${r.name.padEnd(24)} ${r.type.padEnd(16)} ${r.source === 'config' ? 'config file (read-only)' : `runtime, ${r.enabled ? 'enabled' : 'DISABLED'}, by ${r.updatedBy} at ${r.updatedAt!.toISOString()}`}`);
+          const problems = r.source === 'api' ? problemsOf?.(r) : undefined;
+          if (o.json) console.log(JSON.stringify({ name: r.name, type: r.type, source: r.source, enabled: r.enabled, updatedAt: r.updatedAt, updatedBy: r.updatedBy, ...(problems ? { policyProblems: problems } : {}) }));
+          else {
+            console.log(`${r.name.padEnd(24)} ${r.type.padEnd(16)} ${r.source === 'config' ? 'config file (read-only)' : `runtime, ${r.enabled ? 'enabled' : 'DISABLED'}, by ${r.updatedBy} at ${r.updatedAt!.toISOString()}`}`);
+            for (const p of problems ?? []) console.log(`  policy problem: ${p}`);
+          }
         }
       }),
     );
@@ -74,7 +81,7 @@ export function registerInstanceCommands(group: Command, h: CliHelpers, k: Insta
     .argument('<file>', 'file, or - for standard input')
     .addOption(h.configOption())
     .action((file: string, o: { config?: string }) =>
-      change(o.config, async (admin) => {
+      change(o.config, async (admin, core, config) => {
         let body: z.infer<typeof InstanceFile>;
         try {
           body = InstanceFile.parse(parseYaml(readInput(file)));
@@ -86,6 +93,11 @@ export function registerInstanceCommands(group: Command, h: CliHelpers, k: Insta
         }
         const r = await admin.create(cli(), body);
         console.log(`registered ${r.name} (${r.type}, ${r.enabled ? 'enabled' : 'disabled'}); running servers pick it up within server.providerReloadInterval`);
+        const problems = (await k.policyProblems?.(core, config))?.(r) ?? [];
+        if (problems.length) {
+          h.say(`${problems.length} grant${problems.length > 1 ? 's' : ''} of the policy in force ask${problems.length > 1 ? '' : 's'} ${r.name} for what it refuses (those requests will fail; change the policy or the issuer's config):`);
+          for (const p of problems) h.say(`  ${p}`);
+        }
       }),
     );
 

@@ -5,6 +5,8 @@ import { INSTANCE_NAME } from '../lib/instance-set.js';
 import { seal } from '../lib/crypto.js';
 import { sealedSecretAad } from '../config/secret-ref.js';
 import { readInput, registerInstanceCommands, type CliHelpers } from './instance-commands.js';
+import { createPolicySet } from '../policy/policy-set.js';
+import { runtimeIssuerGrantProblems } from '../config/load-config.js';
 
 /** `agent-sts issuers list|add|enable|disable|remove|seal`. */
 export function registerIssuerCommands(program: Command, h: CliHelpers) {
@@ -15,6 +17,12 @@ export function registerIssuerCommands(program: Command, h: CliHelpers) {
     open: (core, config, audit) => {
       const set = openIssuers(core, config, { env: h.env }, () => config.server.issuer ?? '');
       return { set, admin: createIssuerAdmin({ issuers: set, db: core.database.db, audit, kek: () => core.kek.reveal() }) };
+    },
+    // The policy in force: the config file's and the documents uploaded through the admin API.
+    async policyProblems(core, config) {
+      const policy = createPolicySet({ config, table: core.database.db.policyDocument, logger: core.logger, clock: core.clock });
+      await policy.reload(true);
+      return (r) => runtimeIssuerGrantProblems(config, policy.engine().model.rules, { name: r.name, type: r.type, config: r.config });
     },
   });
 

@@ -10,7 +10,7 @@ import { GITHUB_IMMUTABLE_PINS } from '../trust-providers/github-actions/github-
 import { checkGrantLifetimes, checkModelGrants, type IssuerFacts } from '../policy/grant-lifetimes.js';
 import { parseDuration } from '../lib/clock.js';
 import { describeWhere, lineFinder, readPolicyPath, validateDocument, type LoadedDocument } from '../policy/policy-document.js';
-import { compilePolicyModel, type PolicyModel } from '../policy/policy-model.js';
+import { compilePolicyModel, type ModelRule, type PolicyModel } from '../policy/policy-model.js';
 
 export type AppConfig = RawAppConfig;
 
@@ -209,6 +209,31 @@ export function compilePolicySet(cfg: AppConfig, documents: LoadedDocument[]): {
   }
   problems.push(...checkModelGrants({ rules: v2.model.rules, targets: cfg.targets, issuers: issuerFacts(cfg.credentialIssuers), accessTokenMaxTtl: parseDuration(cfg.tokens?.accessTokenMaxTtl ?? '15m') }));
   return { model: v2.model, problems };
+}
+
+/**
+ * What start-up would refuse in the policy in force, had this runtime-registered issuer been
+ * declared in the file: the grants of the targets it serves (`issuerRegisteredAtRuntime`),
+ * checked as compilePolicySet and checkGrantLifetimes check the file's issuers (lifetimes, scope
+ * parameters, session tags). The admin API shows them as `policy_problems`, so that whoever
+ * registers the issuer sees at once what its issuance would refuse (it checks each grant again
+ * when asked, and fails closed).
+ */
+export function runtimeIssuerGrantProblems(cfg: AppConfig, rules: readonly ModelRule[], issuer: { name: string; type: string; config: unknown }): string[] {
+  const targets = cfg.targets.filter((t) => t.issuer === issuer.name);
+  if (!targets.length) return [];
+  try {
+    // As stored: defaults are applied by the plugin's schema, as when the instance is built.
+    const config = credentialIssuerCatalog.get(issuer.type).configSchema.parse(issuer.config);
+    const issuers = issuerFacts([{ ...issuer, config }]);
+    const accessTokenMaxTtl = cfg.tokens?.accessTokenMaxTtl ?? '15m';
+    return [
+      ...checkGrantLifetimes({ policy: cfg.policy, targets, issuers, accessTokenMaxTtl }),
+      ...checkModelGrants({ rules, targets, issuers, accessTokenMaxTtl: parseDuration(accessTokenMaxTtl) }),
+    ];
+  } catch (e) {
+    return [`credential issuer ${issuer.name}: its grants could not be checked (${e instanceof Error ? e.name : 'error'})`];
+  }
 }
 
 /** v2 documents of policy.documents (inline) and policy.dir, each problem with file and line. */

@@ -38,7 +38,7 @@ export interface InstanceRoutes {
   records(): InstanceRecord[];
   record(name: string): InstanceRecord | undefined;
   /** Extra fields of one instance in answers (stats, capabilities). */
-  extra?(name: string): Record<string, unknown>;
+  extra?(r: InstanceRecord): Record<string, unknown>;
   admin: InstanceAdmin;
 }
 
@@ -76,7 +76,7 @@ export const sendProblem = (reply: FastifyReply, status: number, title: string, 
 export function registerInstanceRoutes(app: AdminApp, deps: { roles: RoleAuth; ctxOf: (req: FastifyRequest) => CallContext }, k: InstanceRoutes) {
   const send = sendProblem;
   const admin = adminGuard(deps);
-  const json = (r: InstanceRecord) => instanceJson(r, k.extra?.(r.name));
+  const json = (r: InstanceRecord) => instanceJson(r, k.extra?.(r));
 
   /** Runs a change; a refused one becomes its problem+json answer. */
   async function run(req: FastifyRequest, reply: FastifyReply, fn: (ctx: ChangeContext) => Promise<unknown>, principal: string, status = 200) {

@@ -21,7 +21,7 @@ export function registerProviderAdmin(
     kind: 'trust provider',
     records: deps.providers.records,
     record: deps.providers.record,
-    extra: (name) => ({ stats: deps.providers.stats(name) }),
+    extra: (r) => ({ stats: deps.providers.stats(r.name) }),
     admin: deps.admin,
   });
   const admin = adminGuard(deps);

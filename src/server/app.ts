@@ -53,6 +53,8 @@ export interface AppDeps {
   tasks: Pick<TaskService, 'endTask'>;
   providers: ProviderSet;
   issuers: IssuerSet;
+  /** What the policy in force asks of a runtime-registered issuer that it cannot give (admin answers' `policy_problems`). */
+  issuerPolicyProblems?: (issuer: { name: string; type: string; config: unknown }) => string[];
   /** Per-issuer health for /readyz: name → 'ok' or what failed (bounded and cached by the caller). */
   issuerHealth: () => Promise<Record<string, string>>;
   /** The revocation queue for /readyz (never affects readiness: a stuck upstream is not this replica's fault). */
@@ -280,7 +282,7 @@ export function createApp(deps: AppDeps) {
   registerAuditRoutes(app, { db: deps.db, roles: deps.roles, audit: deps.audit, clock: deps.clock, logger: deps.logger, ctxOf });
 
   registerProviderAdmin(app, { roles: deps.roles, providers: deps.providers, admin: createProviderAdmin({ providers: deps.providers, db: deps.db, audit: deps.audit }), audit: deps.audit, ctxOf });
-  registerIssuerAdmin(app, { roles: deps.roles, issuers: deps.issuers, admin: createIssuerAdmin({ issuers: deps.issuers, db: deps.db, audit: deps.audit, kek: deps.kek }), ctxOf });
+  registerIssuerAdmin(app, { roles: deps.roles, issuers: deps.issuers, admin: createIssuerAdmin({ issuers: deps.issuers, db: deps.db, audit: deps.audit, kek: deps.kek }), ctxOf, policyProblems: deps.issuerPolicyProblems });
   deps.oauthTokens?.register(app, ctxOf);
   if (deps.killSwitch) registerIdentityAdmin(app, { roles: deps.roles, killSwitch: deps.killSwitch, ctxOf });
   if (deps.approvals) registerApprovalAdmin(app, { roles: deps.roles, approvals: deps.approvals, ctxOf });

@@ -26,8 +26,20 @@ describe('credential issuers registered at runtime', () => {
     targets: [
       { name: 'api', resources: ['https://api.test/'], issuer: 'tokens', scopes: ['read'] },
       { name: 'db', audiences: ['db'], issuer: 'pg-runtime', issuerRegisteredAtRuntime: true, scopes: ['read'] },
+      { name: 'ledger', audiences: ['ledger'], issuer: 'pg-ledger', issuerRegisteredAtRuntime: true, scopes: ['write'] },
     ],
-    policy: { rules: [{ id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] }] },
+    policy: {
+      rules: [{ id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] }],
+      // A grant no issuer in the file can be checked against: its issuer is registered later.
+      documents: [
+        {
+          apiVersion: 'agent-sts.dev/v2',
+          kind: 'Policy',
+          metadata: { name: 'ledger', owners: ['team@example.com'] },
+          spec: { rules: [{ name: 'bookkeeper', workloads: [{ provider: 'ci', subject: 'test://bookkeeper' }], agentToken: { maxTtl: '10m' }, grants: [{ target: 'ledger', scopes: [{ name: 'write', params: { role: 'ledger_writer' } }], maxTtl: '5m' }] }] },
+        },
+      ],
+    },
   });
 
   beforeAll(async () => {
@@ -125,6 +137,35 @@ describe('credential issuers registered at runtime', () => {
       expect.objectContaining({ name: 'pg-runtime', source: 'api', read_only: false, updated_by: 'bootstrap:test-admin' }),
     ]);
     expect((await api(broker, 'PUT', '/tokens', { config: {} })).status).toBe(409);
+  });
+
+  it('shows what the policy in force asks of a runtime issuer that it cannot give, as start-up would for the file', async () => {
+    const config = { adminUrl: { seal: PG_ADMIN_URL }, roles: { write: 'pg_write_all_data' }, rolePrefix: PREFIX };
+    const created = await api(broker, 'POST', '', { name: 'pg-ledger', type: 'postgres', config });
+    expect(created.status, created.text).toBe(201);
+    const problems = created.json.policy_problems as string[];
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^policy\.documents\[0\].*target ledger \(issuer pg-ledger, postgres\): .*ledger_writer/);
+    expect(problems[0]).not.toContain(PG_ADMIN_URL);
+    expect((await api(broker, 'GET', '/pg-ledger')).json.policy_problems).toEqual(problems);
+    // What it shows is what the issuer refuses when asked (fail closed): nothing is created.
+    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await workloads.sign({ sub: 'bookkeeper', aud: 'sts' }), subject_token_type: JWT_TYPE });
+    expect(r.status, r.text).toBe(200);
+    const refused = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: r.json.access_token as string, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'ledger', scope: 'write', requested_token_type: PG_CREDS });
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.json.error).toBe('invalid_scope');
+
+    // Fixed by the issuer: the role becomes grantable.
+    const sealed = (created.json.config as { adminUrl: unknown }).adminUrl;
+    const fixed = await api(broker, 'PUT', '/pg-ledger', { config: { ...config, adminUrl: sealed, grantableRoles: { write: ['ledger_writer'] } } });
+    expect(fixed.status, fixed.text).toBe(200);
+    expect(fixed.json.policy_problems).toEqual([]);
+
+    // Issuers of the file were checked at start-up: their answers carry no such field.
+    const list = (await api(broker, 'GET', '')).json.credential_issuers as Record<string, unknown>[];
+    expect(list.find((i) => i.name === 'tokens')).not.toHaveProperty('policy_problems');
+    for (const i of list) expect(Array.isArray(i.policy_problems), String(i.name)).toBe(i.source === 'api');
+    expect((await api(broker, 'DELETE', '/pg-ledger')).status).toBe(200);
   });
 
   it('a disabled issuer mints nothing but still revokes at task end; removal waits until nothing is live', async () => {

@@ -1,6 +1,7 @@
 // `agent-sts issuers seal|add|list|disable|remove` as a subprocess against a temp dev config and
 // SQLite store: a secret sealed by the CLI opens for its issuer only; an issuer file with
-// {seal: …} is stored sealed; changes are audited with the OS user and never print the secret.
+// {seal: …} is stored sealed; changes are audited with the OS user and never print the secret;
+// grants of the policy the registered issuer would refuse are shown at add and in list.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +28,18 @@ describe('agent-sts issuers', { timeout: 60_000 }, () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'agsts-cli-issuers-'));
-    config = writeDevConfig(dir);
+    // A target served by an issuer registered later, and a grant asking it for a role.
+    config = writeDevConfig(dir, (doc) => {
+      doc.addIn(['targets'], { name: 'ledger', audiences: ['ledger'], issuer: 'pg-ledger', issuerRegisteredAtRuntime: true, scopes: ['write'] });
+      doc.setIn(['policy', 'documents'], [
+        {
+          apiVersion: 'agent-sts.dev/v2',
+          kind: 'Policy',
+          metadata: { name: 'ledger', owners: ['team@example.com'] },
+          spec: { rules: [{ name: 'bookkeeper', workloads: [{ provider: 'dev', subject: 'dev://bookkeeper' }], grants: [{ target: 'ledger', scopes: [{ name: 'write', params: { role: 'ledger_writer' } }], maxTtl: '5m' }] }] },
+        },
+      ]);
+    });
     const m = await run(['migrate']);
     expect(m.code, describeRun(m)).toBe(0);
   });
@@ -80,6 +92,26 @@ describe('agent-sts issuers', { timeout: 60_000 }, () => {
     expect(audit.stdout).toContain('"action":"admin.credential-issuer.create"');
     expect(audit.stdout).toContain('"action":"admin.credential-issuer.delete"');
     expect(audit.stdout).not.toContain(PG_ADMIN_URL);
+  });
+
+  it('says which grants of the policy in force a registered issuer would refuse, at add and in list', async () => {
+    const spec = (roles: string) => `name: pg-ledger\ntype: postgres\nconfig:\n  adminUrl: { seal: "${PG_ADMIN_URL}" }\n  roles: { write: pg_write_all_data }\n${roles}`;
+    const add = await run(['issuers', 'add', file('ledger.yaml', spec(''))]);
+    expect(add.code, describeRun(add)).toBe(0);
+    expect(add.stderr).toMatch(/1 grant of the policy in force asks pg-ledger for what it refuses/);
+    expect(add.stderr).toMatch(/policy\.documents\[0\]\.spec\.rules\[0\]\.grants\[0\]: target ledger \(issuer pg-ledger, postgres\): scope write: role "ledger_writer" is not allowed/);
+    const list = await run(['issuers', 'list']);
+    expect(list.stdout).toMatch(/pg-ledger .*\n  policy problem: policy\.documents\[0\].*ledger_writer/);
+    const json = (await run(['issuers', 'list', '--json'])).stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(json.find((i) => i.name === 'pg-ledger')?.policyProblems).toHaveLength(1);
+    expect(json.find((i) => i.name === 'internal-tokens')).not.toHaveProperty('policyProblems');
+    expect((await run(['issuers', 'remove', 'pg-ledger'])).code).toBe(0);
+
+    const fixed = await run(['issuers', 'add', file('ledger-fixed.yaml', spec('  grantableRoles: { write: [ledger_writer] }\n'))]);
+    expect(fixed.code, describeRun(fixed)).toBe(0);
+    expect(fixed.stderr).not.toMatch(/policy in force/);
+    expect(fixed.stdout + fixed.stderr).not.toContain(PG_ADMIN_URL);
+    expect((await run(['issuers', 'remove', 'pg-ledger'])).code).toBe(0);
   });
 
   it('refuses an inline secret (exit 2) without echoing it', async () => {
