@@ -101,7 +101,7 @@ describe('agent-sts issuers', { timeout: 60_000 }, () => {
     expect(add.stderr).toMatch(/1 grant of the policy in force asks pg-ledger for what it refuses/);
     expect(add.stderr).toMatch(/policy\.documents\[0\]\.spec\.rules\[0\]\.grants\[0\]: target ledger \(issuer pg-ledger, postgres\): scope write: role "ledger_writer" is not allowed/);
     const list = await run(['issuers', 'list']);
-    expect(list.stdout).toMatch(/pg-ledger .*\n  policy problem: policy\.documents\[0\].*ledger_writer/);
+    expect(list.stdout).toMatch(/pg-ledger .*\n {2}policy problem: policy\.documents\[0\].*ledger_writer/);
     const json = (await run(['issuers', 'list', '--json'])).stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(json.find((i) => i.name === 'pg-ledger')?.policyProblems).toHaveLength(1);
     expect(json.find((i) => i.name === 'internal-tokens')).not.toHaveProperty('policyProblems');
