@@ -58,6 +58,12 @@ export const TargetSchema = z
      * are answered `temporarily_unavailable` while it is missing or disabled.
      */
     issuerRegisteredAtRuntime: z.boolean().default(false),
+    /**
+     * At most this many credentials of this target live at once in one task (issuing, active or
+     * being revoked, and not expired): a runaway agent cannot fill the database with logins. Only
+     * for issuers that record a credential before creating it (capabilities.recordsBeforeIssue).
+     */
+    maxLivePerTask: z.number().int().min(1).max(10_000).optional(),
     /** Scopes that exist at this target (requests for others are invalid_scope). */
     scopes: z.array(z.string().min(1)).optional(),
   })

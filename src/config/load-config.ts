@@ -147,9 +147,11 @@ export function validateConfig(raw: unknown, source: ConfigSource = {}): AppConf
   problems.push(...compilePolicySet({ ...cfg, credentialIssuers: credentialIssuers.filter((i) => parsed.has(i)) }, documents).problems);
   // Grant lifetimes against what each issuer declared it can issue (issuers whose config parsed; a
   // name used twice is already an error, the first instance is checked).
+  const declared = issuerFacts(credentialIssuers.filter((i) => parsed.has(i)));
   if (cfg.tokens) {
-    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: issuerFacts(credentialIssuers.filter((i) => parsed.has(i))), accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
+    problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: declared, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
   }
+  problems.push(...liveLimitProblems(cfg.targets, declared));
   if (problems.length) throw new ConfigError([...new Set(problems)]);
   // The engine gets every v2 document inline, whether written inline or in policy.dir.
   const { dir: _dir, ...rest } = cfg.policy;
@@ -168,6 +170,19 @@ const policySources = new WeakMap<object, { dir?: string; inlineCount: number }>
  */
 export function policySourcesOf(policy: AppConfig['policy']): { dir?: string; inlineCount: number } {
   return policySources.get(policy) ?? { inlineCount: policy.documents?.length ?? 0 };
+}
+
+/** Targets whose `maxLivePerTask` their issuer (when known here) cannot enforce. */
+function liveLimitProblems(targets: AppConfig['targets'], issuers: ReadonlyMap<string, IssuerFacts>): string[] {
+  const problems: string[] = [];
+  targets.forEach((t, i) => {
+    const issuer = issuers.get(t.issuer);
+    if (t.maxLivePerTask === undefined || !issuer || issuer.capabilities.recordsBeforeIssue) return;
+    problems.push(
+      `targets[${i}] (${t.name}).maxLivePerTask: issuer ${t.issuer} (${issuer.type}) creates a credential before agent-sts can record it, so live credentials cannot be counted strictly; only issuers that record first (postgres, mysql) take this limit`,
+    );
+  });
+  return problems;
 }
 
 /** What the grant checks know of the issuers declared in the file (parsed configs only; a name used twice: the first). */
@@ -213,9 +228,9 @@ export function compilePolicySet(cfg: AppConfig, documents: LoadedDocument[]): {
 
 /**
  * What start-up would refuse in the policy in force, had this runtime-registered issuer been
- * declared in the file: the grants of the targets it serves (`issuerRegisteredAtRuntime`),
- * checked as compilePolicySet and checkGrantLifetimes check the file's issuers (lifetimes, scope
- * parameters, session tags). The admin API shows them as `policy_problems`, so that whoever
+ * declared in the file: the targets it serves (`issuerRegisteredAtRuntime`: a live-credential
+ * limit it cannot enforce) and their grants, checked as compilePolicySet and checkGrantLifetimes
+ * check the file's issuers (lifetimes, scope parameters, session tags). The admin API shows them as `policy_problems`, so that whoever
  * registers the issuer sees at once what its issuance would refuse (it checks each grant again
  * when asked, and fails closed).
  */
@@ -228,6 +243,7 @@ export function runtimeIssuerGrantProblems(cfg: AppConfig, rules: readonly Model
     const issuers = issuerFacts([{ ...issuer, config }]);
     const accessTokenMaxTtl = cfg.tokens?.accessTokenMaxTtl ?? '15m';
     return [
+      ...liveLimitProblems(cfg.targets, issuers),
       ...checkGrantLifetimes({ policy: cfg.policy, targets, issuers, accessTokenMaxTtl }),
       ...checkModelGrants({ rules, targets, issuers, accessTokenMaxTtl: parseDuration(accessTokenMaxTtl) }),
     ];

@@ -51,6 +51,12 @@ export interface IssuerCapabilities {
   minTtlReason?: string;
   /** Why the maximum is what it is, for configuration errors. No secrets. */
   maxTtlReason?: string;
+  /**
+   * The credential row is stored before anything exists upstream (the issuer has planHandle()), so
+   * the broker can count a task's live credentials strictly before creating one more
+   * (targets[].maxLivePerTask).
+   */
+  recordsBeforeIssue?: boolean;
 }
 
 /** The upstream sets no maximum lifetime: policy and the task cap it. */

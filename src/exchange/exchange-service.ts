@@ -372,6 +372,12 @@ export function createExchangeService(deps: ExchangeDeps) {
     Object.assign(event, { taskId, credentialId, grantedScope: d.grantedScopes.join(' ') || undefined });
 
     const plannedHandle = issuer.planHandle?.({ taskId, credentialId });
+    // A live-credential limit is counted against stored rows: only an issuer that stores its row
+    // first can be held to it. Config check refuses the others; one registered at runtime is out of service.
+    if (target.maxLivePerTask !== undefined && !plannedHandle)
+      throw new UpstreamUnavailable('this target is out of service; try again later', {
+        detail: { reasons: [`target ${target.name} limits live credentials per task (maxLivePerTask), which issuer ${issuer.name} (${issuer.type}) cannot be held to; nothing was issued`] },
+      });
     if (plannedHandle) {
       // Crash safety: the row (with its revocation handle) exists before anything exists upstream.
       if (newTask.length) await deps.db.task.create({ data: newTask[0]! });
@@ -381,6 +387,7 @@ export function createExchangeService(deps: ExchangeDeps) {
           state: 'issuing', fingerprint: 'pending', expiresAt: new Date(ctx.now.getTime() + ttl * 1000), sealedRevocationHandle: sealHandle(deps.kek, credentialId, plannedHandle),
         },
       });
+      if (target.maxLivePerTask !== undefined) await holdWithinLiveLimit(target.name, target.maxLivePerTask, taskId, credentialId, ctx);
     }
     if (plannedHandle) deps.chaos?.('before-upstream');
     let credential: IssuedCredential;
@@ -506,6 +513,21 @@ export function createExchangeService(deps: ExchangeDeps) {
   }
 
   /** Closes a credential row that never became a usable credential (best effort: the sweep ends what is left). */
+  /**
+   * targets[].maxLivePerTask, counted after this request's own `issuing` row is stored: rows stored
+   * by requests racing this one are either counted here or count this one, so the limit is never
+   * exceeded (two racing for the last place may both be refused; a retry gets it). Expired rows
+   * the sweep has not closed yet do not count: their logins no longer work.
+   */
+  async function holdWithinLiveLimit(target: string, limit: number, taskId: string, credentialId: string, ctx: CallContext): Promise<void> {
+    const live = await deps.db.credential.count({ where: { taskId, target, state: { in: ['issuing', 'active', 'revoking'] }, expiresAt: { gt: ctx.now } } });
+    if (live <= limit) return;
+    await closeFailed(credentialId, `over maxLivePerTask (${limit}) for target ${target}; nothing was issued`);
+    throw new PolicyDenied(`this task already holds ${limit} live credential${limit > 1 ? 's' : ''} for this target, its limit; end the task or wait for one to expire`, {
+      detail: { reasons: [`task ${taskId} holds ${live - 1} live credential(s) for target ${target}; maxLivePerTask is ${limit}`] },
+    });
+  }
+
   async function closeFailed(credentialId: string, why: string): Promise<void> {
     await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: why.slice(0, 500) } }).catch(() => {});
   }

@@ -151,3 +151,27 @@ policy:
     expect(r.stdout).toBe('');
   });
 });
+
+describe('targets[].maxLivePerTask against the issuer', () => {
+  const withLimit = (k: Key) => {
+    const c = config([]);
+    c.targets = c.targets.map((t) => (t.issuer === issuers[k].name ? { ...t, maxLivePerTask: 3 } : t));
+    return c;
+  };
+
+  it.each(['pg', 'my'] as const)('accepts it on a %s target (the row is stored before the login exists)', (k) => {
+    expect(problems(withLimit(k))).toEqual([]);
+  });
+
+  it.each(['jwt', 'gh', 'vault', 'aws'] as const)('refuses it on a %s target, naming target and issuer', (k) => {
+    const p = problems(withLimit(k));
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(new RegExp(`^targets\\[\\d\\] \\(${targetOf[k]}\\)\\.maxLivePerTask: issuer ${issuers[k].name} \\(${issuers[k].type}\\) creates a credential before agent-sts can record it`));
+  });
+
+  it('refuses a limit that is not a positive integer', () => {
+    const c = withLimit('pg');
+    c.targets = c.targets.map((t) => ('maxLivePerTask' in t ? { ...t, maxLivePerTask: 0 } : t));
+    expect(problems(c).join('\n')).toMatch(/targets\[\d\]\.maxLivePerTask: /);
+  });
+});

@@ -156,7 +156,7 @@ function scrubbed(e: unknown, secrets: readonly string[]): Error {
  * Revocable: the account is locked, its sessions killed and the user dropped. No upstream bound on
  * the lifetime: MySQL accounts have no expiry, so the sweep's revoke() at expiry is the bound.
  */
-const CAPABILITIES: IssuerCapabilities = Object.freeze({ revocable: true, minTtlSeconds: 1, maxTtlSeconds: UNBOUNDED_TTL_SECONDS });
+const CAPABILITIES: IssuerCapabilities = Object.freeze({ revocable: true, minTtlSeconds: 1, maxTtlSeconds: UNBOUNDED_TTL_SECONDS, recordsBeforeIssue: true });
 
 /** What a failed admin connection means, from error codes only (server messages are not repeated). */
 function healthDetail(e: unknown): string {

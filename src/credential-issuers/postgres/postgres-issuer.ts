@@ -89,7 +89,7 @@ function isConnectivityError(e: unknown): boolean {
  * (VALID UNTIL takes any timestamp); the sweep's revoke() at expiry also ends sessions that VALID
  * UNTIL would leave open.
  */
-const CAPABILITIES: IssuerCapabilities = Object.freeze({ revocable: true, minTtlSeconds: 1, maxTtlSeconds: UNBOUNDED_TTL_SECONDS });
+const CAPABILITIES: IssuerCapabilities = Object.freeze({ revocable: true, minTtlSeconds: 1, maxTtlSeconds: UNBOUNDED_TTL_SECONDS, recordsBeforeIssue: true });
 
 /** What a failed admin connection means, from SQLSTATE / socket codes only (server messages are not repeated). */
 function healthDetail(e: unknown): string {

@@ -1,0 +1,115 @@
+// targets[].maxLivePerTask through HTTP against a real broker (SQLite store) and the real
+// PostgreSQL: a task holds at most that many live logins of a target; the next request is refused
+// as a policy denial, audited, and creates nothing at the database; requests racing for the last
+// places never exceed the limit; an expired login frees its place; another task counts on its own.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix } from '../support/databases.js';
+import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+
+const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
+const PREFIX = 'agslive_';
+
+describe('live credentials per task (targets[].maxLivePerTask)', () => {
+  let workloads: FakeIssuer;
+  let broker: TestBroker;
+  let drop: () => Promise<void>;
+
+  beforeAll(async () => {
+    workloads = await startFakeOidcIssuer();
+    const s = createTestSqliteUrl('agsts-live-limit');
+    drop = s.drop;
+    broker = await startBroker(
+      {
+        storage: { url: s.url },
+        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+        credentialIssuers: [{ name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } }],
+        targets: [
+          { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 2 },
+          { name: 'short-db', audiences: ['short-db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 1 },
+        ],
+        policy: {
+          rules: [
+            {
+              id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' },
+              grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }, { target: 'short-db', scopes: ['read'], maxTtl: '2s' }],
+            },
+          ],
+        },
+      },
+      { env: { PG_ADMIN: PG_ADMIN_URL } },
+    );
+  });
+  afterAll(async () => {
+    await broker?.close();
+    await workloads?.close();
+    await drop?.();
+    await dropPgRolesWithPrefix(PREFIX);
+  });
+
+  const agentToken = async () => {
+    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await workloads.sign({ sub: 'assistant', aud: 'sts' }), subject_token_type: JWT_TYPE });
+    expect(r.status, r.text).toBe(200);
+    return { token: r.json.access_token as string, taskId: r.json.task_id as string };
+  };
+  const login = (agent: string, audience = 'db') =>
+    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience, scope: 'read', requested_token_type: PG_CREDS });
+  /** Logins of this test's prefix at the database. */
+  const rolesAtDatabase = async () => {
+    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await c.connect();
+    try {
+      return (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1', [`${PREFIX}%`])).rows[0]!.n;
+    } finally {
+      await c.end();
+    }
+  };
+  const liveRows = (taskId: string, target = 'db') =>
+    broker.composed.db.credential.count({ where: { taskId, target, state: { in: ['issuing', 'active', 'revoking'] } } });
+
+  it('refuses the login past the limit as a policy denial: audited, and nothing is created at the database', async () => {
+    const { token, taskId } = await agentToken();
+    const first = await login(token);
+    const second = await login(token);
+    expect([first.status, second.status], first.text + second.text).toEqual([200, 200]);
+    const before = await rolesAtDatabase();
+
+    const third = await login(token);
+    expect(third.status, third.text).toBe(400);
+    expect(third.json.error).toBe('invalid_request');
+    expect(third.json.error_description).toMatch(/^this task already holds 2 live credentials for this target, its limit/);
+    expect(third.headers.get('cache-control')).toBe('no-store');
+    expect(await rolesAtDatabase()).toBe(before);
+    expect(await liveRows(taskId)).toBe(2);
+
+    await broker.composed.audit.drain();
+    const denied = await broker.composed.db.auditEvent.findFirstOrThrow({ where: { taskId, action: 'token.exchange', outcome: 'deny' } });
+    expect(denied.reason).toMatch(new RegExp(`task ${taskId} holds 2 live credential\\(s\\) for target db; maxLivePerTask is 2`));
+    const failed = await broker.composed.db.credential.findFirstOrThrow({ where: { taskId, state: 'failed' } });
+    expect(failed.lastError).toMatch(/over maxLivePerTask \(2\) for target db; nothing was issued/);
+  });
+
+  it('never exceeds the limit when requests race for the last places; another task counts on its own', async () => {
+    const { token, taskId } = await agentToken();
+    const answers = await Promise.all(Array.from({ length: 6 }, () => login(token)));
+    const ok = answers.filter((r) => r.status === 200);
+    expect(ok.length).toBeGreaterThanOrEqual(1);
+    expect(ok.length).toBeLessThanOrEqual(2);
+    for (const r of answers.filter((x) => x.status !== 200)) expect(r.json.error, r.text).toBe('invalid_request');
+    expect(await liveRows(taskId)).toBe(ok.length);
+
+    const other = await agentToken();
+    expect((await login(other.token)).status).toBe(200);
+  });
+
+  it('frees the place of a login that has expired, before the sweep closes its row', async () => {
+    const { token } = await agentToken();
+    const first = await login(token, 'short-db');
+    expect(first.status, first.text).toBe(200);
+    expect((await login(token, 'short-db')).status).toBe(400);
+    await new Promise((r) => setTimeout(r, 2100));
+    const again = await login(token, 'short-db');
+    expect(again.status, again.text).toBe(200);
+  });
+});
