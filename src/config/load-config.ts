@@ -230,9 +230,9 @@ export function compilePolicySet(cfg: AppConfig, documents: LoadedDocument[]): {
  * What start-up would refuse in the policy in force, had this runtime-registered issuer been
  * declared in the file: the targets it serves (`issuerRegisteredAtRuntime`: a live-credential
  * limit it cannot enforce) and their grants, checked as compilePolicySet and checkGrantLifetimes
- * check the file's issuers (lifetimes, scope parameters, session tags). The admin API shows them as `policy_problems`, so that whoever
- * registers the issuer sees at once what its issuance would refuse (it checks each grant again
- * when asked, and fails closed).
+ * check the file's issuers (lifetimes, scope parameters, session tags). The admin API shows them
+ * as `policy_problems`, so that whoever registers the issuer sees at once what its issuance would
+ * refuse (it checks each grant again when asked, and fails closed).
  */
 export function runtimeIssuerGrantProblems(cfg: AppConfig, rules: readonly ModelRule[], issuer: { name: string; type: string; config: unknown }): string[] {
   const targets = cfg.targets.filter((t) => t.issuer === issuer.name);

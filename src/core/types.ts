@@ -107,6 +107,9 @@ export interface Credential {
 }
 
 /** Per-request context passed down the stages; no HTTP objects. */
+/** Credential states in which a credential still owns its account at the target (not yet revoked, failed or expired). */
+export const OWNING_STATES = ['issuing', 'active', 'revoking'];
+
 export interface CallContext {
   requestId: string;
   clientAddress?: string;

@@ -6,6 +6,7 @@ import { createInstanceSet, type InstanceTable, type Member } from '../lib/insta
 import { createInstanceAdmin, inlineSecretPaths, InstanceChangeRefused } from '../lib/instance-admin.js';
 import { sealedSecretAad, secretResolverFor } from '../config/secret-ref.js';
 import { credentialIssuerCatalog } from './catalog.js';
+import { OWNING_STATES } from '../core/types.js';
 import type { CredentialIssuer, IssuerDeps } from './credential-issuer.js';
 
 /** How long a replaced or removed issuer instance keeps its pools for requests still using it. */
@@ -88,7 +89,7 @@ export function createIssuerAdmin(deps: { issuers: IssuerSet; db: Db; audit: Pic
     audit: deps.audit,
     prepare: (name, config) => sealSecrets(name, config, deps.kek),
     async beforeRemove(name) {
-      const live = await deps.db.credential.count({ where: { issuerName: name, state: { in: ['issuing', 'active', 'revoking'] } } });
+      const live = await deps.db.credential.count({ where: { issuerName: name, state: { in: OWNING_STATES } } });
       if (live)
         throw new InstanceChangeRefused(409, 'in use', `"${name}" has ${live} credential(s) that are not yet revoked or expired; disable it (it stops issuing but can still revoke), end their tasks or wait for them to expire, then remove it`);
     },

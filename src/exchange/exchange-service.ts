@@ -1,5 +1,5 @@
 import type { Secret } from '../core/secret.js';
-import type { BlendedIdentity, CallContext, Credential, Decision, HumanContext, VerifiedIdentity, WorkloadIdentity } from '../core/types.js';
+import { OWNING_STATES, type BlendedIdentity, type CallContext, type Credential, type Decision, type HumanContext, type VerifiedIdentity, type WorkloadIdentity } from '../core/types.js';
 import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { ownJwtFingerprint } from '../lib/crypto.js';
@@ -512,7 +512,6 @@ export function createExchangeService(deps: ExchangeDeps) {
     });
   }
 
-  /** Closes a credential row that never became a usable credential (best effort: the sweep ends what is left). */
   /**
    * targets[].maxLivePerTask, counted after this request's own `issuing` row is stored: rows stored
    * by requests racing this one are either counted here or count this one, so the limit is never
@@ -520,7 +519,7 @@ export function createExchangeService(deps: ExchangeDeps) {
    * the sweep has not closed yet do not count: their logins no longer work.
    */
   async function holdWithinLiveLimit(target: string, limit: number, taskId: string, credentialId: string, ctx: CallContext): Promise<void> {
-    const live = await deps.db.credential.count({ where: { taskId, target, state: { in: ['issuing', 'active', 'revoking'] }, expiresAt: { gt: ctx.now } } });
+    const live = await deps.db.credential.count({ where: { taskId, target, state: { in: OWNING_STATES }, expiresAt: { gt: ctx.now } } });
     if (live <= limit) return;
     await closeFailed(credentialId, `over maxLivePerTask (${limit}) for target ${target}; nothing was issued`);
     throw new PolicyDenied(`this task already holds ${limit} live credential${limit > 1 ? 's' : ''} for this target, its limit; end the task or wait for one to expire`, {
@@ -528,6 +527,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     });
   }
 
+  /** Closes a credential row that never became a usable credential (best effort: the sweep ends what is left). */
   async function closeFailed(credentialId: string, why: string): Promise<void> {
     await deps.db.credential.update({ where: { id: credentialId }, data: { state: 'failed', lastError: why.slice(0, 500) } }).catch(() => {});
   }

@@ -6,11 +6,10 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { CredentialIssuer } from '../credential-issuers/credential-issuer.js';
 import { unseal } from '../lib/crypto.js';
 import { handleAad } from './task-service.js';
+import { OWNING_STATES } from '../core/types.js';
 import type { Telemetry } from '../telemetry/otel.js';
 import { toAttributes } from '../telemetry/spans.js';
 
-/** States in which a credential owns its account at the target. */
-const OWNING = ['issuing', 'active', 'revoking'];
 
 export interface DoctorIssuerReport {
   issuer: string;
@@ -77,7 +76,7 @@ export async function runDoctor(deps: DoctorDeps, opts: { fix: boolean; ctx: Cal
 
 async function ownedNames(deps: DoctorDeps, issuerName: string): Promise<{ owned: Map<string, { id: string; state: string }> }> {
   const rows = await deps.db.credential.findMany({
-    where: { issuerName, state: { in: OWNING }, sealedRevocationHandle: { not: null } },
+    where: { issuerName, state: { in: OWNING_STATES }, sealedRevocationHandle: { not: null } },
     select: { id: true, state: true, sealedRevocationHandle: true },
   });
   const owned = new Map<string, { id: string; state: string }>();
