@@ -12,6 +12,7 @@ export type OAuthErrorCode =
   | 'invalid_scope'
   | 'invalid_target'
   | 'authorization_pending'
+  | 'unsupported_token_type'
   | 'temporarily_unavailable'
   | 'server_error';
 
@@ -71,6 +72,11 @@ export class AuthorizationPending extends StsError {
   ) {
     super(`approval required: request ${approvalId} is waiting for a decision`, opts);
   }
+}
+/** RFC 7009 §2.2.1: revocation of this kind of token is not supported (its issuer cannot revoke it). */
+export class UnsupportedTokenType extends StsError {
+  readonly oauthCode = 'unsupported_token_type';
+  readonly status = 400;
 }
 /** An upstream (IdP JWKS, database, cloud API) could not be reached: retry later. */
 export class UpstreamUnavailable extends StsError {

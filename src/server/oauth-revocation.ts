@@ -7,8 +7,8 @@ import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenSigner } from '../keys/key-store.js';
 import { SIGNING_ALG } from '../keys/key-store.js';
-import { fingerprintCandidates, legacyJwtFingerprint, ownJwtFingerprint, presentedTokenFingerprint } from '../lib/crypto.js';
-import { MalformedRequest } from '../errors/sts-errors.js';
+import { credentialFingerprint, fingerprintCandidates, legacyJwtFingerprint, ownJwtFingerprint, presentedTokenFingerprint } from '../lib/crypto.js';
+import { MalformedRequest, UnsupportedTokenType } from '../errors/sts-errors.js';
 import { AGENT_TOKEN_ISSUER_TYPE, type TaskService } from '../tasks/task-service.js';
 import type { RevocationList } from '../tasks/revocation-list.js';
 import type { BearerAuth } from './bearer-auth.js';
@@ -25,7 +25,7 @@ export interface OAuthTokenEndpointsDeps {
   clockTolerance: number;
   maxTokenBytes: number;
   revocations: Pick<RevocationList, 'isRevoked' | 'revokeToken' | 'blockOf'>;
-  tasks: Pick<TaskService, 'endTask'>;
+  tasks: Pick<TaskService, 'endTask' | 'revokeOne'>;
   db: Db;
   audit: Pick<AuditLog, 'append'>;
   logger: Logger;
@@ -166,10 +166,29 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
     return 'revoked';
   }
 
+  /**
+   * A credential agent-sts obtained upstream (a database password, a GitHub token, an AWS session
+   * token, a Vault secret as handed out): found by its fingerprint through its issuance record
+   * (the audit log's fingerprint index; the credential table has none), then revoked at its target
+   * like at task end. A credential whose issuer cannot revoke it is refused with RFC 7009's
+   * `unsupported_token_type`: its holder is told it stays valid until it expires.
+   */
+  async function revokeUpstream(token: string, ctx: CallContext): Promise<string> {
+    const fp = credentialFingerprint(token);
+    const issued = await deps.db.auditEvent.findFirst({ where: { credentialFingerprint: fp, credentialId: { not: null }, outcome: 'allow' }, select: { credentialId: true } });
+    if (!issued) return 'not an agent-sts credential';
+    const row = await deps.db.credential.findUnique({ where: { id: issued.credentialId! }, select: { id: true, fingerprint: true, issuerType: true, expiresAt: true } });
+    if (!row || row.fingerprint !== fp || row.issuerType === AGENT_TOKEN_ISSUER_TYPE) return 'no matching credential';
+    const fate = await deps.tasks.revokeOne(row.id, 'revoked by its holder (RFC 7009)', ctx);
+    if (fate === 'expires_naturally')
+      throw new UnsupportedTokenType(`credentials of this issuer (${row.issuerType}) cannot be revoked; this one stays valid until ${row.expiresAt.toISOString()}`);
+    return fate;
+  }
+
   async function revoke(token: string, ctx: CallContext): Promise<string> {
     // Anything still accepted by the exchange (exp + clock tolerance) is worth revoking.
     const r = await inspect(token, deps.clockTolerance);
-    if (!r.ok) return r.reason;
+    if (!r.ok) return token.length > deps.maxTokenBytes ? r.reason : revokeUpstream(token, ctx);
     if (r.token.kind === 'agent' && deps.revokeEndsTask) {
       const ended = await deps.tasks.endTask(r.token.claims.task_id, 'agent token revoked by its holder (RFC 7009)', ctx);
       return ended ? `task ${ended.state}` : 'no such task';

@@ -161,12 +161,15 @@ export function createTaskService(deps: TaskServiceDeps) {
   /** A queued revocation due at `at` (never tried, or its retry time or another caller's claim has passed). */
   const dueRevocation = (at: Date) => ({ state: 'revoking', OR: [{ nextRevokeAt: null }, { nextRevokeAt: { lte: at } }] });
 
-  /** Revokes one credential upstream (if needed) and records the outcome (`at`: when). Never throws. */
-  function revokeCredential(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string): Promise<{ fate: CredentialFate; at: Date }> {
-    return tel.revoke(cred, action, (s) => revokeOnce(cred, finalState, ctx, action, s));
+  /**
+   * Revokes one credential upstream (if needed) and records the outcome (`at`: when). Never throws.
+   * `why`: who revoked it, for the record (`<why> at <time>`; default `revoked`).
+   */
+  function revokeCredential(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string, why = 'revoked'): Promise<{ fate: CredentialFate; at: Date }> {
+    return tel.revoke(cred, action, (s) => revokeOnce(cred, finalState, ctx, action, why, s));
   }
 
-  async function revokeOnce(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string, s: SpanHandle): Promise<{ fate: CredentialFate; at: Date }> {
+  async function revokeOnce(cred: CredRow, finalState: 'revoked' | 'expired' | 'failed', ctx: CallContext, action: string, why: string, s: SpanHandle): Promise<{ fate: CredentialFate; at: Date }> {
     const issuer = deps.issuers.get(cred.issuerName);
     const now = deps.clock.now();
     try {
@@ -195,7 +198,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     }
     deps.revocations.revokeToken(cred.id);
     const reason =
-      finalState === 'revoked' ? `revoked at ${now.toISOString()}` : finalState === 'expired' ? `expired at ${cred.expiresAt.toISOString()}` : `issuance did not complete; cleaned up at ${now.toISOString()}`;
+      finalState === 'revoked' ? `${why} at ${now.toISOString()}` : finalState === 'expired' ? `expired at ${cred.expiresAt.toISOString()}` : `issuance did not complete; cleaned up at ${now.toISOString()}`;
     await deps.audit.append({
       event: { requestId: ctx.requestId, action, outcome: 'success', reason, ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target, credentialExpiresAt: cred.expiresAt },
       credentialUpdates: [{ id: cred.id, data: { state: finalState, revokedAt: now, lastError: null } }],
@@ -220,6 +223,23 @@ export function createTaskService(deps: TaskServiceDeps) {
         ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target, credentialExpiresAt: cred.expiresAt,
       },
     });
+  }
+
+  /**
+   * Revokes one credential at its target now, before its task ends (RFC 7009 revocation by its
+   * holder). Only an `active` one is claimed (so a task end, the sweep or another replica never
+   * revokes it twice); one past its expiry is recorded as expired. A failed upstream call leaves
+   * it queued for the sweep (`revocation_pending`). An issuer that cannot revoke leaves it as it
+   * is (`expires_naturally`). Otherwise: the state it was already in.
+   */
+  async function revokeOne(credentialId: string, why: string, ctx: CallContext): Promise<CredentialFate | 'revoking' | 'issuing' | 'unknown'> {
+    const c = await deps.db.credential.findUnique({ where: { id: credentialId }, include: withTask });
+    if (!c) return 'unknown';
+    const caps = capabilitiesOf(c);
+    if (!(caps ? caps.revocable : c.sealedRevocationHandle !== null)) return c.state === 'active' ? 'expires_naturally' : (c.state as CredentialFate);
+    if (!(await claim(c.id, ['active'], 'revoking'))) return c.state as CredentialFate | 'revoking' | 'issuing';
+    const expired = c.expiresAt <= deps.clock.now();
+    return (await revokeCredential(c, expired ? 'expired' : 'revoked', ctx, expired ? 'credential.expire' : 'credential.revoke', why)).fate;
   }
 
   /** Ends a task: revokes every credential in it that can be revoked. Idempotent. */
@@ -411,6 +431,6 @@ export function createTaskService(deps: TaskServiceDeps) {
     deps.logger.warn({ pendingRevocations: pending, oldestPendingSince }, 'revocations are stuck: see `agent-sts revocations list` and the issuers\' health in /readyz');
   }
 
-  return { endTask, sweep, pendingRevocations: (limit?: number) => pendingRevocations(deps.db, limit), revocationSummary: () => revocationSummary(deps.db) };
+  return { endTask, revokeOne, sweep, pendingRevocations: (limit?: number) => pendingRevocations(deps.db, limit), revocationSummary: () => revocationSummary(deps.db) };
 }
 export type TaskService = ReturnType<typeof createTaskService>;

@@ -92,6 +92,30 @@ describe('aws-sts sessions through the token endpoint', () => {
     expect(broker.logs.join('\n')).not.toContain(OWN.secretAccessKey);
   });
 
+  // AWS matches a deny statement to sessions by aws:userid (role id + session name), and the session
+  // name is the task's: revoking one session cuts off that task's other sessions of the role too.
+  it('RFC 7009 by the holder: the session token as handed out cuts off the task\'s sessions of that role now; other tasks and the task go on', async () => {
+    const a = await agent();
+    const r = await session(a.token);
+    expect(r.status, r.text).toBe(200);
+    const c = r.json.credentials as ProcessCreds;
+    expect(String(r.json.access_token)).toBe(c.SessionToken);
+    const other = (await session(a.token)).json.credentials as ProcessCreds;
+    const b = await agent();
+    const elsewhere = (await session(b.token)).json.credentials as ProcessCreds;
+    expect(await alive(c)).toBe(true);
+    const res = await fetch(`${broker.url}/oauth2/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: c.SessionToken }) });
+    expect(res.status).toBe(200);
+    expect(await alive(c)).toBe(false);
+    expect(await alive(other)).toBe(false);
+    expect(await alive(elsewhere)).toBe(true);
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id: a.task } })).state).toBe('open');
+    const rows = await broker.composed.db.credential.findMany({ where: { taskId: a.task, issuerName: 'aws' }, orderBy: { issuedAt: 'asc' } });
+    expect(rows.map((x) => x.state)).toEqual(['revoked', 'active']); // the other is cut off at AWS and revoked (again) at task end
+    expect(broker.logs.join('\n')).not.toContain(c.SessionToken);
+    for (const t of [a, b]) await fetch(`${broker.url}/v1/tasks/${t.task}`, { method: 'DELETE', headers: { authorization: `Bearer ${t.token}` } });
+  });
+
   it('a lifetime under AWS minimum is refused with a clear error, not lengthened', async () => {
     const a = await agent();
     const calls = sts.assumeRoleCalls.length;

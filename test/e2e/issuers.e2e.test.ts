@@ -250,6 +250,35 @@ describe('github-app and vault credentials through the token endpoint', () => {
     expect((await broker.composed.db.credential.findUnique({ where: { id: row!.id } }))?.state).toBe('revoked');
   });
 
+  it('RFC 7009 by the holder: a GitHub token and a Vault secret, as handed out, die upstream now; the task lives on', async () => {
+    const agent = await agentToken();
+    const g = await exchange(agent.token, 'github', 'payments:read', GITHUB_TOKEN_TYPE);
+    const v = await exchange(agent.token, 'vault', 'read', VAULT_TOKEN_TYPE);
+    expect([g.status, v.status]).toEqual([200, 200]);
+    const token = String(g.json.access_token);
+    const secretJson = String(v.json.access_token);
+    secrets.add(token).add(secretJson);
+    const lease = [...vault.leases.values()].find((l) => l.data.password === (JSON.parse(secretJson) as { password: string }).password)!;
+    secrets.add(lease.id).add(String(lease.data.password)).add(String(lease.data.username));
+    expect([gh.isLive(token), vault.isAlive(lease.id)]).toEqual([true, true]);
+    const revoke = (t: string) => fetch(`${broker.url}/oauth2/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: t }) });
+    expect((await revoke(token)).status).toBe(200);
+    expect(gh.isLive(token)).toBe(false);
+    expect((await github(token, 'GET', '/repos/acme/payments')).status).toBe(401);
+    expect(vault.isAlive(lease.id)).toBe(true); // only what was presented
+    expect((await revoke(secretJson)).status).toBe(200);
+    expect(vault.isAlive(lease.id)).toBe(false);
+    const rows = await broker.composed.db.credential.findMany({ where: { taskId: agent.task, issuerName: { in: ['gh', 'vault'] } }, orderBy: { issuedAt: 'asc' } });
+    expect(rows.map((x) => [x.issuerName, x.state])).toEqual([['gh', 'revoked'], ['vault', 'revoked']]);
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id: agent.task } })).state).toBe('open');
+    // the task goes on: a new GitHub token for the same grant
+    const again = await exchange(agent.token, 'github', 'payments:read', GITHUB_TOKEN_TYPE);
+    expect(again.status).toBe(200);
+    secrets.add(String(again.json.access_token));
+    expect(gh.isLive(String(again.json.access_token))).toBe(true);
+    expect((await endTask(agent)).body.state).toBe('ended');
+  });
+
   type Fake = { live(): string[]; set(): void; reset(): void; settleMs?: number };
   const githubLive = () => gh.tokens.filter((t) => gh.isLive(t));
   const vaultLive = () => [...vault.leases.values()].filter((l) => vault.isAlive(l.id)).map((l) => l.id);

@@ -4,8 +4,10 @@
 // protocol's error (never a 500), and no token or password appears in any log line.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import { randomUUID } from 'node:crypto';
 import { decodeJwt } from 'jose';
-import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix } from '../support/databases.js';
+import { credentialFingerprint } from '../../src/lib/crypto.js';
+import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix, pgRoleExists } from '../support/databases.js';
 import { holdIssuance } from '../support/issuer-deps.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
@@ -269,6 +271,76 @@ describe('revocation, introspection and the kill switch', () => {
     const conn = await login(cred);
     expect((await conn.query('SELECT 1 AS one')).rows[0].one).toBe(1);
     await conn.end();
+  });
+
+  it('revoking a PostgreSQL password: that login dies at the target now, the task and its other logins live on', async () => {
+    const agent = await agentToken(broker);
+    const taskId = decodeJwt(agent).task_id as string;
+    const done = await dbLogin(broker, agent);
+    const other = await dbLogin(broker, agent);
+    const conn = await login(done);
+    const closed = new Promise<void>((resolve) => conn.on('error', () => resolve()));
+    const r = await revoke(broker, done.password);
+    expect(r.status).toBe(200);
+    expect(r.text).toBe('');
+    await expectLoginDead(conn, closed, done);
+    expect(await pgRoleExists(done.username)).toBe(false);
+    expect(await pgRoleExists(other.username)).toBe(true);
+    const otherConn = await login(other);
+    expect((await otherConn.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    await otherConn.end();
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id: taskId } })).state).toBe('open');
+    expect((await introspect(broker, agent)).json.active).toBe(true);
+    const rows = await broker.composed.db.credential.findMany({ where: { taskId }, orderBy: { issuedAt: 'asc' } });
+    expect(rows.map((x) => x.state)).toEqual(['active', 'revoked', 'active']); // the agent token, the revoked login, the other
+    // once: a second revocation (and the task end later) records nothing more for it
+    expect((await revoke(broker, done.password)).status).toBe(200);
+    const recs = (await auditOf(broker, 'credential.revoke')).filter((x) => x.credentialId === rows[1]!.id);
+    expect(recs).toHaveLength(1);
+    expect(recs[0]!.outcome).toBe('success');
+    expect(recs[0]!.taskId).toBe(taskId);
+    expect(recs[0]!.reason).toMatch(/^revoked by its holder \(RFC 7009\) at \d{4}-/);
+    const end = await fetch(`${broker.url}/v1/tasks/${taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${agent}` } });
+    expect(end.status).toBe(200);
+    const ended = (await end.json()) as { credentials: { id: string; fate: string }[] };
+    expect(ended.credentials.find((c) => c.id === rows[1]!.id)?.fate).toBe('revoked');
+    expect((await auditOf(broker, 'credential.revoke')).filter((x) => x.credentialId === rows[1]!.id)).toHaveLength(1);
+  });
+
+  it('a password that is not one agent-sts handed out, or a near miss of one, revokes nothing (200, no oracle)', async () => {
+    const agent = await agentToken(broker);
+    const cred = await dbLogin(broker, agent);
+    const nearMiss = cred.password.slice(0, -1) + (cred.password.endsWith('A') ? 'B' : 'A');
+    for (const token of [nearMiss, cred.username, `${cred.password} `]) {
+      const r = await revoke(broker, token);
+      expect(r.status).toBe(200);
+      expect(r.text).toBe('');
+    }
+    const conn = await login(cred);
+    expect((await conn.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    await conn.end();
+    expect((await broker.composed.db.credential.findMany({ where: { taskId: decodeJwt(agent).task_id as string } })).map((x) => x.state)).toEqual(['active', 'active']);
+  });
+
+  it('a credential whose issuer cannot revoke it: 400 unsupported_token_type, saying until when it stays valid', async () => {
+    // Every built-in upstream issuer can revoke; an issuer that declares `revocable: false` (here the
+    // `tokens` instance, agent-sts-jwt) is stood in for by a recorded issuance of an opaque secret.
+    const agent = await agentToken(broker);
+    const taskId = decodeJwt(agent).task_id as string;
+    const secret = keep(`opaque-${randomUUID()}`);
+    const id = randomUUID();
+    const expiresAt = new Date(Date.now() + 60_000);
+    const fingerprint = credentialFingerprint(secret);
+    await broker.composed.audit.append({
+      event: { requestId: 'test-opaque', action: 'token.exchange', outcome: 'allow', taskId, credentialId: id, credentialFingerprint: fingerprint, issuerName: 'tokens', target: 'mcp' },
+      credentials: [{ id, taskId, issuerName: 'tokens', issuerType: 'agent-sts-jwt', tokenType: 'Bearer', target: 'mcp', state: 'active', fingerprint, expiresAt, sealedRevocationHandle: null }],
+    });
+    const r = await revoke(broker, secret);
+    expect(r.status).toBe(400);
+    expect(r.headers.get('cache-control')).toBe('no-store');
+    expect(r.json.error).toBe('unsupported_token_type');
+    expect(r.json.error_description).toBe(`credentials of this issuer (agent-sts-jwt) cannot be revoked; this one stays valid until ${expiresAt.toISOString()}`);
+    expect((await broker.composed.db.credential.findUniqueOrThrow({ where: { id } })).state).toBe('active');
   });
 
   it('with tokens.revokeEndsTask, revoking an agent token ends its task: the PostgreSQL login dies at the target', async () => {
