@@ -112,4 +112,17 @@ describe('live credentials per task (targets[].maxLivePerTask)', () => {
     const again = await login(token, 'short-db');
     expect(again.status, again.text).toBe(200);
   });
+
+  it('frees the place of a login its agent revoked (RFC 7009), at once', async () => {
+    const { token, taskId } = await agentToken();
+    const logins = [await login(token), await login(token)];
+    expect(logins.map((r) => r.status)).toEqual([200, 200]);
+    expect((await login(token)).status).toBe(400);
+    const password = (logins[0]!.json.credentials as { password: string }).password;
+    const revoked = await fetch(`${broker.url}/oauth2/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: password }) });
+    expect(revoked.status).toBe(200);
+    expect(await liveRows(taskId)).toBe(1);
+    const again = await login(token);
+    expect(again.status, again.text).toBe(200);
+  });
 });

@@ -81,6 +81,28 @@ describe('mysql logins through the token endpoint', () => {
     expect(broker.logs.join('\n')).not.toContain(cred.password);
   });
 
+  it('RFC 7009 by the holder: the password as handed out kills that login now (session killed, user dropped); the task goes on', async () => {
+    const agent = await agentToken();
+    const creds = [];
+    for (let i = 0; i < 2; i++) {
+      const r = await login(agent.token);
+      expect(r.status, r.text).toBe(200);
+      creds.push(r.json.credentials as { username: string; password: string });
+    }
+    const [done, other] = creds as [{ username: string; password: string }, { username: string; password: string }];
+    const conn = await mysql.createConnection({ host: '127.0.0.1', port: 3306, user: done.username, password: done.password, database: db.name });
+    const res = await fetch(`${broker.url}/oauth2/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: done.password }) });
+    expect(res.status).toBe(200);
+    await expect(conn.query('SELECT 1')).rejects.toThrow();
+    conn.destroy();
+    expect(await userExists(done.username)).toBe(false);
+    expect(await userExists(other.username)).toBe(true);
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id: agent.task } })).state).toBe('open');
+    expect(broker.logs.join('\n')).not.toContain(done.password);
+    await fetch(`${broker.url}/v1/tasks/${agent.task}`, { method: 'DELETE', headers: { authorization: `Bearer ${agent.token}` } });
+    expect(await userExists(other.username)).toBe(false);
+  });
+
   it('the sweep drops a login whose lifetime is over', async () => {
     const agent = await agentToken();
     const r = await login(agent.token, { requested_lifetime: '2' });
