@@ -522,7 +522,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const live = await deps.db.credential.count({ where: { taskId, target, state: { in: OWNING_STATES }, expiresAt: { gt: ctx.now } } });
     if (live <= limit) return;
     await closeFailed(credentialId, `over maxLivePerTask (${limit}) for target ${target}; nothing was issued`);
-    throw new PolicyDenied(`this task already holds ${limit} live credential${limit > 1 ? 's' : ''} for this target, its limit; end the task or wait for one to expire`, {
+    throw new PolicyDenied(`this task already holds ${limit} live credential${limit > 1 ? 's' : ''} for this target, its limit; revoke one (POST /oauth2/revoke), end the task or wait for one to expire`, {
       detail: { reasons: [`task ${taskId} holds ${live - 1} live credential(s) for target ${target}; maxLivePerTask is ${limit}`] },
     });
   }

@@ -78,7 +78,7 @@ describe('live credentials per task (targets[].maxLivePerTask)', () => {
     const third = await login(token);
     expect(third.status, third.text).toBe(400);
     expect(third.json.error).toBe('invalid_request');
-    expect(third.json.error_description).toMatch(/^this task already holds 2 live credentials for this target, its limit/);
+    expect(third.json.error_description).toMatch(/^this task already holds 2 live credentials for this target, its limit; revoke one \(POST \/oauth2\/revoke\)/);
     expect(third.headers.get('cache-control')).toBe('no-store');
     expect(await rolesAtDatabase()).toBe(before);
     expect(await liveRows(taskId)).toBe(2);
