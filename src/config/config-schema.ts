@@ -64,6 +64,11 @@ export const TargetSchema = z
      * for issuers that record a credential before creating it (capabilities.recordsBeforeIssue).
      */
     maxLivePerTask: z.number().int().min(1).max(10_000).optional(),
+    /**
+     * The same over a whole delegation tree: the task opened by an attestation and every sub-agent's
+     * task under it, so spawning sub-agents does not multiply maxLivePerTask.
+     */
+    maxLivePerTree: z.number().int().min(1).max(100_000).optional(),
     /** Scopes that exist at this target (requests for others are invalid_scope). */
     scopes: z.array(z.string().min(1)).optional(),
   })
@@ -220,6 +225,18 @@ export const AppConfigSchema = z
 
 export type RawAppConfig = z.infer<typeof AppConfigSchema>;
 export type TargetConfig = z.infer<typeof TargetSchema>;
+
+/** A target's caps on live credentials (targets[].maxLivePerTask, maxLivePerTree). */
+export interface LiveLimit {
+  key: 'maxLivePerTask' | 'maxLivePerTree';
+  max: number;
+}
+export function liveLimitsOf(t: Pick<TargetConfig, 'maxLivePerTask' | 'maxLivePerTree'>): LiveLimit[] {
+  const out: LiveLimit[] = [];
+  if (t.maxLivePerTask !== undefined) out.push({ key: 'maxLivePerTask', max: t.maxLivePerTask });
+  if (t.maxLivePerTree !== undefined) out.push({ key: 'maxLivePerTree', max: t.maxLivePerTree });
+  return out;
+}
 export type BearerClientConfig = z.infer<typeof BearerClientSchema>;
 export type InventoryConfig = z.infer<typeof InventorySchema>;
 export type SignalsConfig = z.infer<typeof SignalsSchema>;

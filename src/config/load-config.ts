@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { parseDocument, LineCounter, type Document } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/sts-errors.js';
-import { AppConfigSchema, type RawAppConfig } from './config-schema.js';
+import { AppConfigSchema, liveLimitsOf, type RawAppConfig } from './config-schema.js';
 import { trustProviderCatalog } from '../trust-providers/catalog.js';
 import { credentialIssuerCatalog } from '../credential-issuers/catalog.js';
 import { GITHUB_IMMUTABLE_PINS } from '../trust-providers/github-actions/github-actions-provider.js';
@@ -172,15 +172,16 @@ export function policySourcesOf(policy: AppConfig['policy']): { dir?: string; in
   return policySources.get(policy) ?? { inlineCount: policy.documents?.length ?? 0 };
 }
 
-/** Targets whose `maxLivePerTask` their issuer (when known here) cannot enforce. */
+/** Targets whose `maxLivePerTask` / `maxLivePerTree` their issuer (when known here) cannot enforce. */
 function liveLimitProblems(targets: AppConfig['targets'], issuers: ReadonlyMap<string, IssuerFacts>): string[] {
   const problems: string[] = [];
   targets.forEach((t, i) => {
     const issuer = issuers.get(t.issuer);
-    if (t.maxLivePerTask === undefined || !issuer || issuer.capabilities.recordsBeforeIssue) return;
-    problems.push(
-      `targets[${i}] (${t.name}).maxLivePerTask: issuer ${t.issuer} (${issuer.type}) creates a credential before agent-sts can record it, so live credentials cannot be counted strictly; only issuers that record first (postgres, mysql) take this limit`,
-    );
+    if (!issuer || issuer.capabilities.recordsBeforeIssue) return;
+    for (const { key } of liveLimitsOf(t))
+      problems.push(
+        `targets[${i}] (${t.name}).${key}: issuer ${t.issuer} (${issuer.type}) creates a credential before agent-sts can record it, so live credentials cannot be counted strictly; only issuers that record first (postgres, mysql) take this limit`,
+      );
   });
   return problems;
 }

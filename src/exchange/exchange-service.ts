@@ -13,7 +13,7 @@ import type { AuditEventInput } from '../audit/audit-event.js';
 import type { PolicyEngine, PolicyRequest } from '../policy/policy-engine.js';
 import type { TrustRegistry } from '../trust-providers/registry.js';
 import type { CredentialIssuer, IssuedCredential } from '../credential-issuers/credential-issuer.js';
-import type { TargetConfig } from '../config/config-schema.js';
+import { liveLimitsOf, type LiveLimit, type TargetConfig } from '../config/config-schema.js';
 import { AGENT_TOKEN_ISSUER_TYPE, sealHandle } from '../tasks/task-service.js';
 import type { AgentTokenIdentity, AgentTokenLimits, AgentTokens } from './agent-tokens.js';
 import type { ExchangeRequest } from './parse-request.js';
@@ -252,7 +252,7 @@ export function createExchangeService(deps: ExchangeDeps) {
   /** Mints an agent token for a new task (start-up, explicit task, or a sub-agent's child task). */
   async function openTask(
     identity: BlendedIdentity,
-    o: { ttl: number; task?: TaskOptions; reason: string; scopes: string[]; parentTaskId?: string; limits?: AgentTokenLimits },
+    o: { ttl: number; task?: TaskOptions; reason: string; scopes: string[]; parentTaskId?: string; rootTaskId?: string; limits?: AgentTokenLimits },
     req: ExchangeRequest,
     ctx: CallContext,
     event: AuditEventInput,
@@ -271,7 +271,7 @@ export function createExchangeService(deps: ExchangeDeps) {
         event,
         tasks: [{
           id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
-          parentTaskId: o.parentTaskId ?? null, deadline: expiresAt, purpose: o.task?.purpose ?? null,
+          parentTaskId: o.parentTaskId ?? null, rootTaskId: o.rootTaskId ?? taskId, deadline: expiresAt, purpose: o.task?.purpose ?? null,
           idleTimeoutSeconds: limits.idleTimeoutSeconds ?? null, lastActivityAt: limits.idleTimeoutSeconds ? ctx.now : null,
           instance: identity.workload.instance ?? null,
         }],
@@ -314,7 +314,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     const ttl = Math.min(remaining, d.ttlCapSeconds, req.requestedLifetime ?? Infinity);
     if (ttl < 1) throw new SubjectTokenRejected('the task of this agent token has no time left');
     // Agent tokens do not carry the instance: the child task inherits it from the parent's row, so it ends with the pod too.
-    const parent = await deps.db.task.findUnique({ where: { id: agent.taskId }, select: { instance: true } });
+    const parent = await deps.db.task.findUnique({ where: { id: agent.taskId }, select: { instance: true, rootTaskId: true } });
     const child: BlendedIdentity = {
       ...identity,
       workload: { ...identity.workload, instance: parent?.instance ?? undefined },
@@ -328,6 +328,8 @@ export function createExchangeService(deps: ExchangeDeps) {
         reason: `sub-agent of task ${agent.taskId}; scopes ${req.scopes.join(' ')}${targetCeiling ? `; targets ${targetCeiling.join(' ')}` : ''}; ${d.reasons.join('; ')}`,
         scopes: req.scopes,
         parentTaskId: agent.taskId,
+        // A parent from before roots were recorded is taken as the root.
+        rootTaskId: parent?.rootTaskId ?? agent.taskId,
         limits: { scopeCeiling: req.scopes, ...(targetCeiling ? { targetCeiling } : {}) },
       },
       req,
@@ -367,16 +369,17 @@ export function createExchangeService(deps: ExchangeDeps) {
       ? []
       : [{
           id: taskId, state: 'open', providerName: identity.workload.provider, workloadSubject: identity.workload.subject, humanSubject: identity.human?.subject ?? null,
-          deadline: new Date(ctx.now.getTime() + ttl * 1000), instance: identity.workload.instance ?? null,
+          rootTaskId: taskId, deadline: new Date(ctx.now.getTime() + ttl * 1000), instance: identity.workload.instance ?? null,
         }];
     Object.assign(event, { taskId, credentialId, grantedScope: d.grantedScopes.join(' ') || undefined });
 
     const plannedHandle = issuer.planHandle?.({ taskId, credentialId });
     // A live-credential limit is counted against stored rows: only an issuer that stores its row
     // first can be held to it. Config check refuses the others; one registered at runtime is out of service.
-    if (target.maxLivePerTask !== undefined && !plannedHandle)
+    const liveLimits = liveLimitsOf(target);
+    if (liveLimits.length && !plannedHandle)
       throw new UpstreamUnavailable('this target is out of service; try again later', {
-        detail: { reasons: [`target ${target.name} limits live credentials per task (maxLivePerTask), which issuer ${issuer.name} (${issuer.type}) cannot be held to; nothing was issued`] },
+        detail: { reasons: [`target ${target.name} limits live credentials (${liveLimits.map((l) => l.key).join(', ')}), which issuer ${issuer.name} (${issuer.type}) cannot be held to; nothing was issued`] },
       });
     if (plannedHandle) {
       // Crash safety: the row (with its revocation handle) exists before anything exists upstream.
@@ -387,7 +390,7 @@ export function createExchangeService(deps: ExchangeDeps) {
           state: 'issuing', fingerprint: 'pending', expiresAt: new Date(ctx.now.getTime() + ttl * 1000), sealedRevocationHandle: sealHandle(deps.kek, credentialId, plannedHandle),
         },
       });
-      if (target.maxLivePerTask !== undefined) await holdWithinLiveLimit(target.name, target.maxLivePerTask, taskId, credentialId, ctx);
+      for (const limit of liveLimits) await holdWithinLiveLimit(target.name, limit, taskId, agent ? undefined : taskId, credentialId, ctx);
     }
     if (plannedHandle) deps.chaos?.('before-upstream');
     let credential: IssuedCredential;
@@ -513,18 +516,25 @@ export function createExchangeService(deps: ExchangeDeps) {
   }
 
   /**
-   * targets[].maxLivePerTask, counted after this request's own `issuing` row is stored: rows stored
-   * by requests racing this one are either counted here or count this one, so the limit is never
-   * exceeded (two racing for the last place may both be refused; a retry gets it). Expired rows
-   * the sweep has not closed yet do not count: their logins no longer work.
+   * targets[].maxLivePerTask / maxLivePerTree, counted after this request's own `issuing` row is
+   * stored: rows stored by requests racing this one are either counted here or count this one, so
+   * the limit is never exceeded (two racing for the last place may both be refused; a retry gets
+   * it). Expired rows the sweep has not closed yet do not count: their logins no longer work.
+   * `knownRoot`: the task's root when the task is new (its own id); otherwise read from its row.
    */
-  async function holdWithinLiveLimit(target: string, limit: number, taskId: string, credentialId: string, ctx: CallContext): Promise<void> {
-    const live = await deps.db.credential.count({ where: { taskId, target, state: { in: OWNING_STATES }, expiresAt: { gt: ctx.now } } });
-    if (live <= limit) return;
-    await closeFailed(credentialId, `over maxLivePerTask (${limit}) for target ${target}; nothing was issued`);
-    throw new PolicyDenied(`this task already holds ${limit} live credential${limit > 1 ? 's' : ''} for this target, its limit; revoke one (POST /oauth2/revoke), end the task or wait for one to expire`, {
-      detail: { reasons: [`task ${taskId} holds ${live - 1} live credential(s) for target ${target}; maxLivePerTask is ${limit}`] },
-    });
+  async function holdWithinLiveLimit(target: string, limit: LiveLimit, taskId: string, knownRoot: string | undefined, credentialId: string, ctx: CallContext): Promise<void> {
+    const live = { target, state: { in: OWNING_STATES }, expiresAt: { gt: ctx.now } };
+    const tree = limit.key === 'maxLivePerTree';
+    // A task from before roots were recorded is the root of its own tree.
+    const root = !tree ? taskId : (knownRoot ?? (await deps.db.task.findUnique({ where: { id: taskId }, select: { rootTaskId: true } }))?.rootTaskId ?? taskId);
+    const count = await deps.db.credential.count({ where: tree ? { ...live, task: { OR: [{ id: root }, { rootTaskId: root }] } } : { ...live, taskId } });
+    if (count <= limit.max) return;
+    const n = `${limit.max} live credential${limit.max > 1 ? 's' : ''}`;
+    await closeFailed(credentialId, `over ${limit.key} (${limit.max}) for target ${target}; nothing was issued`);
+    throw new PolicyDenied(
+      `${tree ? "this task's delegation tree (the agent that started it and its sub-agents) already holds" : 'this task already holds'} ${n} for this target, its limit; revoke one (POST /oauth2/revoke), end a task or wait for one to expire`,
+      { detail: { reasons: [`${tree ? `the delegation tree of task ${root}` : `task ${taskId}`} holds ${count - 1} live credential(s) for target ${target}; ${limit.key} is ${limit.max}`] } },
+    );
   }
 
   /** Closes a credential row that never became a usable credential (best effort: the sweep ends what is left). */

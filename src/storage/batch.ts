@@ -24,6 +24,7 @@ export interface TaskInsert {
   workloadSubject: string;
   humanSubject?: string | null;
   parentTaskId?: string | null;
+  rootTaskId?: string | null;
   deadline: Date;
   purpose?: string | null;
   idleTimeoutSeconds?: number | null;
@@ -76,7 +77,7 @@ export interface Batch {
 }
 
 // Identifiers in the SQL below come only from these constant lists, never from input.
-export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'createdAt', 'deadline', 'purpose', 'idleTimeoutSeconds', 'lastActivityAt', 'instance'] as const;
+export const TASK_COLUMNS = ['id', 'state', 'providerName', 'workloadSubject', 'humanSubject', 'parentTaskId', 'rootTaskId', 'createdAt', 'deadline', 'purpose', 'idleTimeoutSeconds', 'lastActivityAt', 'instance'] as const;
 export const CREDENTIAL_COLUMNS = [
   'id', 'taskId', 'issuerName', 'issuerType', 'tokenType', 'target', 'state', 'fingerprint', 'issuedAt', 'expiresAt', 'sealedRevocationHandle', 'revokeAttempts',
 ] as const;

@@ -1,7 +1,8 @@
 // targets[].maxLivePerTask through HTTP against a real broker (SQLite store) and the real
 // PostgreSQL: a task holds at most that many live logins of a target; the next request is refused
 // as a policy denial, audited, and creates nothing at the database; requests racing for the last
-// places never exceed the limit; an expired login frees its place; another task counts on its own.
+// places never exceed the limit; an expired login frees its place; another task counts on its own;
+// maxLivePerTree counts a task and its sub-agents' tasks together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix } from '../support/databases.js';
@@ -11,7 +12,7 @@ import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, ty
 const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const PREFIX = 'agslive_';
 
-describe('live credentials per task (targets[].maxLivePerTask)', () => {
+describe('live credentials per task and per delegation tree (targets[].maxLivePerTask, maxLivePerTree)', () => {
   let workloads: FakeIssuer;
   let broker: TestBroker;
   let drop: () => Promise<void>;
@@ -28,12 +29,13 @@ describe('live credentials per task (targets[].maxLivePerTask)', () => {
         targets: [
           { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 2 },
           { name: 'short-db', audiences: ['short-db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 1 },
+          { name: 'tree-db', audiences: ['tree-db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 2, maxLivePerTree: 3 },
         ],
         policy: {
           rules: [
             {
               id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' },
-              grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }, { target: 'short-db', scopes: ['read'], maxTtl: '2s' }],
+              grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }, { target: 'short-db', scopes: ['read'], maxTtl: '2s' }, { target: 'tree-db', scopes: ['read'], maxTtl: '5m' }],
             },
           ],
         },
@@ -124,5 +126,46 @@ describe('live credentials per task (targets[].maxLivePerTask)', () => {
     expect(await liveRows(taskId)).toBe(1);
     const again = await login(token);
     expect(again.status, again.text).toBe(200);
+  });
+
+  it('maxLivePerTree: the agent and its sub-agents share the places (spawning sub-agents does not multiply them); another tree has its own', async () => {
+    const root = await agentToken();
+    const subAgent = async (parent: string) => {
+      const r = await postToken(broker.url, {
+        grant_type: TOKEN_EXCHANGE, subject_token: parent, subject_token_type: ACCESS_TOKEN_TYPE,
+        requested_token_type: 'urn:agent-sts:token-type:sub-agent-token', scope: 'read', audience: 'tree-db',
+      });
+      expect(r.status, r.text).toBe(200);
+      return { token: r.json.access_token as string, taskId: r.json.task_id as string };
+    };
+    const child = await subAgent(root.token);
+    const grandchild = await subAgent(child.token);
+    const rows = await broker.composed.db.task.findMany({ where: { id: { in: [root.taskId, child.taskId, grandchild.taskId] } }, select: { id: true, rootTaskId: true } });
+    expect(rows.map((r) => r.rootTaskId)).toEqual([root.taskId, root.taskId, root.taskId]);
+
+    expect((await login(root.token, 'tree-db')).status).toBe(200);
+    expect((await login(child.token, 'tree-db')).status).toBe(200);
+    const before = await rolesAtDatabase();
+    // the grandchild holds nothing itself (its per-task cap of 2 is not reached), but the tree holds 2 of 3
+    expect((await login(grandchild.token, 'tree-db')).status).toBe(200);
+    const refused = await login(child.token, 'tree-db');
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.json.error).toBe('invalid_request');
+    expect(refused.json.error_description).toMatch(/^this task's delegation tree \(the agent that started it and its sub-agents\) already holds 3 live credentials for this target, its limit; revoke one/);
+    expect(await rolesAtDatabase()).toBe(before + 1);
+    // a new sub-agent gets no place of its own either
+    const another = await subAgent(root.token);
+    expect((await login(another.token, 'tree-db')).status).toBe(400);
+    await broker.composed.audit.drain();
+    const denied = await broker.composed.db.auditEvent.findFirstOrThrow({ where: { taskId: another.taskId, action: 'token.exchange', outcome: 'deny' } });
+    expect(denied.reason).toMatch(new RegExp(`the delegation tree of task ${root.taskId} holds 3 live credential\\(s\\) for target tree-db; maxLivePerTree is 3`));
+
+    // another tree counts on its own
+    const other = await agentToken();
+    expect((await login(other.token, 'tree-db')).status).toBe(200);
+    // ending a sub-agent's task frees its places for the rest of the tree
+    const end = await fetch(`${broker.url}/v1/tasks/${grandchild.taskId}`, { method: 'DELETE', headers: { authorization: `Bearer ${grandchild.token}` } });
+    expect(end.status).toBe(200);
+    expect((await login(another.token, 'tree-db')).status).toBe(200);
   });
 });

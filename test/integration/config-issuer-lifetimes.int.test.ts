@@ -152,10 +152,10 @@ policy:
   });
 });
 
-describe('targets[].maxLivePerTask against the issuer', () => {
-  const withLimit = (k: Key) => {
+describe.each(['maxLivePerTask', 'maxLivePerTree'] as const)('targets[].%s against the issuer', (key) => {
+  const withLimit = (k: Key, n = 3) => {
     const c = config([]);
-    c.targets = c.targets.map((t) => (t.issuer === issuers[k].name ? { ...t, maxLivePerTask: 3 } : t));
+    c.targets = c.targets.map((t) => (t.issuer === issuers[k].name ? { ...t, [key]: n } : t));
     return c;
   };
 
@@ -166,12 +166,10 @@ describe('targets[].maxLivePerTask against the issuer', () => {
   it.each(['jwt', 'gh', 'vault', 'aws'] as const)('refuses it on a %s target, naming target and issuer', (k) => {
     const p = problems(withLimit(k));
     expect(p).toHaveLength(1);
-    expect(p[0]).toMatch(new RegExp(`^targets\\[\\d\\] \\(${targetOf[k]}\\)\\.maxLivePerTask: issuer ${issuers[k].name} \\(${issuers[k].type}\\) creates a credential before agent-sts can record it`));
+    expect(p[0]).toMatch(new RegExp(`^targets\\[\\d\\] \\(${targetOf[k]}\\)\\.${key}: issuer ${issuers[k].name} \\(${issuers[k].type}\\) creates a credential before agent-sts can record it`));
   });
 
   it('refuses a limit that is not a positive integer', () => {
-    const c = withLimit('pg');
-    c.targets = c.targets.map((t) => ('maxLivePerTask' in t ? { ...t, maxLivePerTask: 0 } : t));
-    expect(problems(c).join('\n')).toMatch(/targets\[\d\]\.maxLivePerTask: /);
+    for (const n of [0, 2.5, -1]) expect(problems(withLimit('pg', n)).join('\n')).toMatch(new RegExp(`targets\\[\\d\\]\\.${key}: `));
   });
 });
