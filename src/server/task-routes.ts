@@ -149,6 +149,8 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
       workload_subject: t.workloadSubject,
       human_subject: t.humanSubject,
       parent_task_id: t.parentTaskId,
+      // The top of its delegation tree (maxLivePerTree counts the tree); null for rows from before it was recorded.
+      root_task_id: t.rootTaskId,
       children: children.map((c) => ({ task_id: c.id, state: c.state })),
       created_at: t.createdAt.toISOString(),
       deadline: t.deadline.toISOString(),

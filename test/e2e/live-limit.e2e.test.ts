@@ -142,6 +142,8 @@ describe('live credentials per task and per delegation tree (targets[].maxLivePe
     const grandchild = await subAgent(child.token);
     const rows = await broker.composed.db.task.findMany({ where: { id: { in: [root.taskId, child.taskId, grandchild.taskId] } }, select: { id: true, rootTaskId: true } });
     expect(rows.map((r) => r.rootTaskId)).toEqual([root.taskId, root.taskId, root.taskId]);
+    const shown = await fetch(`${broker.url}/v1/tasks/${grandchild.taskId}`, { headers: { authorization: `Bearer ${grandchild.token}` } });
+    expect(await shown.json()).toMatchObject({ task_id: grandchild.taskId, parent_task_id: child.taskId, root_task_id: root.taskId });
 
     expect((await login(root.token, 'tree-db')).status).toBe(200);
     expect((await login(child.token, 'tree-db')).status).toBe(200);

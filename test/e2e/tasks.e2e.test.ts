@@ -86,7 +86,7 @@ describe('tasks and sub-agents', () => {
 
     const mine = await http('GET', `/v1/tasks/${String(r.json.task_id)}`, { token: agent });
     expect(mine.status, mine.text).toBe(200);
-    expect(mine.json).toMatchObject({ task_id: r.json.task_id, state: 'open', purpose: 'reconcile invoices', idle_timeout_seconds: 60, workload_subject: 'test://assistant', parent_task_id: null });
+    expect(mine.json).toMatchObject({ task_id: r.json.task_id, state: 'open', purpose: 'reconcile invoices', idle_timeout_seconds: 60, workload_subject: 'test://assistant', parent_task_id: null, root_task_id: r.json.task_id });
     expect(mine.json.credentials).toEqual([expect.objectContaining({ issuer: 'agent-sts', state: 'active' })]);
     expect(mine.text).not.toContain(agent);
 
