@@ -13,18 +13,26 @@ import type { CliHelpers } from './instance-commands.js';
  * `agent-sts blocked`: the kill switch beside a running server (same store, same audit as the
  * admin API, by `cli:<OS user>`). Every replica picks the block up within 1 s (it polls twice a second).
  */
-export function registerKillCommands(program: Command, h: CliHelpers) {
-  const cli = () => ({ principal: `cli:${userInfo().username}`, requestId: `cli-${randomUUID()}` });
+/** Who acts from the CLI (`cli:<OS user>`) and a request id for its records. */
+export const cliActor = () => ({ principal: `cli:${userInfo().username}`, requestId: `cli-${randomUUID()}` });
 
-  const open = (core: Parameters<Parameters<CliHelpers['withCore']>[1]>[0], config: Parameters<Parameters<CliHelpers['withCore']>[1]>[1]) => {
-    const db = core.database.db;
-    const audit = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
-    const issuers = openIssuers(core, config, { env: h.env }, () => config.server.issuer ?? '');
-    const revocations = createRevocationList({ db, clock: core.clock });
-    const tasks = createTaskService({ db, clock: core.clock, logger: core.logger, kek: core.kek, audit, issuers, revocations });
-    const killSwitch = createKillSwitch({ db, clock: core.clock, logger: core.logger, audit, tasks, revocations, onProgress: h.say });
-    return { audit, issuers, killSwitch };
-  };
+type Core = Parameters<Parameters<CliHelpers['withCore']>[1]>[0];
+type Config = Parameters<Parameters<CliHelpers['withCore']>[1]>[1];
+
+/** The task service, kill switch and what they need, beside a running server (same store and audit chain). */
+export function openLifecycle(core: Core, config: Config, h: Pick<CliHelpers, 'env' | 'say'>) {
+  const db = core.database.db;
+  const audit = createAuditLog({ batch: core.database.batch, clock: core.clock, logger: core.logger });
+  const issuers = openIssuers(core, config, { env: h.env }, () => config.server.issuer ?? '');
+  const revocations = createRevocationList({ db, clock: core.clock });
+  const tasks = createTaskService({ db, clock: core.clock, logger: core.logger, kek: core.kek, audit, issuers, revocations });
+  const killSwitch = createKillSwitch({ db, clock: core.clock, logger: core.logger, audit, tasks, revocations, onProgress: h.say });
+  return { audit, issuers, tasks, killSwitch };
+}
+
+export function registerKillCommands(program: Command, h: CliHelpers) {
+  const cli = cliActor;
+  const open = (core: Core, config: Config) => openLifecycle(core, config, h);
 
   program
     .command('kill')

@@ -14,6 +14,7 @@ import { registerProviderCommands } from './providers-commands.js';
 import { registerIssuerCommands } from './issuers-commands.js';
 import { registerDoctorCommands } from './doctor-commands.js';
 import { registerKillCommands } from './kill-commands.js';
+import { registerTaskCommands } from './task-commands.js';
 import { registerApprovalCommands } from './approval-commands.js';
 import { registerPolicyCommands } from './policy-commands.js';
 import { registerInventoryCommands } from './inventory-commands.js';
@@ -198,6 +199,7 @@ export async function runCli(argv: string[]): Promise<void> {
   registerIssuerCommands(program, { withCore, configOption, say, env });
   registerDoctorCommands(program, { withCore, configOption, say, env });
   registerKillCommands(program, { withCore, configOption, say, env });
+  registerTaskCommands(program, { withCore, configOption, say, env });
   registerApprovalCommands(program, { withCore, configOption, say, env });
   registerPolicyCommands(program, { withCore, configOption, say, env });
   registerInventoryCommands(program, { withCore, configOption, say, env });

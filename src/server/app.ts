@@ -12,6 +12,7 @@ import type { ExchangeService } from '../exchange/exchange-service.js';
 import type { AgentTokens } from '../exchange/agent-tokens.js';
 import type { KeyStore, TokenSigner } from '../keys/key-store.js';
 import { registerTaskRoutes } from './task-routes.js';
+import { registerTaskAdmin } from './admin-tasks.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ProviderSet } from '../trust-providers/provider-set.js';
 import { registerProviderAdmin } from './admin-providers.js';
@@ -50,7 +51,7 @@ export interface AppDeps {
   keys: Pick<KeyStore, 'jwks' | 'isReady'>;
   /** Signs task-end receipts. */
   signer: TokenSigner;
-  tasks: Pick<TaskService, 'endTask'>;
+  tasks: Pick<TaskService, 'endTask' | 'revokeOne'>;
   providers: ProviderSet;
   issuers: IssuerSet;
   /** What the policy in force asks of a runtime-registered issuer that it cannot give (admin answers' `policy_problems`). */
@@ -278,6 +279,8 @@ export function createApp(deps: AppDeps) {
     db: deps.db, clock: deps.clock, issuerUrl: deps.issuerUrl, maxTokenBytes: deps.maxTokenBytes, agentTokens: deps.agentTokens,
     exchange: deps.exchange, tasks: deps.tasks, signer: deps.signer, roles: deps.roles, ctxOf,
   });
+
+  registerTaskAdmin(app, { roles: deps.roles, ctxOf, signer: deps.signer, issuerUrl: deps.issuerUrl, clock: deps.clock, db: deps.db, tasks: deps.tasks });
 
   registerAuditRoutes(app, { db: deps.db, roles: deps.roles, audit: deps.audit, clock: deps.clock, logger: deps.logger, ctxOf });
 

@@ -180,11 +180,16 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
     if (!(await authorize(req, reply, { ignoreRevocation: true }))) return reply;
     const result = await deps.tasks.endTask(req.params.id, 'ended by agent', deps.ctxOf(req));
     if (!result) return sendProblem(reply, 404, 'task not found');
-    const body = receiptBody(result);
-    const receipt = await deps.signer.sign({ iss: deps.issuerUrl(), iat: epochSeconds(deps.clock.now()), jti: randomUUID(), ...body }, RECEIPT_TYP);
-    reply.header('cache-control', 'no-store');
-    return reply.code(result.state === 'ended' ? 200 : 202).send({ ...body, receipt });
+    return sendTaskEnd(reply, result, deps);
   });
+}
+
+/** The answer to a task end: 200 ended or 202 still ending, every credential's fate and the signed receipt. */
+export async function sendTaskEnd(reply: FastifyReply, result: TaskEndResult, deps: Pick<TaskRouteDeps, 'signer' | 'issuerUrl' | 'clock'>) {
+  const body = receiptBody(result);
+  const receipt = await deps.signer.sign({ iss: deps.issuerUrl(), iat: epochSeconds(deps.clock.now()), jti: randomUUID(), ...body }, RECEIPT_TYP);
+  reply.header('cache-control', 'no-store');
+  return reply.code(result.state === 'ended' ? 200 : 202).send({ ...body, receipt });
 }
 
 /** The receipt: every credential of the task (and of its sub-agents' tasks) and its fate. */

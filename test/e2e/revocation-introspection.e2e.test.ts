@@ -343,6 +343,62 @@ describe('revocation, introspection and the kill switch', () => {
     expect((await broker.composed.db.credential.findUniqueOrThrow({ where: { id } })).state).toBe('active');
   });
 
+  const operator = async (path: string, body: unknown, auth = `Bearer ${TEST_ADMIN_TOKEN}`, type = 'application/json') => {
+    const res = await fetch(`${broker.url}/v1/admin${path}`, { method: 'POST', headers: { authorization: auth, 'content-type': type }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+    const text = await res.text();
+    return { status: res.status, type: res.headers.get('content-type') ?? '', json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  };
+
+  it('an operator revokes one credential (admin role): the PostgreSQL login dies, its task goes on; who and why are recorded', async () => {
+    const agent = await agentToken(broker);
+    const taskId = decodeJwt(agent).task_id as string;
+    const cred = await dbLogin(broker, agent);
+    const row = await broker.composed.db.credential.findFirstOrThrow({ where: { taskId, issuerName: 'pg' } });
+    // refused without the admin role, without a reason, with another media type; unknown ids are 404
+    expect((await operator(`/credentials/${row.id}/revoke`, { reason: 'x' }, `Bearer ${TEST_AUDITOR_TOKEN}`)).status).toBe(401);
+    const noReason = await operator(`/credentials/${row.id}/revoke`, {});
+    expect(noReason.status).toBe(400);
+    expect(noReason.type).toMatch(/^application\/problem\+json/);
+    expect(String(noReason.json.detail)).toMatch(/^reason: /);
+    expect((await operator(`/credentials/${row.id}/revoke`, 'reason=x', undefined, 'application/x-www-form-urlencoded')).status).toBe(415);
+    expect((await operator('/credentials/nope/revoke', { reason: 'x' })).status).toBe(404);
+    expect((await operator(`/credentials/${'%2e%2e'}/revoke`, { reason: 'x' })).status).toBe(404);
+    expect((await broker.composed.db.credential.findUniqueOrThrow({ where: { id: row.id } })).state).toBe('active');
+
+    const conn = await login(cred);
+    const closed = new Promise<void>((resolve) => conn.on('error', () => resolve()));
+    const r = await operator(`/credentials/${row.id}/revoke`, { reason: 'password pasted in INC-12' });
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ credential_id: row.id, task_id: taskId, target: 'db', fate: 'revoked', state: 'revoked' });
+    await expectLoginDead(conn, closed, cred);
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id: taskId } })).state).toBe('open');
+    expect((await introspect(broker, agent)).json.active).toBe(true);
+    const recs = (await auditOf(broker, 'credential.revoke')).filter((x) => x.credentialId === row.id);
+    expect(recs).toHaveLength(1);
+    expect(recs[0]!.reason).toMatch(/^revoked by bootstrap:test-admin: password pasted in INC-12 at /);
+    expect((await operator(`/credentials/${row.id}/revoke`, { reason: 'again' })).json).toMatchObject({ fate: 'revoked' });
+  });
+
+  it('an operator ends one task (admin role): its login dies, the answer is the signed receipt, who and why are recorded', async () => {
+    const agent = await agentToken(broker);
+    const taskId = decodeJwt(agent).task_id as string;
+    const cred = await dbLogin(broker, agent);
+    expect((await operator(`/tasks/${taskId}/end`, { reason: 'x' }, 'Bearer nope')).status).toBe(401);
+    expect((await operator(`/tasks/${taskId}/end`, { reason: ' ', extra: 1 })).status).toBe(400);
+    expect((await operator('/tasks/t_nope/end', { reason: 'x' })).status).toBe(404);
+    const conn = await login(cred);
+    const closed = new Promise<void>((resolve) => conn.on('error', () => resolve()));
+    const r = await operator(`/tasks/${taskId}/end`, { reason: 'agent looping on INC-13' });
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ task_id: taskId, state: 'ended' });
+    expect((r.json.credentials as { fate: string }[]).map((c) => c.fate)).toEqual(['revoked', 'revoked']);
+    expect(decodeJwt(r.json.receipt as string)).toMatchObject({ task_id: taskId, state: 'ended' });
+    await expectLoginDead(conn, closed, cred);
+    expect(await broker.composed.db.task.findUniqueOrThrow({ where: { id: taskId } })).toMatchObject({ state: 'ended', endReason: 'ended by bootstrap:test-admin: agent looping on INC-13' });
+    expect((await auditOf(broker, 'task.end')).filter((x) => x.taskId === taskId).map((x) => x.reason)).toEqual(['ended by bootstrap:test-admin: agent looping on INC-13']);
+    expect((await introspect(broker, agent)).json).toEqual({ active: false });
+  });
+
   it('with tokens.revokeEndsTask, revoking an agent token ends its task: the PostgreSQL login dies at the target', async () => {
     const agent = await agentToken(endsTask);
     const taskId = decodeJwt(agent).task_id as string;

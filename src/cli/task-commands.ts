@@ -1,0 +1,103 @@
+import type { Command } from 'commander';
+import { OperatorReason, revokeCredentialAsOperator } from '../server/admin-tasks.js';
+import type { TaskEndResult } from '../tasks/task-service.js';
+import { cliActor, openLifecycle } from './kill-commands.js';
+import type { CliHelpers } from './instance-commands.js';
+
+/** Every credential of an ended task and of its sub-agents' tasks, depth first. */
+function* credentialsOf(r: TaskEndResult): Generator<TaskEndResult['credentials'][number]> {
+  yield* r.credentials;
+  for (const c of r.children) yield* credentialsOf(c);
+}
+
+/**
+ * `agent-sts tasks end <id> --reason …` and `agent-sts credentials revoke <id> --reason …`: the
+ * operator's incident response between nothing and the kill switch, beside a running server (same
+ * store and audit chain as `POST /v1/admin/tasks/{id}/end` and `…/credentials/{id}/revoke`; who is
+ * `cli:<OS user>`). Exit 1: no such task or credential; 2: bad arguments; 3: a revocation failed at
+ * its target (the server's sweep retries it).
+ */
+export function registerTaskCommands(program: Command, h: CliHelpers) {
+  const reasonOf = (reason: string): string | undefined => {
+    const r = OperatorReason.safeParse(reason);
+    if (r.success) return r.data;
+    h.say('agent-sts: --reason: 1 to 1000 characters');
+    process.exitCode = 2;
+    return undefined;
+  };
+
+  program
+    .command('tasks')
+    .description('tasks: end one (every credential in it and in its sub-agents\' tasks revoked at its target)')
+    .command('end')
+    .description('end a task as an operator: its credentials and its sub-agents\' tasks are revoked at their targets; prints each credential\'s fate')
+    .argument('<task-id>')
+    .requiredOption('--reason <text>', 'why (goes to the audit log with who)')
+    .option('--json', 'the same JSON as the HTTP answer (without the signed receipt)')
+    .addOption(h.configOption())
+    .action((taskId: string, o: { reason: string; json?: boolean; config?: string }) =>
+      h.withCore(o.config, async (core, config) => {
+        const reason = reasonOf(o.reason);
+        if (reason === undefined) return;
+        const { audit, issuers, tasks } = openLifecycle(core, config, h);
+        try {
+          await issuers.reload(true);
+          const who = cliActor();
+          h.say(`ending task ${taskId}: revoking its credentials at their targets…`);
+          const r = await tasks.endTask(taskId, `ended by ${who.principal}: ${reason}`, { requestId: who.requestId, now: core.clock.now() });
+          if (!r) {
+            h.say(`agent-sts: no task ${taskId} (see \`agent-sts audit query --task <id>\` or GET /v1/tasks/<id>)`);
+            process.exitCode = 1;
+            return;
+          }
+          const creds = [...credentialsOf(r)];
+          if (o.json) console.log(JSON.stringify(r));
+          else for (const c of creds) console.log(`${c.id}  ${c.target}  ${c.fate}${c.revokedAt ? ` at ${c.revokedAt}` : ''}`);
+          const pending = creds.filter((c) => c.fate === 'revocation_pending').length;
+          h.say(`task ${taskId} is ${r.state}: ${creds.length} credential(s)${pending ? `, ${pending} revocation(s) pending` : ''}`);
+          if (pending) {
+            h.say('a revocation failed at its target; the server\'s sweep retries it (see `agent-sts revocations list`)');
+            process.exitCode = 3;
+          }
+        } finally {
+          await audit.drain();
+          await issuers.close();
+        }
+      }),
+    );
+
+  program
+    .command('credentials')
+    .description('credentials: revoke one at its target (its task goes on)')
+    .command('revoke')
+    .description('revoke one credential at its target now (the login dropped, the token deleted, the lease revoked); its task and other credentials go on')
+    .argument('<credential-id>', 'the credential id (jti), from the audit log or GET /v1/tasks/<id>')
+    .requiredOption('--reason <text>', 'why (goes to the audit log with who)')
+    .option('--json', 'the same JSON as the HTTP answer')
+    .addOption(h.configOption())
+    .action((credentialId: string, o: { reason: string; json?: boolean; config?: string }) =>
+      h.withCore(o.config, async (core, config) => {
+        const reason = reasonOf(o.reason);
+        if (reason === undefined) return;
+        const { audit, issuers, tasks } = openLifecycle(core, config, h);
+        try {
+          await issuers.reload(true);
+          const who = cliActor();
+          const r = await revokeCredentialAsOperator({ db: core.database.db, tasks }, credentialId, who.principal, reason, { requestId: who.requestId, now: core.clock.now() });
+          if (!r) {
+            h.say(`agent-sts: no credential ${credentialId} (credential ids are in the audit log: \`agent-sts audit query --fingerprint <it>\`)`);
+            process.exitCode = 1;
+            return;
+          }
+          console.log(o.json ? JSON.stringify(r) : `${r.credential_id}  task ${r.task_id}  ${r.target}  ${r.fate} (now ${r.state}; expires ${r.expires_at})`);
+          if (r.fate === 'revocation_pending') {
+            h.say('the revocation failed at its target; the server\'s sweep retries it (see `agent-sts revocations list`)');
+            process.exitCode = 3;
+          } else if (r.fate === 'expires_naturally') h.say(`its issuer cannot revoke it: it stays valid until ${r.expires_at}`);
+        } finally {
+          await audit.drain();
+          await issuers.close();
+        }
+      }),
+    );
+}
