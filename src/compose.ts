@@ -156,7 +156,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   // Providers report gone instances (deleted pods) only from listen() on (trust.start()), when the reaper below exists.
   const { trust, replay } = openTrust(core, config, opts, () => issuerUrl.value, {
     onInstanceGone: (instance, reason) => reaper.onInstanceGone(instance, reason),
-    onInstancesListed: (prefix, present, asOf, reason) => reaper.onInstancesListed(prefix, present, asOf, reason),
+    onInstancesListed: (prefix, present, asOf, reason, scope) => reaper.onInstancesListed(prefix, present, asOf, reason, scope),
   });
   await trust.reload(true);
   const issuers = openIssuers(core, config, opts, () => issuerUrl.value);
@@ -179,7 +179,11 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   const taskService = createTaskService({ db, clock, logger, kek, audit, issuers, revocations, chaos, telemetry });
   const sweepEveryMs = parseDuration(config.sweep.interval) * 1000;
   const leaseTtlMs = Math.max(3 * sweepEveryMs, 3000);
-  const leadership = createLeadership({ db, clock, logger, holder: newHolderId(clock), ttlMs: leaseTtlMs });
+  const leadership = createLeadership({
+    db, clock, logger, holder: newHolderId(clock), ttlMs: leaseTtlMs,
+    onLeadershipChange: ({ leader, holder, why }) =>
+      audit.append({ event: { requestId: `sweep-lease-${Date.now()}`, action: leader ? 'sweep.leader.start' : 'sweep.leader.stop', outcome: 'success', reason: `replica ${holder} ${leader ? 'runs' : 'no longer runs'} the sweep and start-up recovery: ${why}` } }),
+  });
   const reaper = createInstanceReaper({ db, tasks: taskService, clock, logger, isLeader: leadership.isLeader, fallbackDelayMs: leaseTtlMs + sweepEveryMs });
   const killSwitch = createKillSwitch({ db, clock, logger, audit, tasks: taskService, revocations });
   const inventory = openInventory({ db, clock, logger, env: opts.env, fetch: opts.fetch, engine: () => policy.engine(), audit, killSwitch, meter: telemetry.meter }, config);

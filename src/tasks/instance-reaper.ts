@@ -3,6 +3,7 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../log/logger.js';
 import type { Db } from '../storage/prisma-client.js';
 import type { TaskService } from './task-service.js';
+import type { InstanceListScope } from '../trust-providers/trust-provider.js';
 
 export interface InstanceReaperDeps {
   db: { task: Pick<Db['task'], 'findMany'> };
@@ -54,16 +55,22 @@ export function createInstanceReaper(deps: InstanceReaperDeps) {
     void q.finally(() => inFlight.delete(q));
   }
 
-  /** Open tasks opened before `asOf` whose instance has `prefix` but is not in `present`: their instance is gone. */
-  async function endMissing(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string): Promise<void> {
+  /**
+   * Open tasks opened before `asOf` whose instance has `prefix` (and, with a scope, whose workload
+   * subject has its prefix) but is not in `present`: their instance is gone.
+   */
+  async function endMissing(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string, scope: InstanceListScope = {}): Promise<void> {
     const open = await deps.db.task.findMany({
-      where: { instance: { startsWith: prefix }, state: 'open', createdAt: { lt: asOf } },
+      where: {
+        instance: { startsWith: prefix }, state: 'open', createdAt: { lt: asOf },
+        ...(scope.subjectPrefix !== undefined ? { workloadSubject: { startsWith: scope.subjectPrefix } } : {}),
+      },
       select: { instance: true },
       distinct: ['instance'],
       take: MAX_TASKS,
     });
     const gone = [...new Set(open.map((t) => t.instance).filter((i): i is string => !!i && !present.has(i)))];
-    if (gone.length) deps.logger.info({ prefix, instances: gone.length }, 'workload instances gone while no replica watched: ending their tasks');
+    if (gone.length) deps.logger.info({ prefix, ...scope, instances: gone.length }, 'workload instances gone while no replica watched: ending their tasks');
     for (const instance of gone) await endOpenTasks(instance, reason(instance));
   }
 
@@ -85,8 +92,8 @@ export function createInstanceReaper(deps: InstanceReaperDeps) {
       schedule(() => endOpenTasks(instance, reason));
     },
     /** ProviderDeps.onInstancesListed. Never throws. */
-    onInstancesListed(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string): void {
-      schedule(() => endMissing(prefix, present, asOf, reason));
+    onInstancesListed(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string, scope?: InstanceListScope): void {
+      schedule(() => endMissing(prefix, present, asOf, reason, scope));
     },
     /** Drops pending fallbacks and waits for task ends under way. */
     async close(): Promise<void> {

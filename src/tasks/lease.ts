@@ -27,6 +27,11 @@ export interface LeaseDeps {
   holder: string;
   /** How long a lease lasts without renewal; renew at least every ttlMs / 3. */
   ttlMs: number;
+  /**
+   * Told when this process starts or stops running the sweep (the server audits it, so auditors see
+   * which replica ran recovery and revocations when). Awaited; a failure is logged, never thrown.
+   */
+  onLeadershipChange?(change: { leader: boolean; holder: string; at: Date; why: string }): Promise<unknown>;
 }
 
 /**
@@ -70,8 +75,17 @@ export function createLeadership(deps: LeaseDeps) {
     });
     // Count from before the round trip, so a slow write cannot make us believe in a lease that already lapsed.
     heldUntil = ok ? started + deps.ttlMs : 0;
-    if (ok !== was) deps.logger.info({ holder: deps.holder }, ok ? 'this replica now runs the sweep' : 'this replica no longer runs the sweep');
+    if (ok !== was) {
+      deps.logger.info({ holder: deps.holder }, ok ? 'this replica now runs the sweep' : 'this replica no longer runs the sweep');
+      await changed(ok, ok ? `until ${new Date(heldUntil).toISOString()} unless renewed` : 'its lease could not be renewed (another replica holds it, or the store did not answer)');
+    }
     return ok;
+  }
+
+  async function changed(leader: boolean, why: string): Promise<void> {
+    await deps.onLeadershipChange?.({ leader, holder: deps.holder, at: deps.clock.now(), why }).catch((e: unknown) =>
+      deps.logger.warn({ holder: deps.holder, leader, err: { message: (e as Error).message } }, 'could not record a change of sweep leadership'),
+    );
   }
 
   /** Whether our lease is still valid by our own clock (checked between sweep steps). */
@@ -104,7 +118,9 @@ export function createLeadership(deps: LeaseDeps) {
 
   /** On orderly shutdown: hands the sweep over at once instead of after expiry. */
   async function release(): Promise<void> {
+    const was = isLeader();
     heldUntil = 0;
+    if (was) await changed(false, 'released at shutdown');
     const past = new Date(deps.clock.now().getTime() - 1);
     await deps.db.lease.updateMany({ where: { name: { in: [SWEEP_LEASE, `${REPLICA_PREFIX}${deps.holder}`] }, holder: deps.holder }, data: { expiresAt: past } });
   }

@@ -89,9 +89,16 @@ export interface ProviderDeps {
    * Reports every running instance whose id starts with `prefix`, as of `asOf` (a complete list
    * of the platform's workloads): the server ends the open tasks, opened before `asOf`, of any
    * other instance with that prefix, with `reason(instance)` (their workload went away while no
-   * replica was watching). Absent outside the server.
+   * replica was watching). `scope.subjectPrefix`: the list covers only the workloads whose subject
+   * starts with it (one Kubernetes namespace), so only those tasks are compared. Absent outside the server.
    */
-  onInstancesListed?(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string): void;
+  onInstancesListed?(prefix: string, present: ReadonlySet<string>, asOf: Date, reason: (instance: string) => string, scope?: InstanceListScope): void;
+}
+
+/** What a list of running instances covers, beyond its instance-id prefix. */
+export interface InstanceListScope {
+  /** Only tasks whose workload subject starts with this (e.g. `k8s://prod/ns/agents/`). */
+  subjectPrefix?: string;
 }
 
 /** Records one-time use of an attestation (by a hash, never the attestation itself). */

@@ -12,6 +12,7 @@ import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { JWT_TYPE, ACCESS_TOKEN_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
 import { describeRun, runAgentSts } from '../support/cli.js';
 import { applyMigrations } from '../../src/storage/migrate.js';
+import { openDatabase } from '../../src/storage/prisma-client.js';
 import { Secret } from '../../src/core/secret.js';
 import { sealHandle } from '../../src/tasks/task-service.js';
 
@@ -80,6 +81,7 @@ describe('sweep leader across two brokers on one PostgreSQL store', () => {
     const lease = await brokers[holder]!.composed.db.lease.findUniqueOrThrow({ where: { name: 'sweep' } });
     expect(lease.holder).toBe(brokers[holder]!.composed.leadership.holder);
 
+    const holderIds = { [holder]: brokers[holder]!.composed.leadership.holder, [other]: brokers[other]!.composed.leadership.holder };
     // Simulate a crash: stop the holder without handing the lease over.
     brokers[holder]!.composed.leadership.release = async () => {};
     await brokers[holder]!.close();
@@ -92,6 +94,14 @@ describe('sweep leader across two brokers on one PostgreSQL store', () => {
     expect(first!.start).toBeGreaterThanOrEqual(leaseEnd - 50); // not before the lease expired
     expect(first!.start - stoppedAt).toBeLessThan(6000); // ttl 3 s + one heartbeat
     expect(overlaps()).toEqual([]);
+    // Each start of leadership is in the audit log, naming the replica (the crashed one never stepped down).
+    await brokers[other]!.composed.audit.drain();
+    const recs = await brokers[other]!.composed.db.auditEvent.findMany({ where: { action: { startsWith: 'sweep.leader.' } }, orderBy: { time: 'asc' } });
+    expect(recs.map((r) => [r.action, r.outcome, r.reason?.split(' ')[1]])).toEqual([
+      ['sweep.leader.start', 'success', holderIds[holder]],
+      ['sweep.leader.start', 'success', holderIds[other]],
+    ]);
+    expect(recs[1]!.reason).toMatch(/ runs the sweep and start-up recovery: until \d{4}-.* unless renewed$/);
     delete brokers[holder];
   });
 
@@ -155,5 +165,20 @@ describe('sweep leader across two brokers on one PostgreSQL store', () => {
       rmSync(dir, { recursive: true, force: true });
     }
     await db.credential.update({ where: { id: credId }, data: { state: 'failed' } });
+  });
+
+  it('an orderly shutdown hands the sweep over at once and says so in the audit log', async () => {
+    const [name, b] = Object.entries(brokers)[0]!;
+    const holder = b.composed.leadership.holder;
+    const db = await openDatabase(store.url);
+    try {
+      await b.close();
+      delete brokers[name];
+      const last = await db.db.auditEvent.findFirstOrThrow({ where: { action: { startsWith: 'sweep.leader.' } }, orderBy: { time: 'desc' } });
+      expect(last).toMatchObject({ action: 'sweep.leader.stop', outcome: 'success', reason: `replica ${holder} no longer runs the sweep and start-up recovery: released at shutdown` });
+      expect((await db.db.lease.findUniqueOrThrow({ where: { name: 'sweep' } })).expiresAt.getTime()).toBeLessThanOrEqual(Date.now());
+    } finally {
+      await db.close();
+    }
   });
 });

@@ -55,4 +55,28 @@ describe.each(stores)('instance reaper reconciliation on $name', ({ create }) =>
     const open = await prisma.task.findMany({ where: { state: 'open' }, select: { id: true }, orderBy: { id: 'asc' } });
     expect(open.map((t) => t.id)).toEqual(['like-prefix', 'new-pod', 'no-instance', 'other-cluster', 'running']);
   });
+
+  it('a list scoped to a subject prefix (one namespace) compares only the tasks of those subjects', async () => {
+    const { db: prisma } = db();
+    const asOf = new Date('2031-01-01T12:00:00Z');
+    const before = new Date(asOf.getTime() - 60_000);
+    const task = (id: string, subject: string, instance: string) =>
+      prisma.task.create({ data: { id, state: 'open', providerName: 'prod', workloadSubject: subject, deadline: new Date(asOf.getTime() + 3_600_000), createdAt: before, instance } });
+    await task('ns-gone', 'k8s://prod/ns/agents/sa/planner', 'k8s-pod:prod:p1');
+    await task('ns-running', 'k8s://prod/ns/agents/sa/planner', 'k8s-pod:prod:p2');
+    await task('unwatched-ns', 'k8s://prod/ns/other/sa/planner', 'k8s-pod:prod:p3'); // not in this list, not gone
+    await task('like-ns', 'k8s://prod/ns/agents-2/sa/x', 'k8s-pod:prod:p4'); // another namespace with the same start
+    const ended: string[] = [];
+    const reaper = createInstanceReaper({
+      db: prisma,
+      tasks: { endTask: async (id) => (ended.push(id), { taskId: id, state: 'ended', credentials: [], children: [] }) },
+      clock: systemClock,
+      logger: createLogger({ level: 'silent' }),
+      isLeader: () => true,
+      fallbackDelayMs: 60_000,
+    });
+    reaper.onInstancesListed('k8s-pod:prod:', new Set(['k8s-pod:prod:p2']), asOf, (i) => `gone: ${i}`, { subjectPrefix: 'k8s://prod/ns/agents/sa/' });
+    await reaper.close();
+    expect(ended).toEqual(['ns-gone']);
+  });
 });

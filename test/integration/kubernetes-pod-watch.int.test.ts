@@ -54,13 +54,22 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 
 /** A provider with watchPods whose gone instances are collected. */
 function watchingProvider(name: string, extra: Record<string, unknown> = {}) {
   const gone: { instance: string; reason: string }[] = [];
+  const listed: { prefix: string; present: string[]; reason: string; scope?: { subjectPrefix?: string } }[] = [];
   const config = KubernetesConfigSchema.parse({
     clusterName: 'prod', issuer: k8s.issuer, audience: AUD, mode: 'jwks', jwksUri: k8s.publicJwksUri,
     kubeconfig: k8s.kubeconfigPath, watchPods: { enabled: true }, ...extra,
   });
-  const provider = kubernetesPlugin.create(name, config, testProviderDeps({ logger, onInstanceGone: (instance, reason) => void gone.push({ instance, reason }) }));
+  const provider = kubernetesPlugin.create(
+    name,
+    config,
+    testProviderDeps({
+      logger,
+      onInstanceGone: (instance, reason) => void gone.push({ instance, reason }),
+      onInstancesListed: (prefix, present, _asOf, reason, scope) => void listed.push({ prefix, present: [...present].sort(), reason: reason(`${prefix}x`), ...(scope ? { scope } : {}) }),
+    }),
+  );
   toClose.push(provider);
-  return { provider, gone };
+  return { provider, gone, listed };
 }
 
 const base = { clusterName: 'prod', issuer: 'https://kubernetes.default.svc', audience: AUD };
@@ -229,6 +238,32 @@ describe('watchPods: the watch', () => {
     await until('the deletion is reported', () => gone.length > 0);
     await new Promise((r) => setTimeout(r, 200));
     expect(gone.map((g) => g.instance)).toEqual([`k8s-pod:k8s-n:${inside}`]);
+  });
+
+  it('each watch\'s first list is reported for reconciliation: the whole cluster unscoped, a namespace scoped to its subjects', async () => {
+    await mint({ namespace: 'agents' });
+    const a = k8s.last.pod!.uid;
+    await mint({ namespace: 'batch' });
+    const b = k8s.last.pod!.uid;
+    await mint({ namespace: 'other' });
+    const all = watchingProvider('k8s-l1');
+    all.provider.start!();
+    await until('the cluster list is reported', () => all.listed.length === 1);
+    expect(all.listed[0]).toMatchObject({ prefix: 'k8s-pod:k8s-l1:', reason: 'pod x gone before the watch started (not in the pod list)' });
+    expect(all.listed[0]!.scope).toBeUndefined();
+    expect(all.listed[0]!.present).toEqual(expect.arrayContaining([`k8s-pod:k8s-l1:${a}`, `k8s-pod:k8s-l1:${b}`]));
+    all.provider.close!();
+
+    const ns = watchingProvider('k8s-l2', { watchPods: { enabled: true, namespaces: ['agents', 'batch'] } });
+    ns.provider.start!();
+    await until('both namespace lists are reported', () => ns.listed.length === 2);
+    const byScope = Object.fromEntries(ns.listed.map((l) => [l.scope?.subjectPrefix, l]));
+    expect(Object.keys(byScope).sort()).toEqual(['k8s://prod/ns/agents/sa/', 'k8s://prod/ns/batch/sa/']);
+    // each list holds its namespace's pods only (earlier tests left pods in `agents` too)
+    expect(byScope['k8s://prod/ns/agents/sa/']!.present).toContain(`k8s-pod:k8s-l2:${a}`);
+    expect(byScope['k8s://prod/ns/agents/sa/']!.present).not.toContain(`k8s-pod:k8s-l2:${b}`);
+    expect(byScope['k8s://prod/ns/batch/sa/']!.present).toEqual([`k8s-pod:k8s-l2:${b}`]);
+    expect(byScope['k8s://prod/ns/agents/sa/']!.reason).toBe('pod x gone before the watch started (not in the pod list of namespace agents)');
   });
 
   it('close() ends the watch; later deletions are not reported', async () => {

@@ -154,6 +154,8 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
       : undefined;
     const reviewer = config.mode === 'tokenreview' ? createReviewer(config, deps) : undefined;
     const instanceOf = (podUid: string) => `k8s-pod:${name}:${podUid}`;
+    /** The workload subject of a service account; with an empty name, the prefix of every subject of the namespace. */
+    const subjectOf = (namespace: string, serviceAccount: string) => `k8s://${cluster}/ns/${namespace}/sa/${serviceAccount}`;
     // Loaded now, so an unreadable kubeconfig is a config error; the watch starts only with start().
     const watchConfig = config.watchPods?.enabled ? loadKubeConfig(config) : undefined;
     let watcher: { stop(): void } | undefined;
@@ -244,7 +246,7 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
           kind: 'workload',
           provider: name,
           providerType: 'kubernetes',
-          subject: `k8s://${cluster}/ns/${id.namespace}/sa/${id.serviceAccount}`,
+          subject: subjectOf(id.namespace, id.serviceAccount),
           attributes,
           claims,
           expiresAt: expiryOf(claims, new Date(ctx.now.getTime() + 300_000)),
@@ -264,16 +266,23 @@ export const kubernetesPlugin: TrustProviderPlugin<KubernetesConfig> = {
             log.info({ podUid: pod.uid, namespace: pod.namespace, pod: pod.name, how: pod.how }, 'pod gone: ending its tasks');
             onInstanceGone(instanceOf(pod.uid), pod.how === 'deleted' ? `pod ${pod.uid} deleted` : `pod ${pod.uid} terminated (${pod.how})`);
           },
-          // Watching the whole cluster, the first list also tells which pods went away while no
-          // replica watched (broker down, upgrade). With a namespace list it cannot: a pod missing
-          // from it may live in a namespace that is not watched.
+          // Each watch's first list also tells which pods went away while no replica watched
+          // (broker down, upgrade): open tasks of this provider's pods that are not in it. A
+          // namespace's list covers only the tasks of that namespace's service accounts (their
+          // subject names it), so pods in namespaces that are not watched are never taken for gone.
           now: () => deps.clock.now(),
-          ...(config.watchPods?.namespaces || !deps.onInstancesListed
-            ? {}
-            : {
-                onFirstList: (present: ReadonlySet<string>, asOf: Date) =>
-                  deps.onInstancesListed!(instanceOf(''), new Set([...present].map(instanceOf)), asOf, (instance) => `pod ${instance.slice(instanceOf('').length)} gone before the watch started (not in the pod list)`),
-              }),
+          ...(deps.onInstancesListed
+            ? {
+                onFirstList: (present: ReadonlySet<string>, asOf: Date, namespace: string | undefined) =>
+                  deps.onInstancesListed!(
+                    instanceOf(''),
+                    new Set([...present].map(instanceOf)),
+                    asOf,
+                    (instance) => `pod ${instance.slice(instanceOf('').length)} gone before the watch started (not in the pod list${namespace === undefined ? '' : ` of namespace ${namespace}`})`,
+                    namespace === undefined ? undefined : { subjectPrefix: subjectOf(namespace, '') },
+                  ),
+              }
+            : {}),
         });
       },
       close() {

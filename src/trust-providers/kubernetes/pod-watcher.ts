@@ -30,11 +30,12 @@ export interface PodWatcherOptions {
   namespaces?: readonly string[];
   onGone(pod: GonePod): void;
   /**
-   * Once per watch, after its first complete list: the uids of every pod it listed, and when that
-   * list began. A pod that existed before `asOf` and is not among them was gone before the watch
-   * started (deleted while nothing watched).
+   * Once per watch, after its first complete list: the uids of every pod it listed, when that
+   * list began, and the namespace it covers (undefined: the whole cluster). A pod of that
+   * namespace (or cluster) that existed before `asOf` and is not among them was gone before the
+   * watch started (deleted while nothing watched).
    */
-  onFirstList?(present: ReadonlySet<string>, asOf: Date): void;
+  onFirstList?(present: ReadonlySet<string>, asOf: Date, namespace: string | undefined): void;
   /** The clock for `asOf` (default: the system's). */
   now?: () => Date;
   logger: Logger;
@@ -137,7 +138,7 @@ function watchLoop(namespace: string | undefined, opts: PodWatcherOptions) {
     if (!firstListDone) {
       firstListDone = true;
       try {
-        opts.onFirstList?.(new Set(known.keys()), asOf);
+        opts.onFirstList?.(new Set(known.keys()), asOf, namespace);
       } catch (e) {
         log.error({ err: errorFields(e) }, 'handling the first pod list failed');
       }
