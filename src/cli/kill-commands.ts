@@ -30,9 +30,31 @@ export function openLifecycle(core: Core, config: Config, h: Pick<CliHelpers, 'e
   return { audit, issuers, tasks, killSwitch };
 }
 
+type Lifecycle = ReturnType<typeof openLifecycle>;
+
+/**
+ * Runs `work` with the lifecycle services open (the issuers loaded when `loadIssuers`: revocations
+ * need them), as `cli:<OS user>` with its own request id; then the audit log is drained and the
+ * issuers closed, whatever happened.
+ */
+export async function withLifecycle(
+  core: Core,
+  config: Config,
+  h: Pick<CliHelpers, 'env' | 'say'>,
+  work: (l: Lifecycle, who: ReturnType<typeof cliActor> & { now: Date }) => Promise<void>,
+  opts: { loadIssuers: boolean } = { loadIssuers: true },
+): Promise<void> {
+  const l = openLifecycle(core, config, h);
+  try {
+    if (opts.loadIssuers) await l.issuers.reload(true);
+    await work(l, { ...cliActor(), now: core.clock.now() });
+  } finally {
+    await l.audit.drain();
+    await l.issuers.close();
+  }
+}
+
 export function registerKillCommands(program: Command, h: CliHelpers) {
-  const cli = cliActor;
-  const open = (core: Core, config: Config) => openLifecycle(core, config, h);
 
   program
     .command('kill')
@@ -49,11 +71,8 @@ export function registerKillCommands(program: Command, h: CliHelpers) {
           process.exitCode = 2;
           return;
         }
-        const { audit, issuers, killSwitch } = open(core, config);
-        try {
-          await issuers.reload(true);
-          const c = cli();
-          const s = await killSwitch.kill(subject, { reason: o.reason, kind: o.human ? 'human' : 'workload' }, { ...c, now: core.clock.now() });
+        await withLifecycle(core, config, h, async ({ killSwitch }, who) => {
+          const s = await killSwitch.kill(subject, { reason: o.reason, kind: o.human ? 'human' : 'workload' }, who);
           const pending = s.credentials.pending;
           console.log(
             `${s.subject} (${s.kind}) is blocked${s.newlyBlocked ? '' : ' (already was)'}: ${s.tasksEnded} task(s) ended` +
@@ -63,10 +82,7 @@ export function registerKillCommands(program: Command, h: CliHelpers) {
             h.say(`${pending} revocation(s) failed at their target; the server's sweep retries them (see \`agent-sts audit query --workload ${subject}\`)`);
             process.exitCode = 3;
           }
-        } finally {
-          await audit.drain();
-          await issuers.close();
-        }
+        });
       }),
     );
 
@@ -77,18 +93,22 @@ export function registerKillCommands(program: Command, h: CliHelpers) {
     .addOption(h.configOption())
     .action((subject: string, o: { config?: string }) =>
       h.withCore(o.config, async (core, config) => {
-        const { audit, issuers, killSwitch } = open(core, config);
-        try {
-          const r = await killSwitch.restore(subject, { ...cli(), now: core.clock.now() });
-          console.log(`${r.subject} (${r.kind}) is no longer blocked`);
-        } catch (e) {
-          if (!(e instanceof IdentityNotBlocked)) throw e;
-          h.say(`agent-sts: ${subject} is not blocked`);
-          process.exitCode = 1;
-        } finally {
-          await audit.drain();
-          await issuers.close();
-        }
+        await withLifecycle(
+          core,
+          config,
+          h,
+          async ({ killSwitch }, who) => {
+            try {
+              const r = await killSwitch.restore(subject, who);
+              console.log(`${r.subject} (${r.kind}) is no longer blocked`);
+            } catch (e) {
+              if (!(e instanceof IdentityNotBlocked)) throw e;
+              h.say(`agent-sts: ${subject} is not blocked`);
+              process.exitCode = 1;
+            }
+          },
+          { loadIssuers: false },
+        );
       }),
     );
 

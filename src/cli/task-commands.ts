@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { OperatorReason, revokeCredentialAsOperator } from '../server/admin-tasks.js';
 import type { TaskEndResult } from '../tasks/task-service.js';
-import { cliActor, openLifecycle } from './kill-commands.js';
+import { withLifecycle } from './kill-commands.js';
 import type { CliHelpers } from './instance-commands.js';
 
 /** Every credential of an ended task and of its sub-agents' tasks, depth first. */
@@ -18,13 +18,21 @@ function* credentialsOf(r: TaskEndResult): Generator<TaskEndResult['credentials'
  * its target (the server's sweep retries it).
  */
 export function registerTaskCommands(program: Command, h: CliHelpers) {
-  const reasonOf = (reason: string): string | undefined => {
-    const r = OperatorReason.safeParse(reason);
-    if (r.success) return r.data;
-    h.say('agent-sts: --reason: 1 to 1000 characters');
-    process.exitCode = 2;
-    return undefined;
-  };
+  type Core = Parameters<Parameters<CliHelpers['withCore']>[1]>[0];
+  type Lifecycle = Parameters<Parameters<typeof withLifecycle>[3]>[0];
+  type Who = Parameters<Parameters<typeof withLifecycle>[3]>[1];
+  type Options = { reason: string; json?: boolean; config?: string };
+  /** An operator command on one id: `--reason` checked (exit 2), then `work` with the lifecycle services as `cli:<OS user>`. */
+  const asOperator = (work: (l: Lifecycle, who: Who, reason: string, id: string, o: Options, core: Core) => Promise<void>) => (id: string, o: Options) =>
+    h.withCore(o.config, async (core, config) => {
+      const reason = OperatorReason.safeParse(o.reason);
+      if (!reason.success) {
+        h.say('agent-sts: --reason: 1 to 1000 characters');
+        process.exitCode = 2;
+        return;
+      }
+      await withLifecycle(core, config, h, (l, who) => work(l, who, reason.data, id, o, core));
+    });
 
   program
     .command('tasks')
@@ -35,34 +43,21 @@ export function registerTaskCommands(program: Command, h: CliHelpers) {
     .requiredOption('--reason <text>', 'why (goes to the audit log with who)')
     .option('--json', 'the same JSON as the HTTP answer (without the signed receipt)')
     .addOption(h.configOption())
-    .action((taskId: string, o: { reason: string; json?: boolean; config?: string }) =>
-      h.withCore(o.config, async (core, config) => {
-        const reason = reasonOf(o.reason);
-        if (reason === undefined) return;
-        const { audit, issuers, tasks } = openLifecycle(core, config, h);
-        try {
-          await issuers.reload(true);
-          const who = cliActor();
-          h.say(`ending task ${taskId}: revoking its credentials at their targets…`);
-          const r = await tasks.endTask(taskId, `ended by ${who.principal}: ${reason}`, { requestId: who.requestId, now: core.clock.now() });
-          if (!r) {
-            h.say(`agent-sts: no task ${taskId} (see \`agent-sts audit query --task <id>\` or GET /v1/tasks/<id>)`);
-            process.exitCode = 1;
-            return;
-          }
-          const creds = [...credentialsOf(r)];
-          if (o.json) console.log(JSON.stringify(r));
-          else for (const c of creds) console.log(`${c.id}  ${c.target}  ${c.fate}${c.revokedAt ? ` at ${c.revokedAt}` : ''}`);
-          const pending = creds.filter((c) => c.fate === 'revocation_pending').length;
-          h.say(`task ${taskId} is ${r.state}: ${creds.length} credential(s)${pending ? `, ${pending} revocation(s) pending` : ''}`);
-          if (pending) {
-            h.say('a revocation failed at its target; the server\'s sweep retries it (see `agent-sts revocations list`)');
-            process.exitCode = 3;
-          }
-        } finally {
-          await audit.drain();
-          await issuers.close();
+    .action(
+      asOperator(async ({ tasks }, who, reason, taskId, o) => {
+        h.say(`ending task ${taskId}: revoking its credentials at their targets…`);
+        const r = await tasks.endTask(taskId, `ended by ${who.principal}: ${reason}`, who);
+        if (!r) {
+          h.say(`agent-sts: no task ${taskId} (see \`agent-sts audit query --task <id>\` or GET /v1/tasks/<id>)`);
+          process.exitCode = 1;
+          return;
         }
+        const creds = [...credentialsOf(r)];
+        if (o.json) console.log(JSON.stringify(r));
+        else for (const c of creds) console.log(`${c.id}  ${c.target}  ${c.fate}${c.revokedAt ? ` at ${c.revokedAt}` : ''}`);
+        const pending = creds.filter((c) => c.fate === 'revocation_pending').length;
+        h.say(`task ${taskId} is ${r.state}: ${creds.length} credential(s)${pending ? `, ${pending} revocation(s) pending` : ''}`);
+        if (pending) pendingExit('a revocation');
       }),
     );
 
@@ -75,29 +70,22 @@ export function registerTaskCommands(program: Command, h: CliHelpers) {
     .requiredOption('--reason <text>', 'why (goes to the audit log with who)')
     .option('--json', 'the same JSON as the HTTP answer')
     .addOption(h.configOption())
-    .action((credentialId: string, o: { reason: string; json?: boolean; config?: string }) =>
-      h.withCore(o.config, async (core, config) => {
-        const reason = reasonOf(o.reason);
-        if (reason === undefined) return;
-        const { audit, issuers, tasks } = openLifecycle(core, config, h);
-        try {
-          await issuers.reload(true);
-          const who = cliActor();
-          const r = await revokeCredentialAsOperator({ db: core.database.db, tasks }, credentialId, who.principal, reason, { requestId: who.requestId, now: core.clock.now() });
-          if (!r) {
-            h.say(`agent-sts: no credential ${credentialId} (credential ids are in the audit log: \`agent-sts audit query --fingerprint <it>\`)`);
-            process.exitCode = 1;
-            return;
-          }
-          console.log(o.json ? JSON.stringify(r) : `${r.credential_id}  task ${r.task_id}  ${r.target}  ${r.fate} (now ${r.state}; expires ${r.expires_at})`);
-          if (r.fate === 'revocation_pending') {
-            h.say('the revocation failed at its target; the server\'s sweep retries it (see `agent-sts revocations list`)');
-            process.exitCode = 3;
-          } else if (r.fate === 'expires_naturally') h.say(`its issuer cannot revoke it: it stays valid until ${r.expires_at}`);
-        } finally {
-          await audit.drain();
-          await issuers.close();
+    .action(
+      asOperator(async ({ tasks }, who, reason, credentialId, o, core) => {
+        const r = await revokeCredentialAsOperator({ db: core.database.db, tasks }, credentialId, who.principal, reason, who);
+        if (!r) {
+          h.say(`agent-sts: no credential ${credentialId} (credential ids are in the audit log: \`agent-sts audit query --fingerprint <it>\`)`);
+          process.exitCode = 1;
+          return;
         }
+        console.log(o.json ? JSON.stringify(r) : `${r.credential_id}  task ${r.task_id}  ${r.target}  ${r.fate} (now ${r.state}; expires ${r.expires_at})`);
+        if (r.fate === 'revocation_pending') pendingExit('the revocation');
+        else if (r.fate === 'expires_naturally') h.say(`its issuer cannot revoke it: it stays valid until ${r.expires_at}`);
       }),
     );
+
+  function pendingExit(what: string): void {
+    h.say(`${what} failed at its target; the server's sweep retries it (see \`agent-sts revocations list\`)`);
+    process.exitCode = 3;
+  }
 }
