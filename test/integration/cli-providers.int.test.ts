@@ -12,7 +12,8 @@ import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
 
 const AWS_KEY = { accessKeyId: 'AKIACLITESTCLITEST01', secretAccessKey: 'cli/test/secret/0123456789abcdefghijklmnop' };
 
-describe('agent-sts providers', { timeout: 60_000 }, () => {
+// Ten CLI subprocesses in one test (tsx start-up each): 5-6 s apiece on a slow host.
+describe('agent-sts providers', { timeout: 180_000 }, () => {
   let dir: string;
   let config: string;
   let issuer: FakeIssuer;
