@@ -326,8 +326,11 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     onClose.forEach((f) => f());
     trust.close();
     await reaper.close();
-    await leadership.release().catch(() => {});
+    // The sweep is handed over (and the hand-over recorded) while the server stops taking requests:
+    // app.close() must start at once, so a request that arrives now is answered 503 Connection: close.
+    const released = leadership.release().catch(() => {});
     await app.close();
+    await released;
     // What this replica saw since its last flush (no request comes in any more).
     await inventory.view.flush().catch((e: unknown) => logger.error({ err: { message: (e as Error).message } }, 'inventory: last flush failed'));
     await inventory.webhook?.drain();
