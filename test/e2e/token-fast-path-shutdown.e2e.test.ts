@@ -36,12 +36,29 @@ it('answers 503 with Connection: close to a request that arrives on a kept-alive
   const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
 
-  // The first request is in flight (its exchange waits for the audit commit) when closing starts,
-  // so the connection is not idle; the second is pipelined behind it and is read while closing.
+  // The first request is in flight (its exchange held at its audit commit) when closing starts, so
+  // the connection is not idle; the second is pipelined behind it once closing has started. The
+  // hold makes the order certain on a loaded machine (a 1 ms pause here raced the server).
+  const audit = broker.composed.audit;
+  const append = audit.append.bind(audit);
+  let entered!: () => void;
+  const inFlight = new Promise<void>((resolve) => (entered = resolve));
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  audit.append = async (w) => {
+    if (w.event.action === 'token.exchange') {
+      entered();
+      await held;
+    }
+    return append(w);
+  };
   socket.write(request);
-  await new Promise((r) => setTimeout(r, 1)); // the request reaches the server
+  await inFlight;
   const closed = broker.close();
+  await new Promise((r) => setTimeout(r, 300)); // close() reaches app.close(): requests are now refused
   socket.write(request);
+  await new Promise((r) => setTimeout(r, 100));
+  release();
 
   const t0 = Date.now();
   await closed;
