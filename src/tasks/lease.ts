@@ -44,6 +44,8 @@ export interface LeaseDeps {
  */
 export function createLeadership(deps: LeaseDeps) {
   let heldUntil = 0;
+  /** Whether this process last reported itself as the sweep leader (changes are logged and recorded once). */
+  let announced = false;
 
   /** Acquires `name` if free or expired, renews it if ours; true when we hold it afterwards. */
   async function acquire(name: string): Promise<boolean> {
@@ -68,14 +70,16 @@ export function createLeadership(deps: LeaseDeps) {
   async function heartbeat(): Promise<boolean> {
     const started = deps.clock.now().getTime();
     await acquire(`${REPLICA_PREFIX}${deps.holder}`);
-    const was = isLeader();
     const ok = await acquire(SWEEP_LEASE).catch((e: unknown) => {
       deps.logger.warn({ err: { message: (e as Error).message } }, 'could not renew the sweep lease');
       return false;
     });
     // Count from before the round trip, so a slow write cannot make us believe in a lease that already lapsed.
     heldUntil = ok ? started + deps.ttlMs : 0;
-    if (ok !== was) {
+    // Reported by what the store says, not by our clock: a heartbeat that came late (a busy event
+    // loop) may find our lease lapsed by our clock yet renew it, nobody having taken it meanwhile.
+    if (ok !== announced) {
+      announced = ok;
       deps.logger.info({ holder: deps.holder }, ok ? 'this replica now runs the sweep' : 'this replica no longer runs the sweep');
       await changed(ok, ok ? `until ${new Date(heldUntil).toISOString()} unless renewed` : 'its lease could not be renewed (another replica holds it, or the store did not answer)');
     }
@@ -118,9 +122,11 @@ export function createLeadership(deps: LeaseDeps) {
 
   /** On orderly shutdown: hands the sweep over at once instead of after expiry. */
   async function release(): Promise<void> {
-    const was = isLeader();
     heldUntil = 0;
-    if (was) await changed(false, 'released at shutdown');
+    if (announced) {
+      announced = false;
+      await changed(false, 'released at shutdown');
+    }
     const past = new Date(deps.clock.now().getTime() - 1);
     await deps.db.lease.updateMany({ where: { name: { in: [SWEEP_LEASE, `${REPLICA_PREFIX}${deps.holder}`] }, holder: deps.holder }, data: { expiresAt: past } });
   }

@@ -87,6 +87,33 @@ describe.each([
     expect(await a.heartbeat()).toBe(true); // released: no need to wait for expiry
   });
 
+  it('changes of leadership are reported once each, by what the store says: a late heartbeat that still renews is no change', async () => {
+    const changes: string[] = [];
+    const watched = (name: string) =>
+      createLeadership({
+        db: database().db, clock: time.clock, logger, holder: newHolderId(time.clock), ttlMs: 3000,
+        onLeadershipChange: async (c) => void changes.push(`${name} ${c.leader ? 'start' : 'stop'}: ${c.why}`),
+      });
+    const a = watched('a');
+    const b = watched('b');
+    expect(await a.heartbeat()).toBe(true);
+    expect(await b.heartbeat()).toBe(false);
+    time.advance(4000); // a's heartbeat comes late: its lease lapsed by its clock, but nobody took it
+    expect(a.isLeader()).toBe(false);
+    expect(await a.heartbeat()).toBe(true);
+    time.advance(3100); // a stops renewing; b takes over; a finds out
+    expect(await b.heartbeat()).toBe(true);
+    expect(await a.heartbeat()).toBe(false);
+    await b.release();
+    await a.release(); // not leader: nothing to report
+    expect(changes).toEqual([
+      `a start: until ${new Date(T0 + 3000).toISOString()} unless renewed`,
+      `b start: until ${new Date(T0 + 7100 + 3000).toISOString()} unless renewed`,
+      'a stop: its lease could not be renewed (another replica holds it, or the store did not answer)',
+      'b stop: released at shutdown',
+    ]);
+  });
+
   it('many contenders for a free or expired lease: exactly one wins', async () => {
     const contenders = Array.from({ length: 12 }, () => leader());
     expect((await Promise.all(contenders.map((c) => c.acquire(SWEEP_LEASE)))).filter(Boolean)).toHaveLength(1);
