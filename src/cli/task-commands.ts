@@ -71,8 +71,8 @@ export function registerTaskCommands(program: Command, h: CliHelpers) {
     .option('--json', 'the same JSON as the HTTP answer')
     .addOption(h.configOption())
     .action(
-      asOperator(async ({ tasks }, who, reason, credentialId, o, core) => {
-        const r = await revokeCredentialAsOperator({ db: core.database.db, tasks }, credentialId, who.principal, reason, who);
+      asOperator(async ({ tasks }, who, reason, credentialId, o) => {
+        const r = await revokeCredentialAsOperator({ tasks }, credentialId, who.principal, reason, who);
         if (!r) {
           h.say(`agent-sts: no credential ${credentialId} (credential ids are in the audit log: \`agent-sts audit query --fingerprint <it>\`)`);
           process.exitCode = 1;
@@ -81,6 +81,7 @@ export function registerTaskCommands(program: Command, h: CliHelpers) {
         console.log(o.json ? JSON.stringify(r) : `${r.credential_id}  task ${r.task_id}  ${r.target}  ${r.fate} (now ${r.state}; expires ${r.expires_at})`);
         if (r.fate === 'revocation_pending') pendingExit('the revocation');
         else if (r.fate === 'expires_naturally') h.say(`its issuer cannot revoke it: it stays valid until ${r.expires_at}`);
+        else if (r.offline_valid_until) h.say(`introspection and agent-sts refuse it now; resource servers that verify it offline accept it until ${r.offline_valid_until}`);
       }),
     );
 

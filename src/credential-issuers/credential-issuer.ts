@@ -43,6 +43,12 @@ export interface IssuerCapabilities {
    * handed out it stays valid until its expiry (task end can only say "expires naturally at").
    */
   revocable: boolean;
+  /**
+   * Not revocable where it is verified offline, but agent-sts can mark it revoked (its holder's RFC
+   * 7009 call, an operator's revocation): introspection and agent-sts itself then refuse it. Its own
+   * signed JWTs only; `revocable` stays false, as verifiers that do not introspect accept it until it expires.
+   */
+  revokedForIntrospection?: boolean;
   /** Shortest lifetime this issuer can issue, seconds. */
   minTtlSeconds: number;
   /** Longest lifetime this issuer can issue, seconds (UNBOUNDED_TTL_SECONDS: no upstream limit). */

@@ -1,7 +1,6 @@
 import { z } from 'zod';
 import type { FastifyRequest } from 'fastify';
 import type { CallContext } from '../core/types.js';
-import type { Db } from '../storage/prisma-client.js';
 import type { TaskService } from '../tasks/task-service.js';
 import { adminGuard, sendProblem, type AdminApp } from './admin-instances.js';
 import { readJsonBody, refuseBody } from './json-body.js';
@@ -15,16 +14,30 @@ const ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** What an operator's revocation of one credential came to (HTTP answer and CLI line). */
 export async function revokeCredentialAsOperator(
-  deps: { db: Db; tasks: Pick<TaskService, 'revokeOne'> },
+  deps: { tasks: Pick<TaskService, 'revokeOne'> },
   credentialId: string,
   who: string,
   reason: string,
   ctx: CallContext,
-): Promise<{ credential_id: string; task_id: string; target: string; fate: string; state: string; expires_at: string } | undefined> {
-  const fate = await deps.tasks.revokeOne(credentialId, `revoked by ${who}: ${reason}`, ctx);
-  if (fate === 'unknown') return undefined;
-  const row = await deps.db.credential.findUniqueOrThrow({ where: { id: credentialId }, select: { taskId: true, target: true, state: true, expiresAt: true } });
-  return { credential_id: credentialId, task_id: row.taskId, target: row.target, fate, state: row.state, expires_at: row.expiresAt.toISOString() };
+): Promise<OperatorRevocation | undefined> {
+  const r = await deps.tasks.revokeOne(credentialId, `revoked by ${who}: ${reason}`, ctx);
+  if (!r) return undefined;
+  const c = r.credential;
+  return {
+    credential_id: c.id, task_id: c.taskId, target: c.target, fate: r.fate, state: c.state, expires_at: c.expiresAt.toISOString(),
+    ...(r.offlineValidUntil ? { offline_valid_until: r.offlineValidUntil.toISOString() } : {}),
+  };
+}
+
+/** `offline_valid_until`: an agent-sts-jwt access token, now refused by introspection, that offline verifiers accept until then. */
+export interface OperatorRevocation {
+  credential_id: string;
+  task_id: string;
+  target: string;
+  fate: string;
+  state: string;
+  expires_at: string;
+  offline_valid_until?: string;
 }
 
 /**

@@ -145,25 +145,12 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
 
   /** Marks the credential row of one of our own tokens revoked (idempotent, audited). */
   async function revokeOwnCredential(token: string, t: OwnToken, ctx: CallContext): Promise<string> {
-    const row = await deps.db.credential.findUnique({ where: { id: t.claims.jti }, include: { task: { select: { providerName: true, workloadSubject: true, humanSubject: true } } } });
     // Only the row of this very token (same fingerprint, in any form it was ever stored in) and only a token with nothing upstream.
     const forms = [...fingerprintCandidates(ownJwtFingerprint(token, t.claims.jti)), ...fingerprintCandidates(legacyJwtFingerprint(token, t.claims.jti))];
-    if (!row || !forms.includes(row.fingerprint) || row.sealedRevocationHandle) return 'no matching credential';
-    if (t.kind === 'agent' && row.issuerType !== AGENT_TOKEN_ISSUER_TYPE) return 'no matching credential';
-    const claimed = (await deps.db.credential.updateMany({ where: { id: row.id, state: 'active' }, data: { state: 'revoking' } })).count === 1;
-    if (!claimed) return `already ${row.state}`;
-    deps.revocations.revokeToken(row.id);
-    const now = deps.clock.now();
-    await deps.audit.append({
-      event: {
-        requestId: ctx.requestId, action: 'credential.revoke', outcome: 'success', clientAddress: ctx.clientAddress,
-        reason: `revoked by its holder (RFC 7009) at ${now.toISOString()}`,
-        providerName: row.task.providerName, workloadSubject: row.task.workloadSubject, humanSubject: row.task.humanSubject ?? undefined,
-        issuerName: row.issuerName, taskId: row.taskId, credentialId: row.id, credentialFingerprint: row.fingerprint, target: row.target, credentialExpiresAt: row.expiresAt,
-      },
-      credentialUpdates: [{ id: row.id, data: { state: 'revoked', revokedAt: now, lastError: null } }],
-    });
-    return 'revoked';
+    const r = await deps.tasks.revokeOne(t.claims.jti, 'revoked by its holder (RFC 7009)', ctx, (row) =>
+      forms.includes(row.fingerprint) && !row.sealedRevocationHandle && (t.kind !== 'agent' || row.issuerType === AGENT_TOKEN_ISSUER_TYPE),
+    );
+    return r ? r.fate : 'no matching credential';
   }
 
   /**
@@ -177,12 +164,11 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
     const fp = credentialFingerprint(token);
     const issued = await deps.db.auditEvent.findFirst({ where: { credentialFingerprint: fp, credentialId: { not: null }, outcome: 'allow' }, select: { credentialId: true } });
     if (!issued) return 'not an agent-sts credential';
-    const row = await deps.db.credential.findUnique({ where: { id: issued.credentialId! }, select: { id: true, fingerprint: true, issuerType: true, expiresAt: true } });
-    if (!row || row.fingerprint !== fp || row.issuerType === AGENT_TOKEN_ISSUER_TYPE) return 'no matching credential';
-    const fate = await deps.tasks.revokeOne(row.id, 'revoked by its holder (RFC 7009)', ctx);
-    if (fate === 'expires_naturally')
-      throw new UnsupportedTokenType(`credentials of this issuer (${row.issuerType}) cannot be revoked; this one stays valid until ${row.expiresAt.toISOString()}`);
-    return fate;
+    const r = await deps.tasks.revokeOne(issued.credentialId!, 'revoked by its holder (RFC 7009)', ctx, (row) => row.fingerprint === fp && row.issuerType !== AGENT_TOKEN_ISSUER_TYPE);
+    if (!r) return 'no matching credential';
+    if (r.fate === 'expires_naturally')
+      throw new UnsupportedTokenType(`credentials of this issuer (${r.credential.issuerType}) cannot be revoked; this one stays valid until ${r.credential.expiresAt.toISOString()}`);
+    return r.fate;
   }
 
   async function revoke(token: string, ctx: CallContext): Promise<string> {

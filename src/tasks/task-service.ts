@@ -41,6 +41,14 @@ export interface TaskEndResult {
   children: TaskEndResult[];
 }
 
+/** What revoking one credential came to, and the credential (never its secret or handle). */
+export interface RevokeOneResult {
+  fate: CredentialFate | 'revoking' | 'issuing' | 'active';
+  credential: { id: string; taskId: string; target: string; issuerName: string; issuerType: string; state: string; expiresAt: Date };
+  /** agent-sts's own JWT access token, marked revoked: verifiers that check it offline accept it until then. */
+  offlineValidUntil?: Date;
+}
+
 export interface SweepResult {
   expired: number;
   retried: number;
@@ -226,20 +234,33 @@ export function createTaskService(deps: TaskServiceDeps) {
   }
 
   /**
-   * Revokes one credential at its target now, before its task ends (RFC 7009 revocation by its
-   * holder). Only an `active` one is claimed (so a task end, the sweep or another replica never
-   * revokes it twice); one past its expiry is recorded as expired. A failed upstream call leaves
-   * it queued for the sweep (`revocation_pending`). An issuer that cannot revoke leaves it as it
-   * is (`expires_naturally`). Otherwise: the state it was already in.
+   * Revokes one credential at its target now, before its task ends (its holder's RFC 7009 call, an
+   * operator's revocation). Only an `active` one is claimed (so a task end, the sweep or another
+   * replica never revokes it twice); one past its expiry is recorded as expired. A failed upstream
+   * call leaves it queued for the sweep (`revocation_pending`). An issuer that cannot revoke leaves
+   * it as it is (`expires_naturally`), except agent-sts's own JWTs, which are marked revoked for
+   * introspection (`offlineValidUntil`: verifiers that check them offline accept them until then).
+   * Otherwise: the state it was already in. Undefined: no such credential, or `matches` refused it.
    */
-  async function revokeOne(credentialId: string, why: string, ctx: CallContext): Promise<CredentialFate | 'revoking' | 'issuing' | 'unknown'> {
+  async function revokeOne(credentialId: string, why: string, ctx: CallContext, matches?: (c: CredRow) => boolean): Promise<RevokeOneResult | undefined> {
     const c = await deps.db.credential.findUnique({ where: { id: credentialId }, include: withTask });
-    if (!c) return 'unknown';
+    if (!c || (matches && !matches(c))) return undefined;
     const caps = capabilitiesOf(c);
-    if (!(caps ? caps.revocable : c.sealedRevocationHandle !== null)) return c.state === 'active' ? 'expires_naturally' : (c.state as CredentialFate);
-    if (!(await claim(c.id, ['active'], 'revoking'))) return c.state as CredentialFate | 'revoking' | 'issuing';
+    const offline = caps?.revokedForIntrospection === true && !caps.revocable;
+    const result = (fate: RevokeOneResult['fate'], state: string): RevokeOneResult => ({
+      fate,
+      credential: { id: c.id, taskId: c.taskId, target: c.target, issuerName: c.issuerName, issuerType: c.issuerType, state, expiresAt: c.expiresAt },
+      ...(offline && fate === 'revoked' ? { offlineValidUntil: c.expiresAt } : {}),
+    });
+    if (!offline && !(caps ? caps.revocable : c.sealedRevocationHandle !== null)) return result(c.state === 'active' ? 'expires_naturally' : (c.state as CredentialFate), c.state);
+    if (!(await claim(c.id, ['active'], 'revoking'))) {
+      // Not active (any more): report the state it is in now, which a concurrent call may just have set.
+      const now = (await deps.db.credential.findUnique({ where: { id: c.id }, select: { state: true } }))?.state ?? c.state;
+      return result(now === 'revoking' ? 'revoking' : (now as CredentialFate | 'issuing'), now);
+    }
     const expired = c.expiresAt <= deps.clock.now();
-    return (await revokeCredential(c, expired ? 'expired' : 'revoked', ctx, expired ? 'credential.expire' : 'credential.revoke', why)).fate;
+    const { fate } = await revokeCredential(c, expired ? 'expired' : 'revoked', ctx, expired ? 'credential.expire' : 'credential.revoke', why);
+    return result(fate, fate === 'revocation_pending' ? 'revoking' : fate);
   }
 
   /** Ends a task: revokes every credential in it that can be revoked. Idempotent. */

@@ -323,8 +323,8 @@ describe('revocation, introspection and the kill switch', () => {
   });
 
   it('a credential whose issuer cannot revoke it: 400 unsupported_token_type, saying until when it stays valid', async () => {
-    // Every built-in upstream issuer can revoke; an issuer that declares `revocable: false` (here the
-    // `tokens` instance, agent-sts-jwt) is stood in for by a recorded issuance of an opaque secret.
+    // Every built-in upstream issuer can revoke; one that cannot is stood in for by a recorded
+    // issuance of an opaque secret by an issuer no longer configured, with no revocation handle.
     const agent = await agentToken(broker);
     const taskId = decodeJwt(agent).task_id as string;
     const secret = keep(`opaque-${randomUUID()}`);
@@ -332,14 +332,14 @@ describe('revocation, introspection and the kill switch', () => {
     const expiresAt = new Date(Date.now() + 60_000);
     const fingerprint = credentialFingerprint(secret);
     await broker.composed.audit.append({
-      event: { requestId: 'test-opaque', action: 'token.exchange', outcome: 'allow', taskId, credentialId: id, credentialFingerprint: fingerprint, issuerName: 'tokens', target: 'mcp' },
-      credentials: [{ id, taskId, issuerName: 'tokens', issuerType: 'agent-sts-jwt', tokenType: 'Bearer', target: 'mcp', state: 'active', fingerprint, expiresAt, sealedRevocationHandle: null }],
+      event: { requestId: 'test-opaque', action: 'token.exchange', outcome: 'allow', taskId, credentialId: id, credentialFingerprint: fingerprint, issuerName: 'retired', target: 'saas' },
+      credentials: [{ id, taskId, issuerName: 'retired', issuerType: 'saas-api-key', tokenType: 'Bearer', target: 'saas', state: 'active', fingerprint, expiresAt, sealedRevocationHandle: null }],
     });
     const r = await revoke(broker, secret);
     expect(r.status).toBe(400);
     expect(r.headers.get('cache-control')).toBe('no-store');
     expect(r.json.error).toBe('unsupported_token_type');
-    expect(r.json.error_description).toBe(`credentials of this issuer (agent-sts-jwt) cannot be revoked; this one stays valid until ${expiresAt.toISOString()}`);
+    expect(r.json.error_description).toBe(`credentials of this issuer (saas-api-key) cannot be revoked; this one stays valid until ${expiresAt.toISOString()}`);
     expect((await broker.composed.db.credential.findUniqueOrThrow({ where: { id } })).state).toBe('active');
   });
 
@@ -377,6 +377,35 @@ describe('revocation, introspection and the kill switch', () => {
     expect(recs).toHaveLength(1);
     expect(recs[0]!.reason).toMatch(/^revoked by bootstrap:test-admin: password pasted in INC-12 at /);
     expect((await operator(`/credentials/${row.id}/revoke`, { reason: 'again' })).json).toMatchObject({ fate: 'revoked' });
+  });
+
+  it('an operator revokes an audience-bound access token: introspection refuses it now, the answer says until when offline verifiers accept it', async () => {
+    const agent = await agentToken(broker);
+    const taskId = decodeJwt(agent).task_id as string;
+    const access = await mcpToken(broker, agent);
+    const { jti, exp } = decodeJwt(access);
+    expect((await introspect(broker, access)).json.active).toBe(true);
+    const r = await operator(`/credentials/${jti}/revoke`, { reason: 'token in a public gist, INC-14' });
+    expect(r.status).toBe(200);
+    const expiresAt = new Date(exp! * 1000).toISOString();
+    expect(r.json).toEqual({ credential_id: jti, task_id: taskId, target: 'mcp', fate: 'revoked', state: 'revoked', expires_at: expiresAt, offline_valid_until: expiresAt });
+    expect((await introspect(broker, access)).json).toEqual({ active: false });
+    // the agent and its task go on
+    expect((await introspect(broker, agent)).json.active).toBe(true);
+    expect((await broker.composed.db.task.findUniqueOrThrow({ where: { id: taskId } })).state).toBe('open');
+    const recs = (await auditOf(broker, 'credential.revoke')).filter((x) => x.credentialId === jti);
+    expect(recs.map((x) => x.reason)).toEqual([expect.stringMatching(/^revoked by bootstrap:test-admin: token in a public gist, INC-14 at \d{4}-/)]);
+    // the holder's revocation afterwards changes nothing and records nothing more
+    expect((await revoke(broker, access)).status).toBe(200);
+    expect((await auditOf(broker, 'credential.revoke')).filter((x) => x.credentialId === jti)).toHaveLength(1);
+    // an agent token revoked by an operator is refused at the token endpoint (no offline verifier to warn about)
+    const other = await agentToken(broker);
+    const o = await operator(`/credentials/${decodeJwt(other).jti}/revoke`, { reason: 'leaked, INC-15' });
+    expect(o.json).toMatchObject({ fate: 'revoked', state: 'revoked' });
+    expect(o.json).not.toHaveProperty('offline_valid_until');
+    const refused = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: other, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://mcp.test/', scope: 'tools:run' });
+    expect(refused.status).toBe(400);
+    expect(refused.json.error).toBe('invalid_request');
   });
 
   it('an operator ends one task (admin role): its login dies, the answer is the signed receipt, who and why are recorded', async () => {

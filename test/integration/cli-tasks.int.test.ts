@@ -28,6 +28,8 @@ describe('agent-sts tasks end / credentials revoke', { timeout: 60_000 }, () => 
       for (const n of [1, 2])
         await database.db.credential.create({ data: { id: `c_${id}_${n}`, taskId: id, issuerName: 'agent-sts', issuerType: 'agent-token', tokenType: 'urn:ietf:params:oauth:token-type:access_token', target: 'agent-sts', state: 'active', fingerprint: `sha256:${id}${n}`, expiresAt: deadline } });
     }
+    // An access token of the dev config's agent-sts-jwt issuer (verified offline by resource servers).
+    await database.db.credential.create({ data: { id: 'c_t_keep_jwt', taskId: 't_keep', issuerName: 'internal-tokens', issuerType: 'agent-sts-jwt', tokenType: 'urn:ietf:params:oauth:token-type:access_token', target: 'billing-api', state: 'active', fingerprint: 'sha256:jwt', expiresAt: deadline } });
   });
   afterAll(async () => {
     await database?.close();
@@ -67,6 +69,15 @@ describe('agent-sts tasks end / credentials revoke', { timeout: 60_000 }, () => 
     expect(again.code, describeRun(again)).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ credential_id: 'c_t_keep_1', task_id: 't_keep', fate: 'revoked', state: 'revoked' });
     expect(await db.auditEvent.count({ where: { action: 'credential.revoke', credentialId: 'c_t_keep_1' } })).toBe(1);
+  });
+
+  it('credentials revoke of an agent-sts-jwt access token: marked revoked, and says until when offline verifiers accept it', async () => {
+    const r = await run('credentials', 'revoke', 'c_t_keep_jwt', '--reason', 'token in a gist');
+    expect(r.code, describeRun(r)).toBe(0);
+    const row = await database.db.credential.findUniqueOrThrow({ where: { id: 'c_t_keep_jwt' } });
+    expect(row.state).toBe('revoked');
+    expect(r.stdout).toMatch(/^c_t_keep_jwt {2}task t_keep {2}billing-api {2}revoked \(now revoked; expires /);
+    expect(r.stderr).toContain(`introspection and agent-sts refuse it now; resource servers that verify it offline accept it until ${row.expiresAt.toISOString()}`);
   });
 
   it('unknown ids are exit 1 with where to look; a missing or blank reason is refused', async () => {
