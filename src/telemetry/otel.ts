@@ -11,27 +11,26 @@ import {
   type Tracer,
   type TracerProvider as TracerProviderApi,
 } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { parseKeyPairsIntoRecord, W3CTraceContextPropagator } from '@opentelemetry/core';
-import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ConsoleSpanExporter,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  type Sampler,
-  type SpanExporter,
-} from '@opentelemetry/sdk-trace-base';
-import { ConsoleMetricExporter, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import type * as ContextAsyncHooks from '@opentelemetry/context-async-hooks';
+import type * as Resources from '@opentelemetry/resources';
+import type * as SdkTrace from '@opentelemetry/sdk-trace-base';
+import type * as SdkMetrics from '@opentelemetry/sdk-metrics';
+import type * as OtlpTraces from '@opentelemetry/exporter-trace-otlp-http';
+import type * as OtlpMetrics from '@opentelemetry/exporter-metrics-otlp-http';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import { ConfigError } from '../errors/sts-errors.js';
 import type { Logger } from '../log/logger.js';
 import { createInstruments, type Instruments } from './metrics.js';
+import { lazyModule } from '../lib/lazy-module.js';
+
+// The SDK and its exporters load only when telemetry is configured (most of a second otherwise spent at every start).
+const contextAsyncHooks = lazyModule<typeof ContextAsyncHooks>('@opentelemetry/context-async-hooks');
+const resources = lazyModule<typeof Resources>('@opentelemetry/resources');
+const sdkTrace = lazyModule<typeof SdkTrace>('@opentelemetry/sdk-trace-base');
+const sdkMetrics = lazyModule<typeof SdkMetrics>('@opentelemetry/sdk-metrics');
+const otlpTraces = lazyModule<typeof OtlpTraces>('@opentelemetry/exporter-trace-otlp-http');
+const otlpMetrics = lazyModule<typeof OtlpMetrics>('@opentelemetry/exporter-metrics-otlp-http');
 
 /** Instrumentation scope of every span and instrument. */
 export const SCOPE = 'agent-sts';
@@ -64,7 +63,7 @@ let contextManagerInstalled = false;
  */
 function installContextManager(): void {
   if (contextManagerInstalled) return;
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  context.setGlobalContextManager(new (contextAsyncHooks().AsyncLocalStorageContextManager)().enable());
   contextManagerInstalled = true;
 }
 
@@ -131,29 +130,31 @@ function exportersFor(env: NodeJS.ProcessEnv, signal: Signal, problems: string[]
   return names.includes('none') ? [] : names.filter((n) => n !== 'none');
 }
 
-function samplerFrom(env: NodeJS.ProcessEnv, problems: string[]): { sampler: Sampler; label: string } {
+/** The sampler the environment names (`make`: built only when traces are exported). */
+function samplerFrom(env: NodeJS.ProcessEnv, problems: string[]): { make: () => SdkTrace.Sampler; label: string } {
   const name = present(env.OTEL_TRACES_SAMPLER) ? env.OTEL_TRACES_SAMPLER.trim().toLowerCase() : 'parentbased_always_on';
   let ratio = 1;
   if (name.endsWith('traceidratio') && present(env.OTEL_TRACES_SAMPLER_ARG)) {
     ratio = Number(env.OTEL_TRACES_SAMPLER_ARG);
     if (!Number.isFinite(ratio) || ratio < 0 || ratio > 1) problems.push(`OTEL_TRACES_SAMPLER_ARG: "${env.OTEL_TRACES_SAMPLER_ARG}" is not a ratio between 0 and 1`);
   }
+  const t = () => sdkTrace();
   switch (name) {
     case 'always_on':
-      return { sampler: new AlwaysOnSampler(), label: name };
+      return { make: () => new (t().AlwaysOnSampler)(), label: name };
     case 'always_off':
-      return { sampler: new AlwaysOffSampler(), label: name };
+      return { make: () => new (t().AlwaysOffSampler)(), label: name };
     case 'traceidratio':
-      return { sampler: new TraceIdRatioBasedSampler(ratio), label: `${name} ${ratio}` };
+      return { make: () => new (t().TraceIdRatioBasedSampler)(ratio), label: `${name} ${ratio}` };
     case 'parentbased_always_on':
-      return { sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }), label: name };
+      return { make: () => new (t().ParentBasedSampler)({ root: new (t().AlwaysOnSampler)() }), label: name };
     case 'parentbased_always_off':
-      return { sampler: new ParentBasedSampler({ root: new AlwaysOffSampler() }), label: name };
+      return { make: () => new (t().ParentBasedSampler)({ root: new (t().AlwaysOffSampler)() }), label: name };
     case 'parentbased_traceidratio':
-      return { sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }), label: `${name} ${ratio}` };
+      return { make: () => new (t().ParentBasedSampler)({ root: new (t().TraceIdRatioBasedSampler)(ratio) }), label: `${name} ${ratio}` };
     default:
       problems.push(`OTEL_TRACES_SAMPLER: unknown sampler "${name}" (known: ${SAMPLERS.join(', ')})`);
-      return { sampler: new AlwaysOffSampler(), label: name };
+      return { make: () => new (t().AlwaysOffSampler)(), label: name };
   }
 }
 
@@ -191,7 +192,7 @@ export function telemetryFromEnv(env: NodeJS.ProcessEnv): Telemetry {
   const protocol = env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim();
   if (present(protocol) && protocol !== 'http/json' && protocol !== 'http/protobuf' && [...traces, ...metrics].includes('otlp'))
     problems.push(`OTEL_EXPORTER_OTLP_PROTOCOL: "${protocol}" is not supported (agent-sts exports OTLP over HTTP: http/json)`);
-  const { sampler, label: samplerLabel } = samplerFrom(env, problems);
+  const { make: makeSampler, label: samplerLabel } = samplerFrom(env, problems);
   const intervalRaw = env.OTEL_METRIC_EXPORT_INTERVAL;
   const interval = present(intervalRaw) ? Number(intervalRaw) : 60_000;
   if (!Number.isInteger(interval) || interval < 100) problems.push(`OTEL_METRIC_EXPORT_INTERVAL: "${intervalRaw}" is not a number of milliseconds (at least 100)`);
@@ -201,29 +202,29 @@ export function telemetryFromEnv(env: NodeJS.ProcessEnv): Telemetry {
   // The SDK refuses an export timeout longer than the interval.
   const timeout = Math.min(timeoutGiven, interval);
 
-  const spanExporters: SpanExporter[] = [];
+  const spanExporters: SdkTrace.SpanExporter[] = [];
   const traceTo: string[] = [];
   for (const e of traces) {
     if (e === 'console') {
-      spanExporters.push(new ConsoleSpanExporter());
+      spanExporters.push(new (sdkTrace().ConsoleSpanExporter)());
       traceTo.push('stdout');
     } else {
       const url = otlpUrl(env, 'traces');
       const shown = shownUrl(url, problems, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT');
-      if (shown) spanExporters.push(new OTLPTraceExporter({ url, headers: headersFor(env, 'traces') }));
+      if (shown) spanExporters.push(new (otlpTraces().OTLPTraceExporter)({ url, headers: headersFor(env, 'traces') }));
       traceTo.push(`OTLP ${shown}`);
     }
   }
-  const metricExporters: PushMetricExporter[] = [];
+  const metricExporters: SdkMetrics.PushMetricExporter[] = [];
   const metricsTo: string[] = [];
   for (const e of metrics) {
     if (e === 'console') {
-      metricExporters.push(new ConsoleMetricExporter());
+      metricExporters.push(new (sdkMetrics().ConsoleMetricExporter)());
       metricsTo.push('stdout');
     } else {
       const url = otlpUrl(env, 'metrics');
       const shown = shownUrl(url, problems, 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT');
-      if (shown) metricExporters.push(new OTLPMetricExporter({ url, headers: headersFor(env, 'metrics') }));
+      if (shown) metricExporters.push(new (otlpMetrics().OTLPMetricExporter)({ url, headers: headersFor(env, 'metrics') }));
       metricsTo.push(`OTLP ${shown}`);
     }
   }
@@ -233,17 +234,17 @@ export function telemetryFromEnv(env: NodeJS.ProcessEnv): Telemetry {
 
   const fromEnv = parseKeyPairsIntoRecord(env.OTEL_RESOURCE_ATTRIBUTES);
   const serviceName = present(env.OTEL_SERVICE_NAME) ? env.OTEL_SERVICE_NAME.trim() : (fromEnv[ATTR_SERVICE_NAME] ?? 'agent-sts');
-  const resource = resourceFromAttributes({
-    ...defaultResource().attributes,
+  const resource = resources().resourceFromAttributes({
+    ...resources().defaultResource().attributes,
     'service.instance.id': randomUUID(),
     ...fromEnv,
     [ATTR_SERVICE_NAME]: serviceName,
   });
   const tracerProvider = spanExporters.length
-    ? new BasicTracerProvider({ resource, sampler, spanProcessors: spanExporters.map((exporter) => new BatchSpanProcessor(exporter)) })
+    ? new (sdkTrace().BasicTracerProvider)({ resource, sampler: makeSampler(), spanProcessors: spanExporters.map((exporter) => new (sdkTrace().BatchSpanProcessor)(exporter)) })
     : undefined;
   const meterProvider = metricExporters.length
-    ? new MeterProvider({ resource, readers: metricExporters.map((exporter) => new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: interval, exportTimeoutMillis: timeout })) })
+    ? new (sdkMetrics().MeterProvider)({ resource, readers: metricExporters.map((exporter) => new (sdkMetrics().PeriodicExportingMetricReader)({ exporter, exportIntervalMillis: interval, exportTimeoutMillis: timeout })) })
     : undefined;
   return createTelemetry({
     tracerProvider,

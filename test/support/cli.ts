@@ -25,12 +25,12 @@ export interface CliResult {
   stderr: string;
 }
 
-/** `input`: written to the command's standard input (otherwise it is empty). */
-export function runAgentSts(args: string[], opts: { cwd: string; env?: Record<string, string>; input?: string }): Promise<CliResult> {
+/** `input`: written to the command's standard input (otherwise it is empty); `nodeArgs`: before the CLI's own (e.g. another --import). */
+export function runAgentSts(args: string[], opts: { cwd: string; env?: Record<string, string>; input?: string; nodeArgs?: string[] }): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   for (const k of OVERRIDES) if (!opts.env || !(k in opts.env)) delete env[k];
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, '-e', CLI_EVAL, '--', ...args], { cwd: opts.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', TSX_LOADER, '-e', CLI_EVAL, '--', ...args], { cwd: opts.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdin.end(opts.input ?? '');
     let stdout = '';
     let stderr = '';

@@ -1,5 +1,7 @@
-import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
-import { GetRolePolicyCommand, IAMClient, PutRolePolicyCommand } from '@aws-sdk/client-iam';
+import type * as ClientSts from '@aws-sdk/client-sts';
+import type * as ClientIam from '@aws-sdk/client-iam';
+import type { AssumeRoleCommandInput, STSClient } from '@aws-sdk/client-sts';
+import type { IAMClient } from '@aws-sdk/client-iam';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
@@ -13,6 +15,12 @@ import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, Issue
 import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 import { AWS_MAX_SESSION_POLICY_CHARS, fit, roleParamProblems, sessionPolicyTemplateProblems, sessionPolicyText, sessionTagProblems, sessionTagsFor } from './aws-session.js';
+
+import { lazyModule } from '../../lib/lazy-module.js';
+
+// The AWS SDK clients load when an aws-sts issuer first calls AWS, not at every start-up.
+const clientSts = lazyModule<typeof ClientSts>('@aws-sdk/client-sts');
+const clientIam = lazyModule<typeof ClientIam>('@aws-sdk/client-iam');
 
 export { AWS_MAX_SESSION_POLICY_CHARS, SESSION_POLICY_PLACEHOLDERS } from './aws-session.js';
 
@@ -358,7 +366,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
     function getClient(): STSClient {
       if (client) return client;
       const credentials = ownCredentials();
-      client = new STSClient({
+      client = new (clientSts().STSClient)({
         region: config.region,
         ...(config.endpoint ? { endpoint: config.endpoint } : {}),
         ...(credentials ? { credentials } : {}), // else the SDK's default provider chain
@@ -374,7 +382,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
     function getIamClient(): IAMClient {
       if (iamClient) return iamClient;
       const credentials = ownCredentials();
-      iamClient = new IAMClient({
+      iamClient = new (clientIam().IAMClient)({
         region: config.region,
         ...(config.iamEndpoint ? { endpoint: config.iamEndpoint } : {}),
         ...(credentials ? { credentials } : {}),
@@ -410,7 +418,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
     async function readRevocationPolicy(roleName: string, fields: Record<string, unknown>): Promise<RoleInlinePolicy> {
       let doc: string | undefined;
       try {
-        const out = await getIamClient().send(new GetRolePolicyCommand({ RoleName: roleName, PolicyName: REVOCATION_POLICY_NAME }));
+        const out = await getIamClient().send(new (clientIam().GetRolePolicyCommand)({ RoleName: roleName, PolicyName: REVOCATION_POLICY_NAME }));
         doc = out.PolicyDocument;
       } catch (e) {
         if (isNoSuchEntity(e)) return { rest: { Version: '2012-10-17' }, statements: [] };
@@ -494,7 +502,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
         const sts = getClient();
         let out;
         try {
-          out = await sts.send(new AssumeRoleCommand(input));
+          out = await sts.send(new (clientSts().AssumeRoleCommand)(input));
         } catch (e) {
           throw classify(e, ownSecrets, fields);
         }
@@ -536,7 +544,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
           } catch {
             throw new HealthProblem("agent-sts's AWS credentials could not be read (secret reference does not resolve)");
           }
-          await sts.send(new GetCallerIdentityCommand({}), { abortSignal: signal });
+          await sts.send(new (clientSts().GetCallerIdentityCommand)({}), { abortSignal: signal });
         }, healthDetail);
       },
       async revoke(h, ctx) {
@@ -574,7 +582,7 @@ export const awsStsIssuerPlugin: CredentialIssuerPlugin<AwsStsIssuerConfig> = {
               { issuer: name, ...fields, policyChars: size, statements: next.length },
             );
           try {
-            await getIamClient().send(new PutRolePolicyCommand({ RoleName: roleName, PolicyName: REVOCATION_POLICY_NAME, PolicyDocument: text }));
+            await getIamClient().send(new (clientIam().PutRolePolicyCommand)({ RoleName: roleName, PolicyName: REVOCATION_POLICY_NAME, PolicyDocument: text }));
           } catch (e) {
             if (isNoSuchEntity(e)) {
               // The role itself is gone: its sessions have no permissions left to use.

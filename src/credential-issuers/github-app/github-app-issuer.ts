@@ -1,5 +1,6 @@
-import { createAppAuth, type InstallationAccessTokenAuthentication } from '@octokit/auth-app';
-import { request as octokitRequest } from '@octokit/request';
+import type * as AuthApp from '@octokit/auth-app';
+import type * as OctokitRequest from '@octokit/request';
+import type { InstallationAccessTokenAuthentication } from '@octokit/auth-app';
 import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
 import type { Decision } from '../../core/types.js';
@@ -10,6 +11,12 @@ import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../er
 import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, paramItems, paramsOf, refuseGrantProblems, unknownParams } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
+
+import { lazyModule } from '../../lib/lazy-module.js';
+
+// Octokit loads when a github-app issuer is built, not at every start-up.
+const authApp = lazyModule<typeof AuthApp>('@octokit/auth-app');
+const octokitRequest = lazyModule<typeof OctokitRequest>('@octokit/request');
 
 /** GitHub permission levels, weakest first (STANDARDS §8.2: read/write, some permissions accept admin). */
 const LEVELS = ['read', 'write', 'admin'] as const;
@@ -246,7 +253,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
     const baseUrl = (config.baseUrl ?? 'https://api.github.com').replace(/\/+$/, '');
     const timeoutMs = config.timeoutMs ?? 10_000;
     const allowedRepos = new Map(config.repositories.map((r) => [r.id, r]));
-    const request = octokitRequest.defaults({
+    const request = octokitRequest().request.defaults({
       baseUrl,
       headers: { 'user-agent': 'agent-sts', accept: 'application/vnd.github+json', 'x-github-api-version': '2022-11-28' },
       request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) }) },
@@ -346,7 +353,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
         // library's default cache would hand the same token to the next identical request for 59
         // minutes, including one we have since revoked (DELETE /installation/token) — a dead or,
         // worse, another task's token. Per grant, one token, straight from GitHub.
-        const appAuth = createAppAuth({ appId: config.appId, privateKey: privateKey.reveal(), installationId: config.installationId, request, cache: NO_CACHE, log });
+        const appAuth = authApp().createAppAuth({ appId: config.appId, privateKey: privateKey.reveal(), installationId: config.installationId, request, cache: NO_CACHE, log });
         const key = `${config.installationId}|${repositoryIds.join(',')}|${Object.keys(permissions).sort().join(',')}`;
         let inst: InstallationAccessTokenAuthentication;
         try {
@@ -421,7 +428,7 @@ export const githubAppIssuerPlugin: CredentialIssuerPlugin<GithubAppIssuerConfig
           let jwt: string;
           try {
             const privateKey = deps.secret(config.privateKey, `credentialIssuers.${name}.privateKey`);
-            jwt = (await createAppAuth({ appId: config.appId, privateKey: privateKey.reveal(), request, log })({ type: 'app' })).token;
+            jwt = (await authApp().createAppAuth({ appId: config.appId, privateKey: privateKey.reveal(), request, log })({ type: 'app' })).token;
           } catch {
             throw new HealthProblem('the App private key could not sign a JWT (unresolvable reference or not a usable RSA key)');
           }

@@ -1,4 +1,4 @@
-import mysql from 'mysql2/promise';
+import type * as Mysql from 'mysql2/promise';
 import { z } from 'zod';
 import { publicEndpointFields } from '../database-fields.js';
 import { Secret } from '../../core/secret.js';
@@ -10,6 +10,11 @@ import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlug
 import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
 import { sqlRoleParamProblems } from '../sql-role-param.js';
 import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
+
+import { lazyModule } from '../../lib/lazy-module.js';
+
+// mysql2 loads when a mysql issuer first connects, not at every start-up.
+const mysql2 = lazyModule<typeof Mysql>('mysql2/promise');
 
 /** MySQL ≥ 5.7.8 allows 32 characters in a user name; MariaDB more. We stay within 32 (STANDARDS §7.2). */
 export const MYSQL_MAX_USER_LENGTH = 32;
@@ -205,13 +210,13 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
   capabilities: () => CAPABILITIES,
   checkGrant: checkMysqlGrant,
   create(name, config, deps): CredentialIssuer {
-    let pool: mysql.Pool | undefined;
+    let pool: Mysql.Pool | undefined;
     let flavor: Promise<'mariadb' | 'mysql'> | undefined;
     const adminUrl = () => deps.secret(config.adminUrl, `credentialIssuers.${name}.adminUrl`);
     const getPool = () =>
-      (pool ??= mysql.createPool({ uri: adminUrl().reveal(), connectionLimit: 4, connectTimeout: config.timeoutMs, multipleStatements: false, enableKeepAlive: true }));
+      (pool ??= mysql2().createPool({ uri: adminUrl().reveal(), connectionLimit: 4, connectTimeout: config.timeoutMs, multipleStatements: false, enableKeepAlive: true }));
     /** Every admin statement is bounded: mysql2 gives up after timeoutMs (PROTOCOL_SEQUENCE_TIMEOUT) and the connection is then discarded. */
-    const bounded = (sql: string): mysql.QueryOptions => ({ sql, timeout: config.timeoutMs });
+    const bounded = (sql: string): Mysql.QueryOptions => ({ sql, timeout: config.timeoutMs });
     const target = () => {
       const u = new URL(adminUrl().reveal());
       return {
@@ -226,8 +231,8 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
         detail: { issuer: name, code: (e as { code?: string }).code },
       });
 
-    async function withAdmin<T>(fn: (c: mysql.PoolConnection) => Promise<T>, secrets: readonly string[] = []): Promise<T> {
-      let conn: mysql.PoolConnection;
+    async function withAdmin<T>(fn: (c: Mysql.PoolConnection) => Promise<T>, secrets: readonly string[] = []): Promise<T> {
+      let conn: Mysql.PoolConnection;
       try {
         conn = await getPool().getConnection();
       } catch (e) {
@@ -249,8 +254,8 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       }
     }
 
-    async function serverFlavor(c: mysql.PoolConnection): Promise<'mariadb' | 'mysql'> {
-      flavor ??= c.query<mysql.RowDataPacket[]>(bounded('SELECT VERSION() AS v')).then(([rows]) => (/mariadb/i.test(String(rows[0]?.v)) ? 'mariadb' : 'mysql'));
+    async function serverFlavor(c: Mysql.PoolConnection): Promise<'mariadb' | 'mysql'> {
+      flavor ??= c.query<Mysql.RowDataPacket[]>(bounded('SELECT VERSION() AS v')).then(([rows]) => (/mariadb/i.test(String(rows[0]?.v)) ? 'mariadb' : 'mysql'));
       return flavor.catch((e: unknown) => {
         flavor = undefined;
         throw e;
@@ -258,8 +263,8 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
     }
 
     /** Kills every session of `user` except our own; returns how many were killed. */
-    async function killSessions(c: mysql.PoolConnection, user: string): Promise<number> {
-      const [rows] = await c.query<mysql.RowDataPacket[]>(bounded('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()'), [user]);
+    async function killSessions(c: Mysql.PoolConnection, user: string): Promise<number> {
+      const [rows] = await c.query<Mysql.RowDataPacket[]>(bounded('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()'), [user]);
       let killed = 0;
       for (const r of rows) {
         try {
@@ -284,20 +289,20 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       const roles: string[] = [];
       for (const g of grants) {
         if ('role' in g) {
-          out.push(`GRANT ${mysql.escapeId(g.role)} TO ${account}`);
+          out.push(`GRANT ${mysql2().escapeId(g.role)} TO ${account}`);
           roles.push(g.role);
           continue;
         }
         const [db, table] = g.on.split('.') as [string, string];
         // At database level `_` and `%` are wildcards in GRANT (MYSQL-DOCS GRANT); `\_` is a literal `_`.
-        const object = table === '*' ? `${mysql.escapeId(db.replace(/_/g, '\\_'))}.*` : `${mysql.escapeId(db)}.${mysql.escapeId(table)}`;
+        const object = table === '*' ? `${mysql2().escapeId(db.replace(/_/g, '\\_'))}.*` : `${mysql2().escapeId(db)}.${mysql2().escapeId(table)}`;
         const privileges = [...new Set(g.privileges)].join(', '); // keywords from the allow-list only
         out.push(`GRANT ${privileges} ON ${object} TO ${account}`);
       }
       const distinctRoles = [...new Set(roles)];
       if (distinctRoles.length) {
         if (flavorOf === 'mysql') out.push(`SET DEFAULT ROLE ALL TO ${account}`);
-        else if (distinctRoles.length === 1) out.push(`SET DEFAULT ROLE ${mysql.escapeId(distinctRoles[0]!)} FOR ${account}`);
+        else if (distinctRoles.length === 1) out.push(`SET DEFAULT ROLE ${mysql2().escapeId(distinctRoles[0]!)} FOR ${account}`);
         else throw new Error(`mysql issuer ${name}: MariaDB allows one default role per user; the granted scopes map to ${distinctRoles.length}`);
       }
       return out;
@@ -306,7 +311,7 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
     /** Locks the account, kills its sessions, drops it. Idempotent. */
     async function dropUser(handle: MysqlHandle): Promise<void> {
       await withAdmin(async (c) => {
-        const account = mysql.format('?@?', [handle.user, handle.host]);
+        const account = mysql2().format('?@?', [handle.user, handle.host]);
         try {
           await c.query(bounded(`ALTER USER IF EXISTS ${account} ACCOUNT LOCK`)); // stop new logins now
         } catch (e) {
@@ -346,7 +351,7 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
         let sent = false;
         try {
           await withAdmin(async (c) => {
-            const account = mysql.format('?@?', [handle.user, handle.host]);
+            const account = mysql2().format('?@?', [handle.user, handle.host]);
             const statements = grantStatements(grants, await serverFlavor(c), account);
             // DDL commits implicitly: on any failure, drop what was created so issuance stays all-or-nothing.
             let created = false;
@@ -391,7 +396,7 @@ export const mysqlIssuerPlugin: CredentialIssuerPlugin<MysqlIssuerConfig> = {
       async listManaged() {
         // LEFT(): `_` in a prefix is a LIKE wildcard. Needs SELECT on mysql.user (the admin login has it to CREATE USER).
         const [rows] = await withAdmin((c) =>
-          c.query<mysql.RowDataPacket[]>('SELECT User AS user, Host AS host FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY User', [config.userPrefix, config.userPrefix]),
+          c.query<Mysql.RowDataPacket[]>('SELECT User AS user, Host AS host FROM mysql.user WHERE LEFT(User, CHAR_LENGTH(?)) = ? ORDER BY User', [config.userPrefix, config.userPrefix]),
         );
         return rows.map((r) => ({ name: String(r.user), handle: { user: String(r.user), host: String(r.host) } }));
       },

@@ -1,4 +1,4 @@
-import nodeVault from 'node-vault';
+import type NodeVault from 'node-vault';
 import { z } from 'zod';
 import { Secret } from '../../core/secret.js';
 import { credentialFingerprint, fingerprint } from '../../lib/crypto.js';
@@ -8,6 +8,11 @@ import { ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js
 import { noGrantParameters, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, refuseGrantProblems } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth } from '../health.js';
+
+import { lazyModule } from '../../lib/lazy-module.js';
+
+// node-vault loads when a vault issuer is built, not at every start-up.
+const nodeVault = lazyModule<typeof NodeVault>('node-vault');
 
 /**
  * One path segment: Vault mount and role names. No `.`/`..` segments, no empty segments, no
@@ -173,14 +178,14 @@ export const vaultIssuerPlugin: CredentialIssuerPlugin<VaultIssuerConfig> = {
   configSchema: VaultIssuerConfigSchema as unknown as z.ZodType<VaultIssuerConfig>,
   capabilities: () => CAPABILITIES,
   create(name, config, deps): CredentialIssuer {
-    const client = nodeVault({
+    const client = nodeVault()({
       apiVersion: 'v1',
       endpoint: config.endpoint,
       debug: () => undefined, // node-vault's debug output includes request bodies (AppRole secret_id)
       requestOptions: { timeout: config.timeoutMs, strictSSL: true },
       // node-vault 0.12 (axios) ignores requestOptions in client.request(); rpDefaults is applied.
       rpDefaults: { timeout: config.timeoutMs },
-    } as Parameters<typeof nodeVault>[0]);
+    } as Parameters<typeof NodeVault>[0]);
     // node-vault falls back to VAULT_TOKEN / VAULT_NAMESPACE / VAULT_PREFIX from the process
     // environment; agent-sts sends only what its configuration says.
     Object.assign(client as unknown as Record<string, unknown>, { token: '', namespace: '', pathPrefix: '' });

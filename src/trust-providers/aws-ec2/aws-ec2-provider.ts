@@ -22,14 +22,19 @@
  * - The document and signature never reach logs or errors; rejections log a fingerprint.
  */
 import { z } from 'zod';
-import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
+import type * as Asn1js from 'asn1js';
+import type * as Pkijs from 'pkijs';
 import { TOKEN_TYPE } from '../../lib/urns.js';
 import { parseDuration } from '../../lib/clock.js';
 import { sha256Hex } from '../../lib/crypto.js';
 import { SubjectTokenRejected } from '../../errors/sts-errors.js';
 import type { WorkloadIdentity } from '../../core/types.js';
 import { logRefusals, type Attestation, type TrustProvider, type TrustProviderPlugin } from '../trust-provider.js';
+import { lazyModule } from '../../lib/lazy-module.js';
+
+// PKCS#7 parsing loads when the first instance identity document is checked, not at every start-up.
+const asn1js = lazyModule<typeof Asn1js>('asn1js');
+const pkijs = lazyModule<typeof Pkijs>('pkijs');
 
 const duration = z.union([z.number().int().positive(), z.string().regex(/^\d+\s*(s|m|h|d)?$/)]);
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
@@ -45,10 +50,10 @@ function pemToDer(pem: string): ArrayBuffer | undefined {
   return Uint8Array.from(buf).buffer;
 }
 
-function parseCertificate(pem: string): pkijs.Certificate | undefined {
+function parseCertificate(pem: string): Pkijs.Certificate | undefined {
   try {
     const der = pemToDer(pem);
-    return der ? pkijs.Certificate.fromBER(der) : undefined;
+    return der ? pkijs().Certificate.fromBER(der) : undefined;
   } catch {
     return undefined;
   }
@@ -117,16 +122,16 @@ function pkcs7Der(b64: string): ArrayBuffer | undefined {
 }
 
 /** Verifies the PKCS#7 SignedData over `documentText` with `cert` only; throws SubjectTokenRejected. */
-async function verifyPkcs7(documentText: string, pkcs7: string, cert: pkijs.Certificate): Promise<void> {
+async function verifyPkcs7(documentText: string, pkcs7: string, cert: Pkijs.Certificate): Promise<void> {
   const der = pkcs7Der(pkcs7);
   if (!der) throw reject('pkcs7 is not base64');
-  let sd: pkijs.SignedData;
+  let sd: Pkijs.SignedData;
   try {
-    const asn1 = asn1js.fromBER(der);
+    const asn1 = asn1js().fromBER(der);
     if (asn1.offset === -1) throw new Error('BER');
-    const ci = new pkijs.ContentInfo({ schema: asn1.result });
-    if (ci.contentType !== pkijs.ContentInfo.SIGNED_DATA) throw new Error('not SignedData');
-    sd = new pkijs.SignedData({ schema: ci.content });
+    const ci = new (pkijs().ContentInfo)({ schema: asn1.result });
+    if (ci.contentType !== pkijs().ContentInfo.SIGNED_DATA) throw new Error('not SignedData');
+    sd = new (pkijs().SignedData)({ schema: ci.content });
   } catch {
     throw reject('pkcs7 is not a PKCS#7 SignedData');
   }
@@ -140,7 +145,7 @@ async function verifyPkcs7(documentText: string, pkcs7: string, cert: pkijs.Cert
   const eContent = sd.encapContentInfo.eContent;
   let detached: ArrayBuffer | undefined;
   if (eContent) {
-    if (!(eContent instanceof asn1js.OctetString)) throw reject('pkcs7 content is not an OCTET STRING');
+    if (!(eContent instanceof asn1js().OctetString)) throw reject('pkcs7 content is not an OCTET STRING');
     if (!Buffer.from(eContent.getValue()).equals(doc)) throw reject('signed content differs from the document');
   } else {
     detached = Uint8Array.from(doc).buffer;
@@ -160,7 +165,7 @@ export const awsEc2Plugin: TrustProviderPlugin<AwsEc2Config> = {
   type: 'aws-ec2',
   configSchema: AwsEc2ConfigSchema as z.ZodType<AwsEc2Config>,
   create(name, config, deps): TrustProvider {
-    const certs = new Map<string, pkijs.Certificate>();
+    const certs = new Map<string, Pkijs.Certificate>();
     for (const [region, pem] of Object.entries(config.certificates)) {
       const cert = parseCertificate(pem);
       if (!cert) throw new Error(`aws-ec2 provider "${name}": certificate for ${region} is not a PEM X.509 certificate`);

@@ -35,14 +35,14 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { decodeJwt, type JWTPayload } from 'jose';
-import { ApiException, AuthenticationV1Api, type V1TokenReview } from '@kubernetes/client-node';
+import type { V1TokenReview } from '@kubernetes/client-node';
 import { parseDuration } from '../../lib/clock.js';
 import { JWT_TOKEN_TYPES } from '../../lib/urns.js';
 import { SubjectTokenRejected, UpstreamUnavailable } from '../../errors/sts-errors.js';
 import type { WorkloadIdentity } from '../../core/types.js';
 import type { ProviderDeps, TrustProvider, TrustProviderPlugin, UpstreamCause } from '../trust-provider.js';
 import { createOidcVerifier, expiryOf, OidcConfigSchema } from '../oidc/oidc-provider.js';
-import { apiTimeout, loadKubeConfig } from './kube-config.js';
+import { apiTimeout, k8s, loadKubeConfig } from './kube-config.js';
 import { startPodWatcher } from './pod-watcher.js';
 
 const NAMESPACE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -298,7 +298,7 @@ type Reject = (reason: string, extra?: Record<string, unknown>) => never;
 
 /** TokenReview against the cluster's API server, with a short positive cache keyed by token hash. */
 function createReviewer(config: KubernetesConfig, deps: ProviderDeps) {
-  const api = loadKubeConfig(config).makeApiClient(AuthenticationV1Api);
+  const api = loadKubeConfig(config).makeApiClient(k8s().AuthenticationV1Api);
   const timeoutMs = parseDuration(config.apiTimeout) * 1000;
   const cacheTtlMs = parseDuration(config.reviewCacheTtl) * 1000;
   const cache = new Map<string, { id: ServiceAccountIdentity; until: number }>();
@@ -321,7 +321,7 @@ function createReviewer(config: KubernetesConfig, deps: ProviderDeps) {
         withTimeout,
       );
     } catch (e) {
-      if (e instanceof ApiException) {
+      if (e instanceof k8s().ApiException) {
         const status = e.code;
         if (status === 401 || status === 403) return upstream('own-credentials-rejected', log, { httpStatus: status });
         return upstream('api-error', log, { httpStatus: status });

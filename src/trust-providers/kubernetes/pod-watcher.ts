@@ -12,9 +12,9 @@
  * was deleted while nobody watched. Failures retry with jittered exponential backoff, forever,
  * logged at warn; nothing here ever throws to the caller. Needs RBAC `list` and `watch` on `pods`.
  */
-import { CoreV1Api, Watch, type KubeConfig, type V1PodList } from '@kubernetes/client-node';
+import type { KubeConfig, V1PodList } from '@kubernetes/client-node';
 import type { Logger } from '../../log/logger.js';
-import { apiTimeout } from './kube-config.js';
+import { apiTimeout, k8s } from './kube-config.js';
 
 export interface GonePod {
   uid: string;
@@ -77,8 +77,8 @@ export function startPodWatcher(opts: PodWatcherOptions): { stop(): void } {
 }
 
 function watchLoop(namespace: string | undefined, opts: PodWatcherOptions) {
-  const api = opts.kc.makeApiClient(CoreV1Api);
-  const watch = new Watch(opts.kc);
+  const api = opts.kc.makeApiClient(k8s().CoreV1Api);
+  const watch = new (k8s().Watch)(opts.kc);
   const backoff = opts.backoff ?? POD_WATCH_BACKOFF;
   const log = opts.logger.child({ watchNamespace: namespace ?? '*' });
   const path = namespace ? `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods` : '/api/v1/pods';
