@@ -13,20 +13,19 @@
  *
  * The dev config needs the local PostgreSQL (its `local-postgres` issuer), as `npm start` does.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { parseDocument } from 'yaml';
 import { ensureBuilt } from './agent-sts-server.js';
 import { freePort, installExitHandlers, startChild } from './children.js';
+import { writeDevConfig } from '../test/support/dev-config.js';
 
 const execFileP = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin', 'agent-sts.js');
-const DEV_CONFIG = join(ROOT, 'examples', 'agent-sts.dev.yaml');
 const RUNS = Number(process.env.BENCH_STARTUP_RUNS ?? 7);
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
@@ -41,20 +40,6 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return env;
 }
 
-/** The dev config with its data (SQLite file, key-encryption key, dev issuer) under `dir`. */
-function devConfigIn(dir: string): string {
-  const doc = parseDocument(readFileSync(DEV_CONFIG, 'utf8'));
-  doc.setIn(['storage', 'url'], `file:${join(dir, 'data', 'agent-sts.db')}`);
-  doc.setIn(['keys', 'kek'], { devGenerateInto: join(dir, 'data', 'dev-kek') });
-  doc.setIn(['devIssuer', 'dir'], join(dir, 'data', 'dev-issuer'));
-  const providers = doc.getIn(['trustProviders']) as { items: { get(k: string): unknown }[] };
-  const dev = providers.items.findIndex((p) => p.get('name') === 'dev');
-  if (dev < 0) throw new Error('the dev config has no trust provider named dev');
-  doc.setIn(['trustProviders', dev, 'config', 'jwksFile'], join(dir, 'data', 'dev-issuer', 'jwks.json'));
-  const file = join(dir, 'agent-sts.yaml');
-  writeFileSync(file, doc.toString());
-  return file;
-}
 
 async function timeCommand(args: string[]): Promise<number> {
   const t = performance.now();
@@ -92,7 +77,7 @@ async function main(): Promise<void> {
   const check: number[] = [];
   const tmp = mkdtempSync(join(tmpdir(), 'agent-sts-startup-'));
   try {
-    const config = devConfigIn(tmp);
+    const config = writeDevConfig(tmp);
     for (let i = 0; i < RUNS; i++) {
       help.push(await timeCommand(['--help']));
       check.push(await timeCommand(['config', 'check', '--config', config]));
@@ -105,7 +90,7 @@ async function main(): Promise<void> {
     const rss: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const dir = mkdtempSync(join(tmp, 'serve-'));
-      const cfg = devConfigIn(dir);
+      const cfg = writeDevConfig(dir);
       first.push((await timeServe(cfg)).ms);
       const r = await timeServe(cfg);
       again.push(r.ms);

@@ -1,15 +1,12 @@
 // Runs the real CLI (src/cli/main.ts through tsx) as a child process, with the deployment
 // overrides removed from the environment unless a test sets them.
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseDocument } from 'yaml';
-import { expect } from 'vitest';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const DEV_CONFIG = join(ROOT, 'examples', 'agent-sts.dev.yaml');
+export { DEV_CONFIG } from './dev-config.js';
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const CLI_MODULE = pathToFileURL(join(ROOT, 'src', 'cli', 'main.ts')).href;
 // runCli passes argv to commander's parseAsync (default `from: 'node'`: argv[0] = node, argv[1] =
@@ -48,19 +45,5 @@ export function runAgentSts(args: string[], opts: { cwd: string; env?: Record<st
 /** Shows both streams when an exit-code assertion fails. */
 export const describeRun = (r: CliResult) => `exit ${r.code}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
-/** The dev config with every data path moved into `dir` (absolute paths). */
-export function writeDevConfig(dir: string, edit?: (doc: ReturnType<typeof parseDocument>) => void): string {
-  const doc = parseDocument(readFileSync(DEV_CONFIG, 'utf8'));
-  doc.setIn(['storage', 'url'], `file:${join(dir, 'data', 'agent-sts.db')}`);
-  doc.setIn(['keys', 'kek'], { devGenerateInto: join(dir, 'data', 'dev-kek') });
-  doc.setIn(['devIssuer', 'dir'], join(dir, 'data', 'dev-issuer'));
-  const providers = doc.getIn(['trustProviders']) as { items: { get(k: string): unknown }[] };
-  const devIndex = providers.items.findIndex((p) => p.get('name') === 'dev');
-  expect(devIndex).toBeGreaterThanOrEqual(0);
-  doc.setIn(['trustProviders', devIndex, 'config', 'jwksFile'], join(dir, 'data', 'dev-issuer', 'jwks.json'));
-  edit?.(doc);
-  const file = join(dir, 'agent-sts.yaml');
-  writeFileSync(file, doc.toString());
-  return file;
-}
+export { writeDevConfig } from './dev-config.js';
 
