@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import type { GrantRequirements } from './credential-issuer.js';
 import { unknownParams } from './grant-params.js';
 
@@ -20,4 +21,17 @@ export function sqlRoleParamProblems(type: string, grant: GrantRequirements, all
   }
   if (grant.sessionTags && Object.keys(grant.sessionTags).length) problems.push(`${type} issuers cannot carry session tags (obligations.sessionTags)`);
   return problems;
+}
+
+/**
+ * zod refinement of a SQL issuer's config: every scope in `grantableRoles` must also have its
+ * default in `defaultsKey` (postgres `roles`, mysql `grants`), so a grant without a `role`
+ * parameter always has something to issue.
+ */
+export function grantableRolesNeedDefaults<K extends string>(defaultsKey: K) {
+  return (c: { grantableRoles: Record<string, unknown> } & Record<K, Record<string, unknown>>, ctx: z.RefinementCtx): void => {
+    for (const scope of Object.keys(c.grantableRoles))
+      if (!Object.hasOwn(c[defaultsKey], scope))
+        ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in ${defaultsKey} (give it its default ${defaultsKey === 'roles' ? 'role' : 'grants'} there)` });
+  };
 }

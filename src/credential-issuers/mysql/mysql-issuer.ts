@@ -8,7 +8,7 @@ import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
 import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type GrantRequirements, type IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
-import { sqlRoleParamProblems } from '../sql-role-param.js';
+import { grantableRolesNeedDefaults, sqlRoleParamProblems } from '../sql-role-param.js';
 import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
 
 import { lazyModule } from '../../lib/lazy-module.js';
@@ -105,10 +105,7 @@ export const MysqlIssuerConfigSchema = z
     ...publicEndpointFields,
   })
   .strict()
-  .superRefine((c, ctx) => {
-    for (const scope of Object.keys(c.grantableRoles))
-      if (!Object.hasOwn(c.grants, scope)) ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in grants (give it its default grants there)` });
-  });
+  .superRefine(grantableRolesNeedDefaults('grants'));
 export type MysqlIssuerConfig = z.infer<typeof MysqlIssuerConfigSchema>;
 
 /** Roles a grant's `role` parameter may choose for `scope`: its grantableRoles and the role grants of its default. */

@@ -8,7 +8,7 @@ import { SecretRefSchema } from '../../config/secret-ref.js';
 import { UpstreamUnavailable } from '../../errors/sts-errors.js';
 import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlugin, type GrantRequirements, type IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
-import { sqlRoleParamProblems } from '../sql-role-param.js';
+import { grantableRolesNeedDefaults, sqlRoleParamProblems } from '../sql-role-param.js';
 import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
 import { scramSha256Verifier } from './scram.js';
 
@@ -37,10 +37,7 @@ export const PostgresIssuerConfigSchema = z
     ...publicEndpointFields,
   })
   .strict()
-  .superRefine((c, ctx) => {
-    for (const scope of Object.keys(c.grantableRoles))
-      if (!Object.hasOwn(c.roles, scope)) ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in roles (give it its default role there)` });
-  });
+  .superRefine(grantableRolesNeedDefaults('roles'));
 export type PostgresIssuerConfig = z.infer<typeof PostgresIssuerConfigSchema>;
 
 export interface PostgresHandle {
