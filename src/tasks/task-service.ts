@@ -198,7 +198,7 @@ export function createTaskService(deps: TaskServiceDeps) {
       if (loud)
         await deps.audit.append({
           event: {
-            requestId: ctx.requestId, action, outcome: 'failure', reason: `revocation pending (attempt ${attempt}, next ${nextRevokeAt.toISOString()}): ${message}`,
+            requestId: ctx.requestId, action, outcome: 'failure', clientAddress: ctx.clientAddress, reason: `revocation pending (attempt ${attempt}, next ${nextRevokeAt.toISOString()}): ${message}`,
             ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target,
           },
         });
@@ -208,7 +208,7 @@ export function createTaskService(deps: TaskServiceDeps) {
     const reason =
       finalState === 'revoked' ? `${why} at ${now.toISOString()}` : finalState === 'expired' ? `expired at ${cred.expiresAt.toISOString()}` : `issuance did not complete; cleaned up at ${now.toISOString()}`;
     await deps.audit.append({
-      event: { requestId: ctx.requestId, action, outcome: 'success', reason, ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target, credentialExpiresAt: cred.expiresAt },
+      event: { requestId: ctx.requestId, action, outcome: 'success', clientAddress: ctx.clientAddress, reason, ...whoOf(cred), taskId: cred.taskId, credentialId: cred.id, credentialFingerprint: cred.fingerprint, target: cred.target, credentialExpiresAt: cred.expiresAt },
       credentialUpdates: [{ id: cred.id, data: { state: finalState, revokedAt: now, lastError: null } }],
     });
     return { fate: finalState, at: now };

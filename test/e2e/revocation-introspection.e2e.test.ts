@@ -136,7 +136,7 @@ describe('revocation, introspection and the kill switch', () => {
   const auditOf = async (b: TestBroker, action: string) => {
     await b.composed.audit.drain();
     const res = await fetch(`${b.url}/v1/audit?limit=500`, { headers: { authorization: `Bearer ${TEST_AUDITOR_TOKEN}` } });
-    const { records } = (await res.json()) as { records: { action: string; outcome: string; reason: string | null; workloadSubject: string | null; humanSubject: string | null; credentialId: string | null; taskId: string | null }[] };
+    const { records } = (await res.json()) as { records: { action: string; outcome: string; reason: string | null; workloadSubject: string | null; humanSubject: string | null; credentialId: string | null; taskId: string | null; clientAddress: string | null }[] };
     return records.filter((r) => r.action === action);
   };
 
@@ -256,6 +256,8 @@ describe('revocation, introspection and the kill switch', () => {
     const rec = (await auditOf(broker, 'credential.revoke')).find((x) => x.credentialId === row.id);
     expect(rec?.outcome).toBe('success');
     expect(rec?.reason).toMatch(/revoked by its holder \(RFC 7009\)/);
+    // who revoked it: the holder's address is in the record
+    expect(rec?.clientAddress).toMatch(/127\.0\.0\.1$/);
   });
 
   it('revoking an agent token (default): that token is dead, its task and logins are not', async () => {
