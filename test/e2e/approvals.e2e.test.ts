@@ -3,9 +3,8 @@
 // through the admin API; the agent's retry then succeeds (or is refused after a denial).
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { JWT_TYPE, postToken, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 import { signatureOf } from '../../src/approvals/approval-webhook.js';
 import { startWebhookReceiver, type ReceivedHook } from '../fakes/http.js';
 
@@ -13,9 +12,8 @@ const WEBHOOK_SECRET = `whsec-${randomBytes(8).toString('hex')}`;
 const OTHER_ADMIN_TOKEN = `other-${randomBytes(12).toString('hex')}`;
 
 describe('just-in-time approval', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
   let receiver: Awaited<ReturnType<typeof startWebhookReceiver>> | undefined;
   let hooks: ReceivedHook[] = [];
   const issuedTokens: string[] = [];
@@ -25,12 +23,11 @@ describe('just-in-time approval', () => {
     hooks = receiver.hooks;
     const hookUrl = `${receiver.base}/hook`;
 
-    issuer = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-approvals');
-    dropStore = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
+    e2e = await startE2eBroker({
+      name: 'agsts-approvals',
+      ci: { audience: 'agent-sts-test', algorithms: ['RS256'] },
+      env: { OTHER_ADMIN_TOKEN, WEBHOOK_SECRET },
+      config: {
         auth: {
           auditors: [{ name: 'test-auditor', token: { fromEnv: 'TEST_AUDITOR_TOKEN' } }],
           admins: [
@@ -41,7 +38,6 @@ describe('just-in-time approval', () => {
           roles: [{ role: 'admin', provider: 'ci', subjectPattern: 'test://billing-bot' }],
         },
         approvals: { webhook: { url: hookUrl, secret: { fromEnv: 'WEBHOOK_SECRET' } } },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'agent-sts-test', algorithms: ['RS256'], subjectTemplate: 'test://{sub}' } }],
         credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
         targets: [
           { name: 'payouts', audiences: ['payouts'], issuer: 'tokens', scopes: ['pay', 'refund'] },
@@ -69,17 +65,15 @@ describe('just-in-time approval', () => {
           ],
         },
       },
-      { env: { OTHER_ADMIN_TOKEN, WEBHOOK_SECRET } },
-    );
+    });
+    broker = e2e.broker;
   });
   afterAll(async () => {
-    await broker?.close();
-    await issuer?.close();
+    await e2e?.close();
     await receiver?.close();
-    await dropStore?.();
   });
 
-  const signAgent = (sub = 'billing-bot') => issuer.sign({ sub, aud: 'agent-sts-test' });
+  const signAgent = (sub = 'billing-bot') => e2e.attest(sub);
   const exchange = async (scope: string, sub = 'billing-bot') => {
     const token = await signAgent(sub);
     issuedTokens.push(token);

@@ -3,9 +3,9 @@
 // lookup by fingerprint, the streamed export, audit records of admin actions carrying the admin's
 // principal, and every read recorded as `audit.read` with the reader and the filters.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { ACCESS_TOKEN_TYPE, postToken, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 import { decodeJwt } from 'jose';
 import { credentialFingerprint, presentedTokenFingerprint } from '../../src/lib/crypto.js';
 import { verifyAuditLog } from '../../src/audit/audit-verify.js';
@@ -24,40 +24,35 @@ interface Rec {
 }
 
 describe('the auditor role and the issuance log over HTTP', { timeout: 60_000 }, () => {
+  let e2e: E2eBroker;
   let workloads: FakeIssuer; // the workloads' CI
   let people: FakeIssuer; // the company IdP: auditors and admins are people in groups
   let broker: TestBroker;
-  let drop: () => Promise<void>;
 
   beforeAll(async () => {
-    workloads = await startFakeOidcIssuer();
     people = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-audit-roles');
-    drop = s.drop;
-    broker = await startBroker({
-      storage: { url: s.url },
-      auth: {
-        auditors: [{ name: 'test-auditor', token: { fromEnv: 'TEST_AUDITOR_TOKEN' } }],
-        admins: [{ name: 'test-admin', token: { fromEnv: 'TEST_ADMIN_TOKEN' } }],
-        roles: [
-          { role: 'auditor', provider: 'corp', groups: ['audit'] },
-          { role: 'admin', provider: 'corp', groups: ['platform'] },
-        ],
+    e2e = await startE2eBroker({
+      name: 'agsts-audit-roles',
+      moreTrustProviders: [{ name: 'corp', type: 'oidc', config: { issuer: people.issuer, audience: 'sts-admin', human: true } }],
+      config: {
+        auth: {
+          auditors: [{ name: 'test-auditor', token: { fromEnv: 'TEST_AUDITOR_TOKEN' } }],
+          admins: [{ name: 'test-admin', token: { fromEnv: 'TEST_ADMIN_TOKEN' } }],
+          roles: [
+            { role: 'auditor', provider: 'corp', groups: ['audit'] },
+            { role: 'admin', provider: 'corp', groups: ['platform'] },
+          ],
+        },
+        credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
+        targets: [{ name: 'api', resources: ['https://api.test/'], issuer: 'tokens', scopes: ['read'] }],
+        policy: { rules: [{ id: 'agents', workload: { subjectPattern: 'test://agent-.+' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'api', scopes: ['read'], maxTtl: '5m' }] }] },
       },
-      trustProviders: [
-        { name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } },
-        { name: 'corp', type: 'oidc', config: { issuer: people.issuer, audience: 'sts-admin', human: true } },
-      ],
-      credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
-      targets: [{ name: 'api', resources: ['https://api.test/'], issuer: 'tokens', scopes: ['read'] }],
-      policy: { rules: [{ id: 'agents', workload: { subjectPattern: 'test://agent-.+' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'api', scopes: ['read'], maxTtl: '5m' }] }] },
     });
+    ({ broker, workloads } = e2e);
   });
   afterAll(async () => {
-    await broker?.close();
-    await workloads?.close();
+    await e2e?.close();
     await people?.close();
-    await drop?.();
   });
 
   const auditorJwt = () => people.sign({ sub: 'carol', aud: 'sts-admin', groups: ['audit'] });
@@ -74,11 +69,7 @@ describe('the auditor role and the issuance log over HTTP', { timeout: 60_000 },
   };
   const send = (method: string, path: string, auth: string, body?: string, type = 'application/json') =>
     fetch(`${broker.url}${path}`, { method, headers: { authorization: auth, ...(body !== undefined ? { 'content-type': type } : {}) }, body });
-  const agentToken = async (sub: string) => {
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await workloads.sign({ sub, aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(r.status, r.text).toBe(200);
-    return { token: r.json.access_token as string, task: r.json.task_id as string };
-  };
+  const agentToken = (sub: string) => e2e.agentToken(sub);
 
   it('an auditor (bootstrap token or a person in the audit group) reads /v1/audit', async () => {
     await agentToken('agent-1');

@@ -5,10 +5,9 @@
 // minimum is refused, not lengthened.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GetAccessKeyInfoCommand, GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
-import { createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import type { TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 const AWS_CREDS = 'urn:agent-sts:token-type:aws-credentials';
 const REGION = 'eu-west-1';
@@ -18,41 +17,31 @@ const ROLE = 'arn:aws:iam::111122223333:role/deploy';
 interface ProcessCreds { Version: number; AccessKeyId: string; SecretAccessKey: string; SessionToken: string; Expiration: string }
 
 describe('aws-sts sessions through the token endpoint', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let sts: FakeSts;
   let broker: TestBroker;
-  let drop: () => Promise<void>;
 
   beforeAll(async () => {
-    issuer = await startFakeOidcIssuer();
     sts = await startFakeSts({ region: REGION, keys: [{ ...OWN, identity: { type: 'user', account: '111122223333', userName: 'agent-sts', userId: 'AIDAE2E' } }], roles: [{ arn: ROLE, roleId: 'AROAE2EDEPLOY0000001' }] });
-    const s = createTestSqliteUrl('agsts-aws-e2e');
-    drop = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+    e2e = await startE2eBroker({
+      name: 'agsts-aws-e2e',
+      env: { OWN_SECRET: OWN.secretAccessKey },
+      config: {
         credentialIssuers: [{ name: 'aws', type: 'aws-sts', config: { region: REGION, endpoint: sts.url, iamEndpoint: sts.iamUrl, credentials: { accessKeyId: OWN.accessKeyId, secretAccessKey: { fromEnv: 'OWN_SECRET' } }, roles: { deploy: { roleArn: ROLE } } } }],
         targets: [{ name: 'aws-deploy', audiences: ['aws-deploy'], issuer: 'aws', scopes: ['deploy'] }],
         policy: { rules: [{ id: 'r', workload: { subject: 'test://agent' }, agentToken: { maxTtl: '1h' }, grants: [{ target: 'aws-deploy', scopes: ['deploy'], maxTtl: '30m' }] }] },
       },
-      { env: { OWN_SECRET: OWN.secretAccessKey } },
-    );
+    });
+    broker = e2e.broker;
   });
   afterAll(async () => {
-    await broker?.close();
-    await issuer?.close();
+    await e2e?.close();
     await sts?.close();
-    await drop?.();
   });
 
-  const agent = async () => {
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub: 'agent', aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(r.status, r.text).toBe(200);
-    return { token: String(r.json.access_token), task: String(r.json.task_id) };
-  };
+  const agent = () => e2e.agentToken('agent');
   const session = (token: string, lifetime = '900') =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'aws-deploy', scope: 'deploy', requested_token_type: AWS_CREDS, requested_lifetime: lifetime });
+    e2e.exchange(token, { audience: 'aws-deploy', scope: 'deploy', requested_token_type: AWS_CREDS, requested_lifetime: lifetime });
   async function alive(c: ProcessCreds): Promise<boolean> {
     const client = new STSClient({ region: REGION, endpoint: sts.url, credentials: { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken } });
     try {

@@ -8,11 +8,12 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl, dropPgRolesWithPrefix, PG_ADMIN_URL } from '../support/databases.js';
+import { PG_ADMIN_URL } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
 import { startFakeGitHub, type FakeGitHub } from '../fakes/github-api.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
 
 const REGION = 'eu-west-1';
@@ -75,15 +76,13 @@ const policy = {
 };
 
 describe('grant parameters and obligations at the issuers', { timeout: 60_000 }, () => {
-  let ci: FakeIssuer;
+  let e2e: E2eBroker;
   let corp: FakeIssuer;
   let sts: FakeSts;
   let gh: FakeGitHub;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
 
   beforeAll(async () => {
-    ci = await startFakeOidcIssuer();
     corp = await startFakeOidcIssuer();
     sts = await startFakeSts({
       region: REGION,
@@ -98,15 +97,13 @@ describe('grant parameters and obligations at the issuers', { timeout: 60_000 },
     await pgAdmin(async (c) => {
       for (const r of Object.values(ROLE)) await c.query(`CREATE ROLE ${c.escapeIdentifier(r)} NOLOGIN`);
     });
-    const s = createTestSqliteUrl('agsts-grant-params');
-    dropStore = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
-        trustProviders: [
-          { name: 'ci', type: 'oidc', config: { issuer: ci.issuer, audience: 'sts', subjectTemplate: 'test://{sub}', attributes: { team: 'team' } } },
-          { name: 'corp', type: 'oidc', config: { issuer: corp.issuer, audience: 'sts', human: true } },
-        ],
+    e2e = await startE2eBroker({
+      name: 'agsts-grant-params',
+      pgRolePrefix: PREFIX,
+      ci: { attributes: { team: 'team' } },
+      moreTrustProviders: [{ name: 'corp', type: 'oidc', config: { issuer: corp.issuer, audience: 'sts', human: true } }],
+      env: { OWN_SECRET: OWN.secretAccessKey, GH_APP_KEY: app.privatePem },
+      config: {
         credentialIssuers: [
           {
             name: 'aws-prod', type: 'aws-sts',
@@ -135,18 +132,17 @@ describe('grant parameters and obligations at the issuers', { timeout: 60_000 },
         ],
         policy: { documents: [policy] },
       },
-      { env: { OWN_SECRET: OWN.secretAccessKey, GH_APP_KEY: app.privatePem, PG_ADMIN: PG_ADMIN_URL } },
-    );
+    });
+    broker = e2e.broker;
   });
   afterAll(async () => {
-    await broker?.close();
-    await dropPgRolesWithPrefix(PREFIX).catch(() => {});
-    await Promise.all([ci?.close(), corp?.close(), sts?.close(), gh?.close(), dropStore?.()]);
+    await e2e?.close();
+    await Promise.all([corp?.close(), sts?.close(), gh?.close()]);
   });
 
   /** Startup exchange: the workload's attestation (with the person's token as subject when it acts for one) -> agent token. */
   const agentToken = async (sub: string, person?: string) => {
-    const attestation = await ci.sign({ sub, aud: 'sts', team: 'payments' });
+    const attestation = await e2e.attest(sub, { team: 'payments' });
     const r = await postToken(broker.url, {
       grant_type: TOKEN_EXCHANGE,
       ...(person ? { subject_token: person, subject_token_type: JWT_TYPE, actor_token: attestation, actor_token_type: JWT_TYPE } : { subject_token: attestation, subject_token_type: JWT_TYPE }),

@@ -2,29 +2,27 @@
 // long, audited as inventory.auto-disable; active ones are left alone, a restored one is not blocked
 // again until it has been seen and then goes unseen for the period once more.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { JWT_TYPE, postToken, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 const DAY = 86_400_000;
 
 describe('auto-disable of identities not seen for inventory.autoDisableAfterDays', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
 
   beforeAll(async () => {
-    issuer = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-auto-disable');
-    dropStore = s.drop;
-    broker = await startBroker({
-      storage: { url: s.url },
-      inventory: { autoDisableAfterDays: 30 },
-      trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'agent-sts-test', algorithms: ['RS256'], subjectTemplate: 'test://{sub}' } }],
-      credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
-      targets: [{ name: 'reports', audiences: ['reports'], issuer: 'tokens', scopes: ['read'] }],
-      policy: { rules: [{ id: 'all', workload: { provider: 'ci', subjectPattern: 'test://.*' }, grants: [{ target: 'reports', scopes: ['read'] }] }] },
+    e2e = await startE2eBroker({
+      name: 'agsts-auto-disable',
+      ci: { audience: 'agent-sts-test', algorithms: ['RS256'] },
+      config: {
+        inventory: { autoDisableAfterDays: 30 },
+        credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
+        targets: [{ name: 'reports', audiences: ['reports'], issuer: 'tokens', scopes: ['read'] }],
+        policy: { rules: [{ id: 'all', workload: { provider: 'ci', subjectPattern: 'test://.*' }, grants: [{ target: 'reports', scopes: ['read'] }] }] },
+      },
     });
+    broker = e2e.broker;
     const db = broker.composed.db;
     const now = Date.now();
     const row = (kind: string, subject: string, lastSeenDaysAgo: number) =>
@@ -33,15 +31,11 @@ describe('auto-disable of identities not seen for inventory.autoDisableAfterDays
     await row('workload', 'test://active', 1);
     await row('human', 'bob', 40);
   });
-  afterAll(async () => {
-    await broker?.close();
-    await issuer?.close();
-    await dropStore?.();
-  });
+  afterAll(() => e2e?.close());
 
   const db = () => broker.composed.db;
   const exchange = async (sub: string) =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub, aud: 'agent-sts-test' }), subject_token_type: JWT_TYPE, audience: 'reports', scope: 'read' });
+    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await e2e.attest(sub), subject_token_type: JWT_TYPE, audience: 'reports', scope: 'read' });
   const blocked = async () => (await db().identityBlock.findMany({ orderBy: { subject: 'asc' } })).map((b) => `${b.kind} ${b.subject} by ${b.blockedBy}`);
 
   it('blocks the identities not seen for the period (workload and person), audited, and leaves active ones alone', async () => {

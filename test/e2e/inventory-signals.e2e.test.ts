@@ -5,10 +5,9 @@ import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetri
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signatureOf } from '../../src/approvals/approval-webhook.js';
 import { createTelemetry } from '../../src/telemetry/otel.js';
-import { createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { startWebhookReceiver, type ReceivedHook } from '../fakes/http.js';
-import { JWT_TYPE, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { JWT_TYPE, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 class TestMetricReader extends MetricReader {
   constructor() {
@@ -35,9 +34,8 @@ const SECRET = 'signal-webhook-secret-0123456789';
 const DAY = 86_400_000;
 
 describe('inventory, access reviews and signals', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
   let receiver: Awaited<ReturnType<typeof startWebhookReceiver>> | undefined;
   let hooks: ReceivedHook[] = [];
   const secrets: string[] = [];
@@ -47,14 +45,14 @@ describe('inventory, access reviews and signals', () => {
   beforeAll(async () => {
     receiver = await startWebhookReceiver();
     hooks = receiver.hooks;
-    issuer = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-inventory');
-    dropStore = s.drop;
-    broker = await startBroker(
-      {
+    e2e = await startE2eBroker({
+      name: 'agsts-inventory',
+      ci: { audience: 'agent-sts-test', algorithms: ['RS256'], attributes: { owner: 'team', env: 'env' } },
+      env: { SIGNAL_SECRET: SECRET },
+      // signals are counted on the broker's own meter (what telemetry exports)
+      telemetry: createTelemetry({ meterProvider: provider }),
+      config: {
         server: { host: '127.0.0.1', port: 0, trustProxy: true },
-        storage: { url: s.url },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'agent-sts-test', algorithms: ['RS256'], subjectTemplate: 'test://{sub}', attributes: { owner: 'team', env: 'env' } } }],
         credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
         targets: [
           { name: 'billing-api', audiences: ['billing-api'], issuer: 'tokens', scopes: ['invoices:read', 'invoices:write'] },
@@ -86,17 +84,14 @@ describe('inventory, access reviews and signals', () => {
         },
         signals: { denialBurst: { threshold: 3, window: '1m' }, webhook: { url: `${receiver.base}/signals`, secret: { fromEnv: 'SIGNAL_SECRET' } } },
       },
-      // signals are counted on the broker's own meter (what telemetry exports)
-      { env: { SIGNAL_SECRET: SECRET }, telemetry: createTelemetry({ meterProvider: provider }) },
-    );
+    });
+    broker = e2e.broker;
     // History signals start once the stored history is loaded (empty here, so at once).
     for (let i = 0; i < 100 && !broker.composed.inventory.view.stats().warmed; i++) await new Promise((r) => setTimeout(r, 20));
     expect(broker.composed.inventory.view.stats().warmed).toBe(true);
   });
   afterAll(async () => {
-    await broker?.close();
-    await issuer?.close();
-    await dropStore?.();
+    await e2e?.close();
     await receiver?.close();
     await provider.shutdown();
   });
@@ -104,7 +99,7 @@ describe('inventory, access reviews and signals', () => {
   const db = () => broker.composed.db;
 
   async function exchange(sub: string, o: { audience?: string; scope?: string; from?: string; claims?: Record<string, unknown> } = {}) {
-    const token = await issuer.sign({ sub, aud: 'agent-sts-test', ...o.claims });
+    const token = await e2e.attest(sub, o.claims);
     secrets.push(token);
     const form = new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: token, subject_token_type: JWT_TYPE });
     if (o.audience) form.set('audience', o.audience);

@@ -14,11 +14,11 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { closedPort } from '../fakes/http.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl, MYSQL_URL, PG_ADMIN_URL } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
+import { MYSQL_URL, PG_ADMIN_URL } from '../support/databases.js';
 import { startFakeSts, type FakeSts } from '../fakes/aws-sts.js';
 import { mysqlPacket, PG_LOGIN_OK, pgMessage, startBlackhole, startHoldingProxy, startTcpFake, type HoldingProxy, type TcpFake } from '../fakes/blackhole.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 import { PostgresIssuerConfigSchema } from '../../src/credential-issuers/postgres/postgres-issuer.js';
 import { MysqlIssuerConfigSchema } from '../../src/credential-issuers/mysql/mysql-issuer.js';
 import { AwsStsIssuerConfigSchema, roleSessionName } from '../../src/credential-issuers/aws-sts/aws-sts-issuer.js';
@@ -70,15 +70,13 @@ async function mysqlUsers(prefix: string): Promise<string[]> {
 }
 
 describe('issuer upstream failures through the token endpoint', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let sts: FakeSts;
   let broker: TestBroker;
-  let drop: () => Promise<void>;
   const fakes: { pgHole?: TcpFake; pgGarbage?: TcpFake; pgUnknownMessage?: TcpFake; pgSilent?: TcpFake; myHole?: TcpFake; myBanner?: TcpFake; myGarbage?: TcpFake } = {};
   const proxies: { pgCommit?: HoldingProxy; myCreate?: HoldingProxy } = {};
 
   beforeAll(async () => {
-    issuer = await startFakeOidcIssuer();
     sts = await startFakeSts({ region: 'eu-west-1', keys: [{ ...OWN, identity: { type: 'user', account: '111122223333', userName: 'agent-sts', userId: 'AIDAFAIL' } }], roles: [{ arn: ROLE, roleId: 'AROAFAILDEPLOY000001' }] });
     const down = await closedPort();
     fakes.pgHole = await startBlackhole();
@@ -123,12 +121,10 @@ describe('issuer upstream failures through the token endpoint', () => {
     const scopeOf = (type: string) => (type === 'aws-sts' ? 'deploy' : 'read');
     // Each issuer is its own target, named like it, except the first two (targets `pg` and `my`).
     const targetOf = (issuerName: string) => ({ 'pg-down': 'pg', 'my-down': 'my' })[issuerName] ?? issuerName;
-    const s = createTestSqliteUrl('agsts-issuer-failures');
-    drop = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+    e2e = await startE2eBroker({
+      name: 'agsts-issuer-failures',
+      env: { OWN_SECRET: OWN.secretAccessKey },
+      config: {
         credentialIssuers,
         targets: credentialIssuers.map((i) => ({ name: targetOf(i.name), audiences: [targetOf(i.name)], issuer: i.name, scopes: [scopeOf(i.type)] })),
         policy: {
@@ -140,8 +136,8 @@ describe('issuer upstream failures through the token endpoint', () => {
           ],
         },
       },
-      { env: { OWN_SECRET: OWN.secretAccessKey } },
-    );
+    });
+    broker = e2e.broker;
   });
   afterAll(async () => {
     // First (a hung broker must not keep it from running): a failing run must not litter the shared servers.
@@ -156,17 +152,11 @@ describe('issuer upstream failures through the token endpoint', () => {
     }
     sts?.failWith(null);
     for (const f of [...Object.values(fakes), ...Object.values(proxies)]) await f?.close();
-    await broker?.close();
-    await issuer?.close();
+    await e2e?.close();
     await sts?.close();
-    await drop?.();
   });
 
-  const agentToken = async () => {
-    const start = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub: 'agent', aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(start.status, start.text).toBe(200);
-    return { token: String(start.json.access_token), task: String(start.json.task_id) };
-  };
+  const agentToken = () => e2e.agentToken('agent');
 
   it('/readyz stays 200 but says "degraded", naming each issuer whose upstream is down and why, without its secrets', async () => {
     const res = await fetch(`${broker.url}/readyz`);
@@ -188,7 +178,7 @@ describe('issuer upstream failures through the token endpoint', () => {
     ['STS unreachable', 'aws-down', 'deploy', 'aws-down', () => {}],
     ['STS answers 500', 'aws', 'deploy', 'aws', () => sts.failWith(500)],
   ])('%s -> 503 temporarily_unavailable, audited as error, no row left active', async (_name, audience, scope, issuerName, fault) => {
-    const start = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub: 'agent', aud: 'sts' }), subject_token_type: JWT_TYPE });
+    const start = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await e2e.attest('agent'), subject_token_type: JWT_TYPE });
     expect(start.status, start.text).toBe(200);
     fault();
     try {

@@ -7,11 +7,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { closedPort } from '../fakes/http.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { startFakeGitHub, type FakeGitHub } from '../fakes/github-api.js';
 import { startFakeVault, type FakeVault } from '../fakes/vault.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { TEST_AUDITOR_TOKEN, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 import { TOKEN_TYPE } from '../../src/lib/urns.js';
 import { holdIssuance } from '../support/issuer-deps.js';
 
@@ -36,16 +35,14 @@ const app = (() => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('github-app and vault credentials through the token endpoint', () => {
-  let oidc: FakeIssuer;
+  let e2e: E2eBroker;
   let gh: FakeGitHub;
   let vault: FakeVault;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
   /** Every secret the broker handled, checked against its logs at the end. */
   const secrets = new Set<string>();
 
   beforeAll(async () => {
-    oidc = await startFakeOidcIssuer();
     gh = await startFakeGitHub({
       appId: APP_ID,
       publicKey: app.publicKey,
@@ -58,8 +55,6 @@ describe('github-app and vault credentials through the token endpoint', () => {
     });
     vault = await startFakeVault({ tokens: [VAULT_ROOT_TOKEN], mounts: ['database'], roles: { 'database/creds/readonly': { leaseDuration: VAULT_LEASE } } });
     const down = `http://127.0.0.1:${await closedPort()}`;
-    const s = createTestSqliteUrl('agsts-issuers-e2e');
-    dropStore = s.drop;
     const ghConfig = (baseUrl: string) => ({
       appId: APP_ID,
       privateKey: { fromEnv: 'GH_APP_KEY' },
@@ -79,10 +74,10 @@ describe('github-app and vault credentials through the token endpoint', () => {
       scopes: { read: { path: 'database/creds/readonly' } },
       timeoutMs: UPSTREAM_TIMEOUT_MS,
     });
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: oidc.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+    e2e = await startE2eBroker({
+      name: 'agsts-issuers-e2e',
+      env: { GH_APP_KEY: app.privatePem, VAULT_TOKEN: VAULT_ROOT_TOKEN },
+      config: {
         credentialIssuers: [
           { name: 'gh', type: 'github-app', config: ghConfig(gh.baseUrl) },
           { name: 'gh-down', type: 'github-app', config: ghConfig(down) },
@@ -111,25 +106,22 @@ describe('github-app and vault credentials through the token endpoint', () => {
           ],
         },
       },
-      { env: { GH_APP_KEY: app.privatePem, VAULT_TOKEN: VAULT_ROOT_TOKEN } },
-    );
+    });
+    broker = e2e.broker;
   });
   afterAll(async () => {
-    await broker?.close();
+    await e2e?.close();
     await gh?.close();
     await vault?.close();
-    await oidc?.close();
-    await dropStore?.();
   });
 
   const agentToken = async () => {
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await oidc.sign({ sub: 'agent', aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(r.status, r.text).toBe(200);
-    secrets.add(String(r.json.access_token));
-    return { token: String(r.json.access_token), task: String(r.json.task_id) };
+    const agent = await e2e.agentToken('agent');
+    secrets.add(agent.token);
+    return agent;
   };
   const exchange = (agent: string, audience: string, scope: string, requestedTokenType: string) =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience, scope, requested_token_type: requestedTokenType });
+    e2e.exchange(agent, { audience, scope, requested_token_type: requestedTokenType });
   const endTask = async (agent: { token: string; task: string }) => {
     const res = await fetch(`${broker.url}/v1/tasks/${agent.task}`, { method: 'DELETE', headers: { authorization: `Bearer ${agent.token}` } });
     return { status: res.status, body: (await res.json()) as { state: string; credentials: { id: string; fate: string }[] } };

@@ -1,60 +1,51 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { decodeJwt } from 'jose';
-import { createTestSqliteUrl, PG_ADMIN_URL, pgRoleExists, dropPgRolesWithPrefix } from '../support/databases.js';
+import { PG_ADMIN_URL, pgRoleExists } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TEST_ADMIN_TOKEN, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
-const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const PREFIX = 'agslc_';
 
 
 describe('lifecycle, delegation and failure paths', () => {
+  let e2e: E2eBroker;
   let workloads: FakeIssuer;
   let idp: FakeIssuer;
   let broker: TestBroker;
-  let drop: () => Promise<void>;
 
   beforeAll(async () => {
-    workloads = await startFakeOidcIssuer();
     idp = await startFakeOidcIssuer();
-    const s = await createTestSqliteUrl('agsts-lifecycle');
-    drop = s.drop;
-    broker = await startBroker({
-      storage: { url: s.url },
-      trustProviders: [
-        { name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } },
-        { name: 'corp', type: 'oidc', config: { issuer: idp.issuer, audience: 'sts', human: true } },
-      ],
-      credentialIssuers: [
-        { name: 'tokens', type: 'agent-sts-jwt' },
-        { name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } },
-      ],
-      targets: [
-        { name: 'mcp', resources: ['https://mcp.test/'], issuer: 'tokens', scopes: ['tools:run'] },
-        { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'] },
-      ],
-      policy: {
-        rules: [
-          { id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] },
-          { id: 'assistant-for-sre', workload: { subject: 'test://assistant' }, human: { presence: 'required', groups: ['sre'] }, grants: [{ target: 'mcp', scopes: ['tools:run'], maxTtl: '2m' }] },
+    e2e = await startE2eBroker({
+      name: 'agsts-lifecycle',
+      pgRolePrefix: PREFIX,
+      moreTrustProviders: [{ name: 'corp', type: 'oidc', config: { issuer: idp.issuer, audience: 'sts', human: true } }],
+      config: {
+        credentialIssuers: [
+          { name: 'tokens', type: 'agent-sts-jwt' },
+          { name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } },
         ],
+        targets: [
+          { name: 'mcp', resources: ['https://mcp.test/'], issuer: 'tokens', scopes: ['tools:run'] },
+          { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'] },
+        ],
+        policy: {
+          rules: [
+            { id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] },
+            { id: 'assistant-for-sre', workload: { subject: 'test://assistant' }, human: { presence: 'required', groups: ['sre'] }, grants: [{ target: 'mcp', scopes: ['tools:run'], maxTtl: '2m' }] },
+          ],
+        },
       },
-    }, { env: { PG_ADMIN: PG_ADMIN_URL } });
+    });
+    ({ broker, workloads } = e2e);
   });
   afterAll(async () => {
-    await broker?.close();
-    await workloads?.close();
+    await e2e?.close();
     await idp?.close();
-    await drop?.();
-    await dropPgRolesWithPrefix(PREFIX);
   });
 
-  const agentToken = async () => {
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await workloads.sign({ sub: 'assistant', aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(r.status, r.text).toBe(200);
-    return r.json.access_token as string;
-  };
+  const agentToken = async () => (await e2e.agentToken('assistant')).token;
 
   it('serves RFC 8414 metadata, the JWKS and readiness', async () => {
     const meta = (await (await fetch(`${broker.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
@@ -106,7 +97,7 @@ describe('lifecycle, delegation and failure paths', () => {
 
   it('the sweep revokes an expired database login', async () => {
     const agent = await agentToken();
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'db', scope: 'read', requested_lifetime: '2', requested_token_type: PG_CREDS });
+    const r = await e2e.pgLogin(agent, { requested_lifetime: '2' });
     expect(r.status, r.text).toBe(200);
     expect(r.json.expires_in).toBeLessThanOrEqual(2);
     const role = (r.json.credentials as { username: string }).username;
@@ -127,7 +118,7 @@ describe('lifecycle, delegation and failure paths', () => {
     await broker.composed.audit.drain();
     await db.$executeRawUnsafe(`CREATE TRIGGER audit_down BEFORE INSERT ON "AuditEvent" BEGIN SELECT RAISE(ABORT, 'disk full'); END;`);
     try {
-      const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'db', scope: 'read', requested_token_type: PG_CREDS });
+      const r = await e2e.pgLogin(agent);
       expect(r.status).toBe(500);
       expect(r.json).toEqual({ error: 'server_error', error_description: 'internal error; see the server log' });
       expect(r.text).not.toMatch(/password|disk full|credentials/);

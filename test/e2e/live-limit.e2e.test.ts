@@ -5,26 +5,21 @@
 // maxLivePerTree counts a task and its sub-agents' tasks together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { createTestSqliteUrl, PG_ADMIN_URL, dropPgRolesWithPrefix } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { PG_ADMIN_URL } from '../support/databases.js';
+import type { TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
-const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const PREFIX = 'agslive_';
 
 describe('live credentials per task and per delegation tree (targets[].maxLivePerTask, maxLivePerTree)', () => {
-  let workloads: FakeIssuer;
+  let e2e: E2eBroker;
   let broker: TestBroker;
-  let drop: () => Promise<void>;
 
   beforeAll(async () => {
-    workloads = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-live-limit');
-    drop = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+    e2e = await startE2eBroker({
+      name: 'agsts-live-limit',
+      pgRolePrefix: PREFIX,
+      config: {
         credentialIssuers: [{ name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } }],
         targets: [
           { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 2 },
@@ -40,23 +35,16 @@ describe('live credentials per task and per delegation tree (targets[].maxLivePe
           ],
         },
       },
-      { env: { PG_ADMIN: PG_ADMIN_URL } },
-    );
+    });
+    broker = e2e.broker;
   });
-  afterAll(async () => {
-    await broker?.close();
-    await workloads?.close();
-    await drop?.();
-    await dropPgRolesWithPrefix(PREFIX);
-  });
+  afterAll(() => e2e?.close());
 
   const agentToken = async () => {
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await workloads.sign({ sub: 'assistant', aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(r.status, r.text).toBe(200);
-    return { token: r.json.access_token as string, taskId: r.json.task_id as string };
+    const { token, task } = await e2e.agentToken('assistant');
+    return { token, taskId: task };
   };
-  const login = (agent: string, audience = 'db') =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience, scope: 'read', requested_token_type: PG_CREDS });
+  const login = (agent: string, audience = 'db') => e2e.pgLogin(agent, { audience });
   /** Logins of this test's prefix at the database. */
   const rolesAtDatabase = async () => {
     const c = new pg.Client({ connectionString: PG_ADMIN_URL });
@@ -131,10 +119,7 @@ describe('live credentials per task and per delegation tree (targets[].maxLivePe
   it('maxLivePerTree: the agent and its sub-agents share the places (spawning sub-agents does not multiply them); another tree has its own', async () => {
     const root = await agentToken();
     const subAgent = async (parent: string) => {
-      const r = await postToken(broker.url, {
-        grant_type: TOKEN_EXCHANGE, subject_token: parent, subject_token_type: ACCESS_TOKEN_TYPE,
-        requested_token_type: 'urn:agent-sts:token-type:sub-agent-token', scope: 'read', audience: 'tree-db',
-      });
+      const r = await e2e.exchange(parent, { requested_token_type: 'urn:agent-sts:token-type:sub-agent-token', scope: 'read', audience: 'tree-db' });
       expect(r.status, r.text).toBe(200);
       return { token: r.json.access_token as string, taskId: r.json.task_id as string };
     };

@@ -3,9 +3,9 @@
 // open session and drops the user; an expired login is dropped by the sweep.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mysql from 'mysql2/promise';
-import { createTestMysqlDatabase, createTestSqliteUrl, MYSQL_URL, type TestMysqlDatabase } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { createTestMysqlDatabase, MYSQL_URL, type TestMysqlDatabase } from '../support/databases.js';
+import type { TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 const MYSQL_CREDS = 'urn:agent-sts:token-type:mysql-credentials';
 
@@ -20,46 +20,36 @@ async function userExists(user: string): Promise<boolean> {
 }
 
 describe('mysql logins through the token endpoint', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let db: TestMysqlDatabase;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
 
   beforeAll(async () => {
-    issuer = await startFakeOidcIssuer();
     db = await createTestMysqlDatabase('agsts_e2e');
     const admin = await mysql.createConnection(db.url);
     await admin.query('CREATE TABLE invoices (id INT PRIMARY KEY, amount INT)');
     await admin.query('INSERT INTO invoices VALUES (1, 100)');
     await admin.end();
-    const s = createTestSqliteUrl('agsts-mysql-e2e');
-    dropStore = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
+    e2e = await startE2eBroker({
+      name: 'agsts-mysql-e2e',
+      env: { MYSQL_ADMIN: MYSQL_URL },
+      config: {
         sweep: { interval: '1s' },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
         credentialIssuers: [{ name: 'my', type: 'mysql', config: { adminUrl: { fromEnv: 'MYSQL_ADMIN' }, userPrefix: 'agse2e_', grants: { read: [{ privileges: ['SELECT'], on: `${db.name}.invoices` }] } } }],
         targets: [{ name: 'billing-db', audiences: ['billing-db'], issuer: 'my', scopes: ['read'] }],
         policy: { rules: [{ id: 'r', workload: { subject: 'test://agent' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'billing-db', scopes: ['read'], maxTtl: '5m' }] }] },
       },
-      { env: { MYSQL_ADMIN: MYSQL_URL } },
-    );
+    });
+    broker = e2e.broker;
   });
   afterAll(async () => {
-    await broker?.close();
-    await issuer?.close();
+    await e2e?.close();
     await db?.drop();
-    await dropStore?.();
   });
 
-  const agentToken = async () => {
-    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub: 'agent', aud: 'sts' }), subject_token_type: JWT_TYPE });
-    expect(r.status, r.text).toBe(200);
-    return { token: String(r.json.access_token), task: String(r.json.task_id) };
-  };
+  const agentToken = () => e2e.agentToken('agent');
   const login = (agent: string, extra: Record<string, string> = {}) =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'billing-db', scope: 'read', requested_token_type: MYSQL_CREDS, ...extra });
+    e2e.exchange(agent, { audience: 'billing-db', scope: 'read', requested_token_type: MYSQL_CREDS, ...extra });
 
   it('a login that reads what its scope grants, dies with its task (session killed, user dropped)', async () => {
     const agent = await agentToken();

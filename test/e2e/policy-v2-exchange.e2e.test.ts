@@ -1,60 +1,54 @@
 // Policy v2 through the token endpoint: a v2 grant issues, a CEL condition on the client network
 // denies, and a grant with an approval obligation waits for an approval (approvals.e2e.test.ts has the flow).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { JWT_TYPE, postToken, startBroker, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { JWT_TYPE, postToken, TEST_ADMIN_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 describe('policy v2 at the token endpoint', () => {
-  let issuer: FakeIssuer;
+  let e2e: E2eBroker;
   let broker: TestBroker;
-  let dropStore: () => Promise<void>;
 
   beforeAll(async () => {
-    issuer = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-policy-v2');
-    dropStore = s.drop;
-    broker = await startBroker({
-      storage: { url: s.url },
-      trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: 'agent-sts-test', algorithms: ['RS256'], subjectTemplate: 'test://{sub}' } }],
-      credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
-      targets: [
-        { name: 'billing-api', audiences: ['billing-api'], issuer: 'tokens', scopes: ['invoices:read'] },
-        { name: 'payouts', audiences: ['payouts'], issuer: 'tokens', scopes: ['pay'] },
-        { name: 'vpn-api', audiences: ['vpn-api'], issuer: 'tokens', scopes: ['read'] },
-      ],
-      policy: {
-        documents: [
-          {
-            apiVersion: 'agent-sts.dev/v2',
-            kind: 'Policy',
-            metadata: { name: 'billing', owners: ['billing@example.com'] },
-            spec: {
-              rules: [
-                {
-                  name: 'agents',
-                  workloads: [{ provider: 'ci', subjectPattern: 'test://billing-.+' }],
-                  grants: [
-                    { target: 'billing-api', scopes: ['invoices:read'], maxTtl: '5m' },
-                    { target: 'payouts', scopes: ['pay'], obligations: { approval: { approvers: ['cfo'], window: '15m' } } },
-                    { target: 'vpn-api', scopes: ['read'], when: 'inNetwork(env.clientAddress, "10.0.0.0/8")' },
-                  ],
-                },
-              ],
-            },
-          },
+    e2e = await startE2eBroker({
+      name: 'agsts-policy-v2',
+      ci: { audience: 'agent-sts-test', algorithms: ['RS256'] },
+      config: {
+        credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
+        targets: [
+          { name: 'billing-api', audiences: ['billing-api'], issuer: 'tokens', scopes: ['invoices:read'] },
+          { name: 'payouts', audiences: ['payouts'], issuer: 'tokens', scopes: ['pay'] },
+          { name: 'vpn-api', audiences: ['vpn-api'], issuer: 'tokens', scopes: ['read'] },
         ],
+        policy: {
+          documents: [
+            {
+              apiVersion: 'agent-sts.dev/v2',
+              kind: 'Policy',
+              metadata: { name: 'billing', owners: ['billing@example.com'] },
+              spec: {
+                rules: [
+                  {
+                    name: 'agents',
+                    workloads: [{ provider: 'ci', subjectPattern: 'test://billing-.+' }],
+                    grants: [
+                      { target: 'billing-api', scopes: ['invoices:read'], maxTtl: '5m' },
+                      { target: 'payouts', scopes: ['pay'], obligations: { approval: { approvers: ['cfo'], window: '15m' } } },
+                      { target: 'vpn-api', scopes: ['read'], when: 'inNetwork(env.clientAddress, "10.0.0.0/8")' },
+                    ],
+                  },
+                ],
+              },
+            },
+          ],
+        },
       },
     });
+    broker = e2e.broker;
   });
-  afterAll(async () => {
-    await broker?.close();
-    await issuer?.close();
-    await dropStore?.();
-  });
+  afterAll(() => e2e?.close());
 
   const exchange = async (audience: string, scope: string) =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await issuer.sign({ sub: 'billing-bot', aud: 'agent-sts-test' }), subject_token_type: JWT_TYPE, audience, scope });
+    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await e2e.attest('billing-bot'), subject_token_type: JWT_TYPE, audience, scope });
 
   it('issues what a v2 grant allows, capped by its maxTtl', async () => {
     const r = await exchange('billing-api', 'invoices:read');

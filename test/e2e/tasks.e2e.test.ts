@@ -6,28 +6,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
-import { createTestSqliteUrl, PG_ADMIN_URL, pgRoleExists, dropPgRolesWithPrefix } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { pgRoleExists } from '../support/databases.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
-const PG_CREDS = 'urn:agent-sts:token-type:postgres-credentials';
 const SUB_AGENT = 'urn:agent-sts:token-type:sub-agent-token';
 const PREFIX = 'agstask_';
 
 
 describe('tasks and sub-agents', () => {
-  let workloads: FakeIssuer;
+  let e2e: E2eBroker;
   let broker: TestBroker;
-  let drop: () => Promise<void>;
 
   beforeAll(async () => {
-    workloads = await startFakeOidcIssuer();
-    const s = createTestSqliteUrl('agsts-tasks');
-    drop = s.drop;
-    broker = await startBroker(
-      {
-        storage: { url: s.url },
-        trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: workloads.issuer, audience: 'sts', subjectTemplate: 'test://{sub}' } }],
+    e2e = await startE2eBroker({
+      name: 'agsts-tasks',
+      pgRolePrefix: PREFIX,
+      config: {
         credentialIssuers: [
           { name: 'tokens', type: 'agent-sts-jwt' },
           { name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } },
@@ -46,15 +41,10 @@ describe('tasks and sub-agents', () => {
           ],
         },
       },
-      { env: { PG_ADMIN: PG_ADMIN_URL } },
-    );
+    });
+    broker = e2e.broker;
   });
-  afterAll(async () => {
-    await broker?.close();
-    await workloads?.close();
-    await drop?.();
-    await dropPgRolesWithPrefix(PREFIX);
-  });
+  afterAll(() => e2e?.close());
 
   const http = async (method: string, path: string, opts: { token?: string; json?: unknown; raw?: string; type?: string } = {}) => {
     const res = await fetch(`${broker.url}${path}`, {
@@ -68,13 +58,11 @@ describe('tasks and sub-agents', () => {
     const text = await res.text();
     return { status: res.status, type: res.headers.get('content-type') ?? '', text, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
   };
-  const workloadToken = (sub = 'assistant') => workloads.sign({ sub, aud: 'sts' });
+  const workloadToken = (sub = 'assistant') => e2e.attest(sub);
   const openTask = async (extra: Record<string, unknown> = {}, sub = 'assistant') =>
     http('POST', '/v1/tasks', { json: { subject_token: await workloadToken(sub), subject_token_type: JWT_TYPE, purpose: 'reconcile invoices', ...extra } });
-  const subAgent = (parent: string, fields: Record<string, string | string[]>) =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: parent, subject_token_type: ACCESS_TOKEN_TYPE, requested_token_type: SUB_AGENT, ...fields });
-  const dbLogin = (agent: string, extra: Record<string, string> = {}) =>
-    postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, audience: 'db', scope: 'read', requested_token_type: PG_CREDS, ...extra });
+  const subAgent = (parent: string, fields: Record<string, string | string[]>) => e2e.exchange(parent, { requested_token_type: SUB_AGENT, ...fields });
+  const dbLogin = (agent: string, extra: Record<string, string> = {}) => e2e.pgLogin(agent, extra);
 
   it('opens an explicit task with purpose, deadline and idle timeout, and shows it to its agent and to auditors, never a secret', async () => {
     const r = await openTask({ ttl_seconds: 300, idle_timeout_seconds: 60 });

@@ -1,18 +1,18 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SignJWT, generateKeyPair, base64url } from 'jose';
-import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 /**
  * The token endpoint's bad-input table: every case gets its RFC 6749 §5.2 / RFC 8693 §2.2.2
  * error and status, never a 5xx, and nothing is written except the deny audit record.
  */
+let e2e: E2eBroker;
 let issuer: FakeIssuer;
 let untrusted: FakeIssuer;
 let broker: TestBroker;
-let drop: () => Promise<void>;
 let good: string;
 let agentToken: string;
 
@@ -21,32 +21,31 @@ const now = () => Math.floor(Date.now() / 1000);
 
 function setup(store: 'sqlite' | 'postgresql') {
 beforeAll(async () => {
-  issuer = await startFakeOidcIssuer();
   untrusted = await startFakeOidcIssuer();
-  const s = store === 'sqlite' ? await createTestSqliteUrl('agsts-badinput') : await createTestPostgresDatabase('agsts_badinput');
-  drop = s.drop;
-  broker = await startBroker({
-    storage: { url: s.url },
-    tokens: { maxTokenBytes: 8192 },
-    server: { host: '127.0.0.1', port: 0, bodyLimitBytes: 32768 },
-    trustProviders: [{ name: 'ci', type: 'oidc', config: { issuer: issuer.issuer, audience: AUD, algorithms: ['RS256'], subjectTemplate: 'test://{sub}' } }],
-    credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
-    targets: [
-      { name: 'api', resources: ['https://api.test/'], audiences: ['api'], issuer: 'tokens', scopes: ['read', 'write'] },
-      { name: 'other', audiences: ['other'], issuer: 'tokens' },
-    ],
-    policy: { rules: [{ id: 'agent', workload: { provider: 'ci', subject: 'test://agent' }, agentToken: {}, grants: [{ target: 'api', scopes: ['read'] }] }] },
+  e2e = await startE2eBroker({
+    name: store === 'sqlite' ? 'agsts-badinput' : 'agsts_badinput',
+    storage: store,
+    ci: { audience: AUD, algorithms: ['RS256'] },
+    config: {
+      tokens: { maxTokenBytes: 8192 },
+      server: { host: '127.0.0.1', port: 0, bodyLimitBytes: 32768 },
+      credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
+      targets: [
+        { name: 'api', resources: ['https://api.test/'], audiences: ['api'], issuer: 'tokens', scopes: ['read', 'write'] },
+        { name: 'other', audiences: ['other'], issuer: 'tokens' },
+      ],
+      policy: { rules: [{ id: 'agent', workload: { provider: 'ci', subject: 'test://agent' }, agentToken: {}, grants: [{ target: 'api', scopes: ['read'] }] }] },
+    },
   });
+  ({ broker, workloads: issuer } = e2e);
   good = await issuer.sign({ sub: 'agent', aud: AUD });
   const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: good, subject_token_type: JWT_TYPE });
   expect(r.status, r.text).toBe(200);
   agentToken = r.json.access_token as string;
 });
 afterAll(async () => {
-  await broker?.close();
-  await issuer?.close();
+  await e2e?.close();
   await untrusted?.close();
-  await drop?.();
 });
 }
 

@@ -2,9 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { randomBytes } from 'node:crypto';
-import { createTestPostgresDatabase, createTestSqliteUrl } from '../support/databases.js';
-import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
-import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { createTestPostgresDatabase } from '../support/databases.js';
+import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TEST_AUDITOR_TOKEN, TOKEN_EXCHANGE, type TestBroker } from '../support/broker.js';
+import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 import { verifyAuditLog } from '../../src/audit/audit-verify.js';
 import { unseal } from '../../src/lib/crypto.js';
 import { holdIssuance } from '../support/issuer-deps.js';
@@ -47,17 +47,10 @@ async function createAppDatabase(): Promise<AppDb> {
   };
 }
 
-function brokerConfig(storeUrl: string, issuer: FakeIssuer, app: AppDb, signingThread: 'on' | 'off') {
+/** The broker's configuration besides its store and the `ci` trust provider (startE2eBroker adds those). */
+function brokerConfig(app: AppDb, signingThread: 'on' | 'off') {
   return {
-    storage: { url: storeUrl },
     keys: { kek: { fromEnv: 'TEST_KEK' }, signingThread },
-    trustProviders: [
-      {
-        name: 'ci',
-        type: 'oidc',
-        config: { issuer: issuer.issuer, audience: 'agent-sts-test', algorithms: ['RS256'], subjectTemplate: 'test://{sub}', attributes: { team: 'team' } },
-      },
-    ],
     credentialIssuers: [
       { name: 'tokens', type: 'agent-sts-jwt' },
       { name: 'app-pg', type: 'postgres', config: { adminUrl: { fromEnv: 'APP_DB_ADMIN_URL' }, roles: { read: app.group }, rolePrefix: 'agse2e_' } },
@@ -84,29 +77,30 @@ function brokerConfig(storeUrl: string, issuer: FakeIssuer, app: AppDb, signingT
 
 for (const store of ['sqlite', 'postgresql'] as const) {
   describe(`end-to-end exchange with the broker on ${store}`, () => {
-    let issuer: FakeIssuer;
+    let e2e: E2eBroker;
     let app: AppDb;
     let broker: TestBroker;
-    let dropStore: () => Promise<void>;
 
     beforeAll(async () => {
-      issuer = await startFakeOidcIssuer();
       app = await createAppDatabase();
-      const s = store === 'sqlite' ? await createTestSqliteUrl('agsts-e2e') : await createTestPostgresDatabase('agsts_store');
-      dropStore = s.drop;
-      // Both ways of signing go through the whole flow: on the event loop, and on the signing thread.
-      broker = await startBroker(brokerConfig(s.url, issuer, app, store === 'sqlite' ? 'on' : 'off'), { env: { APP_DB_ADMIN_URL: app.url } });
+      e2e = await startE2eBroker({
+        name: store === 'sqlite' ? 'agsts-e2e' : 'agsts_store',
+        storage: store,
+        ci: { audience: 'agent-sts-test', algorithms: ['RS256'], attributes: { team: 'team' } },
+        env: { APP_DB_ADMIN_URL: app.url },
+        // Both ways of signing go through the whole flow: on the event loop, and on the signing thread.
+        config: brokerConfig(app, store === 'sqlite' ? 'on' : 'off'),
+      });
+      broker = e2e.broker;
     });
     afterAll(async () => {
-      await broker?.close();
-      await issuer?.close();
+      await e2e?.close();
       await app?.drop();
-      await dropStore?.();
     });
 
     /** A start-up exchange: the agent token and its task. */
     const openTask = async () => {
-      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
+      const attestation = await e2e.attest('invoice-agent', { team: 'payments' });
       const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
       expect(startup.status, startup.text).toBe(200);
       const agentToken = startup.json.access_token as string;
@@ -115,7 +109,7 @@ for (const store of ['sqlite', 'postgresql'] as const) {
 
     it('attestation -> agent token -> PostgreSQL login -> task end -> login dead, all audited', async () => {
       // 1. startup exchange: workload attestation for an agent token
-      const attestation = await issuer.sign({ sub: 'invoice-agent', aud: 'agent-sts-test', team: 'payments' });
+      const attestation = await e2e.attest('invoice-agent', { team: 'payments' });
       const startup = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: attestation, subject_token_type: JWT_TYPE });
       expect(startup.status, startup.text).toBe(200);
       expect(startup.headers.get('cache-control')).toBe('no-store');
