@@ -5,11 +5,14 @@
 // maxLivePerTree counts a task and its sub-agents' tasks together.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { PG_ADMIN_URL } from '../support/databases.js';
+import { dropPgRolesWithPrefix, PG_ADMIN_URL } from '../support/databases.js';
 import type { TestBroker } from '../support/broker.js';
 import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
 const PREFIX = 'agslive_';
+// The 2 s logins come from an issuer of their own: the sweep drops them when they expire, which must
+// not change the count of PREFIX roles another test is comparing meanwhile.
+const SHORT_PREFIX = 'agslivs_';
 
 describe('live credentials per task and per delegation tree (targets[].maxLivePerTask, maxLivePerTree)', () => {
   let e2e: E2eBroker;
@@ -20,10 +23,13 @@ describe('live credentials per task and per delegation tree (targets[].maxLivePe
       name: 'agsts-live-limit',
       pgRolePrefix: PREFIX,
       config: {
-        credentialIssuers: [{ name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } }],
+        credentialIssuers: [
+          { name: 'pg', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: PREFIX } },
+          { name: 'pg-short', type: 'postgres', config: { adminUrl: { fromEnv: 'PG_ADMIN' }, roles: { read: 'pg_read_all_data' }, rolePrefix: SHORT_PREFIX } },
+        ],
         targets: [
           { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 2 },
-          { name: 'short-db', audiences: ['short-db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 1 },
+          { name: 'short-db', audiences: ['short-db'], issuer: 'pg-short', scopes: ['read'], maxLivePerTask: 1 },
           { name: 'tree-db', audiences: ['tree-db'], issuer: 'pg', scopes: ['read'], maxLivePerTask: 2, maxLivePerTree: 3 },
         ],
         policy: {
@@ -38,7 +44,10 @@ describe('live credentials per task and per delegation tree (targets[].maxLivePe
     });
     broker = e2e.broker;
   });
-  afterAll(() => e2e?.close());
+  afterAll(async () => {
+    await e2e?.close();
+    await dropPgRolesWithPrefix(SHORT_PREFIX);
+  });
 
   const agentToken = async () => {
     const { token, task } = await e2e.agentToken('assistant');
