@@ -2,6 +2,12 @@
 // Thin launcher: the compiled CLI lives in dist/ (built by `npm install` via the prepare script).
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildEntry, buildFreshness } from './build-freshness.js';
+import { nodeVersionProblem } from './node-version.js';
+const tooOld = nodeVersionProblem(process.versions.node);
+if (tooOld) {
+  console.error(tooOld);
+  process.exit(1);
+}
 const root = fileURLToPath(new URL('..', import.meta.url));
 const build = buildFreshness(root);
 if (build === 'missing') {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildFreshness } from '../../bin/build-freshness.js';
+import { nodeVersionProblem } from '../../bin/node-version.js';
 
 const BIN = fileURLToPath(new URL('../../bin/', import.meta.url));
 
@@ -15,7 +16,7 @@ const BIN = fileURLToPath(new URL('../../bin/', import.meta.url));
 function project(opts: { dist: boolean; src: boolean }): string {
   const root = mkdtempSync(join(tmpdir(), 'agent-sts-launcher-'));
   mkdirSync(join(root, 'bin'));
-  for (const f of ['agent-sts.js', 'build-freshness.js']) copyFileSync(join(BIN, f), join(root, 'bin', f));
+  for (const f of ['agent-sts.js', 'build-freshness.js', 'node-version.js']) copyFileSync(join(BIN, f), join(root, 'bin', f));
   writeFileSync(join(root, 'package.json'), '{"type":"module"}');
   if (opts.dist) {
     mkdirSync(join(root, 'dist', 'cli'), { recursive: true });
@@ -83,3 +84,13 @@ describe('the agent-sts launcher and a stale build', () => {
     expect(none.stderr).toMatch(/dist\/ is missing\. Run `npm install` \(or `npm run build`\)/);
   });
 });
+
+describe('the Node.js versions the launcher accepts (package.json engines)', () => {
+  it('20.19+ and 22.12+ (require(esm) without a flag) run; older ones are refused with what to do', () => {
+    for (const v of ['20.19.0', '20.20.2', 'v20.19.1', '22.12.0', '22.20.1', '23.0.0', '24.1.0']) expect(nodeVersionProblem(v), v).toBeUndefined();
+    for (const v of ['20.18.3', '20.0.0', '18.20.4', '21.7.3', '22.11.0', '22.0.0'])
+      expect(nodeVersionProblem(v), v).toBe(`agent-sts needs Node.js 20.19 or newer in the 20 line, or 22.12 or newer (this is ${v}); upgrade Node.js.`);
+    expect(nodeVersionProblem(process.versions.node)).toBeUndefined();
+  });
+});
+
