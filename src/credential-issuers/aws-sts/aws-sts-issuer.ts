@@ -15,7 +15,6 @@ import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, Issue
 import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
 import { AWS_MAX_SESSION_POLICY_CHARS, fit, roleParamProblems, sessionPolicyTemplateProblems, sessionPolicyText, sessionTagProblems, sessionTagsFor } from './aws-session.js';
-
 import { lazyModule } from '../../lib/lazy-module.js';
 
 // The AWS SDK clients load when an aws-sts issuer first calls AWS, not at every start-up.

@@ -11,7 +11,6 @@ import { ScopeNotAllowed, TargetNotAllowed, UpstreamUnavailable } from '../../er
 import type { CredentialIssuer, CredentialIssuerPlugin, GrantRequirements, IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, paramItems, paramsOf, refuseGrantProblems, unknownParams } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth, safeCode } from '../health.js';
-
 import { lazyModule } from '../../lib/lazy-module.js';
 
 // Octokit loads when a github-app issuer is built, not at every start-up.

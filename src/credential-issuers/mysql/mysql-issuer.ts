@@ -10,7 +10,6 @@ import { UNBOUNDED_TTL_SECONDS, type CredentialIssuer, type CredentialIssuerPlug
 import { grantOfDecision, paramsOf, refuseGrantProblems } from '../grant-params.js';
 import { grantableRolesNeedDefaults, sqlRoleParamProblems } from '../sql-role-param.js';
 import { adminConnectionHealth, HEALTH_TIMEOUT_MS, networkDetail, safeCode } from '../health.js';
-
 import { lazyModule } from '../../lib/lazy-module.js';
 
 // mysql2 loads when a mysql issuer first connects, not at every start-up.

@@ -8,7 +8,6 @@ import { ScopeNotAllowed, UpstreamUnavailable } from '../../errors/sts-errors.js
 import { noGrantParameters, type CredentialIssuer, type CredentialIssuerPlugin, type IssuerCapabilities } from '../credential-issuer.js';
 import { grantOfDecision, refuseGrantProblems } from '../grant-params.js';
 import { HealthProblem, networkDetail, probeHealth } from '../health.js';
-
 import { lazyModule } from '../../lib/lazy-module.js';
 
 // node-vault loads when a vault issuer is built, not at every start-up.
