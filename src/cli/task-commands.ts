@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { OperatorReason, revokeCredentialAsOperator } from '../server/admin-tasks.js';
 import type { TaskEndResult } from '../tasks/task-service.js';
+import { taskView } from '../tasks/task-view.js';
 import { withLifecycle } from './kill-commands.js';
 import type { CliHelpers } from './instance-commands.js';
 
@@ -11,7 +12,7 @@ function* credentialsOf(r: TaskEndResult): Generator<TaskEndResult['credentials'
 }
 
 /**
- * `agent-sts tasks end <id> --reason …` and `agent-sts credentials revoke <id> --reason …`: the
+ * `agent-sts tasks show <id>` (read only), `agent-sts tasks end <id> --reason …` and `agent-sts credentials revoke <id> --reason …`: the
  * operator's incident response between nothing and the kill switch, beside a running server (same
  * store and audit chain as `POST /v1/admin/tasks/{id}/end` and `…/credentials/{id}/revoke`; who is
  * `cli:<OS user>`). Exit 1: no such task or credential; 2: bad arguments; 3: a revocation failed at
@@ -34,9 +35,37 @@ export function registerTaskCommands(program: Command, h: CliHelpers) {
       await withLifecycle(core, config, h, (l, who) => work(l, who, reason.data, id, o, core));
     });
 
-  program
-    .command('tasks')
-    .description('tasks: end one (every credential in it and in its sub-agents\' tasks revoked at its target)')
+  const tasksCommand = program.command('tasks').description('tasks: show one (its credentials and sub-agents), or end one (every credential in it and in its sub-agents\' tasks revoked at its target)');
+
+  tasksCommand
+    .command('show')
+    .description('one task: who it is for, its state and deadline, each credential (id, target, state, expiry; fingerprints, never secrets) and its sub-agents\' tasks')
+    .argument('<task-id>', 'the task id (t_…), from the audit log, `inventory show` or an agent\'s answer')
+    .option('--json', 'the same JSON as GET /v1/tasks/{id}')
+    .addOption(h.configOption())
+    .action((taskId: string, o: { json?: boolean; config?: string }) =>
+      h.withCore(o.config, async (core) => {
+        const t = await taskView(core.database.db, taskId);
+        if (!t) {
+          h.say(`agent-sts: no task ${taskId} (see \`agent-sts audit query --task <id>\` or \`agent-sts inventory show <subject>\`)`);
+          process.exitCode = 1;
+          return;
+        }
+        if (o.json) {
+          console.log(JSON.stringify(t));
+          return;
+        }
+        console.log(`task ${t.task_id}  ${t.state}${t.end_reason ? ` (${t.end_reason})` : ''}`);
+        console.log(`  workload ${t.workload_subject}${t.human_subject ? `  for ${t.human_subject}` : ''}${t.purpose ? `  purpose: ${t.purpose}` : ''}`);
+        console.log(`  created ${t.created_at}  deadline ${t.deadline}${t.ended_at ? `  ended ${t.ended_at}` : ''}${t.idle_timeout_seconds ? `  idle timeout ${t.idle_timeout_seconds} s` : ''}`);
+        if (t.parent_task_id) console.log(`  sub-agent of ${t.parent_task_id} (tree of ${t.root_task_id ?? t.parent_task_id})`);
+        console.log(`  credentials: ${t.credentials.length}`);
+        for (const c of t.credentials) console.log(`    ${c.id}  ${c.target}  ${c.issuer}  ${c.state}  expires ${c.expires_at}${c.revoked_at ? `  revoked ${c.revoked_at}` : ''}`);
+        if (t.children.length) console.log(`  sub-agents' tasks: ${t.children.map((c) => `${c.task_id} (${c.state})`).join(', ')}`);
+      }),
+    );
+
+  tasksCommand
     .command('end')
     .description('end a task as an operator: its credentials and its sub-agents\' tasks are revoked at their targets; prints each credential\'s fate')
     .argument('<task-id>')

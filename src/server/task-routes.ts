@@ -11,6 +11,7 @@ import type { AgentTokenIdentity, AgentTokens } from '../exchange/agent-tokens.j
 import type { ExchangeService } from '../exchange/exchange-service.js';
 import { parseExchangeRequest } from '../exchange/parse-request.js';
 import type { TaskEndResult, TaskService } from '../tasks/task-service.js';
+import { taskView } from '../tasks/task-view.js';
 import { bearerToken } from './bearer-auth.js';
 import type { RoleAuth } from './role-auth.js';
 import { sendProblem, type AdminApp } from './admin-instances.js';
@@ -135,34 +136,10 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
     } else if (!(await deps.roles.check(req.headers.authorization, ['auditor', 'admin'], deps.ctxOf(req))).ok) {
       return unauthorized(reply, 'an agent token of this task (or its parent), or an auditor or admin credential, is required');
     }
-    const t = await deps.db.task.findUnique({ where: { id: req.params.id } });
-    if (!t) return sendProblem(reply, 404, 'task not found');
-    const [creds, children] = await Promise.all([
-      deps.db.credential.findMany({ where: { taskId: t.id }, orderBy: { issuedAt: 'asc' } }),
-      deps.db.task.findMany({ where: { parentTaskId: t.id }, select: { id: true, state: true }, orderBy: { createdAt: 'asc' } }),
-    ]);
+    const view = await taskView(deps.db, req.params.id);
+    if (!view) return sendProblem(reply, 404, 'task not found');
     reply.header('cache-control', 'no-store');
-    return {
-      task_id: t.id,
-      state: t.state,
-      purpose: t.purpose,
-      workload_subject: t.workloadSubject,
-      human_subject: t.humanSubject,
-      parent_task_id: t.parentTaskId,
-      // The top of its delegation tree (maxLivePerTree counts the tree); null for rows from before it was recorded.
-      root_task_id: t.rootTaskId,
-      children: children.map((c) => ({ task_id: c.id, state: c.state })),
-      created_at: t.createdAt.toISOString(),
-      deadline: t.deadline.toISOString(),
-      idle_timeout_seconds: t.idleTimeoutSeconds,
-      last_activity_at: t.lastActivityAt?.toISOString() ?? null,
-      ended_at: t.endedAt?.toISOString() ?? null,
-      end_reason: t.endReason,
-      credentials: creds.map((c) => ({
-        id: c.id, target: c.target, issuer: c.issuerName, token_type: c.tokenType, state: c.state, fingerprint: c.fingerprint,
-        issued_at: c.issuedAt.toISOString(), expires_at: c.expiresAt.toISOString(), revoked_at: c.revokedAt?.toISOString() ?? null,
-      })),
-    };
+    return view;
   });
 
   app.post<{ Params: { id: string } }>('/v1/tasks/:id/heartbeat', async (req, reply) => {

@@ -36,6 +36,27 @@ describe('agent-sts tasks end / credentials revoke', { timeout: 60_000 }, () => 
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('tasks show: the task, its credentials (fingerprints, no secrets) and its sub-agent\'s task; --json is the GET /v1/tasks/{id} shape; an unknown id is exit 1', async () => {
+    const r = await run('tasks', 'show', 't_end');
+    expect(r.code, describeRun(r)).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe('task t_end  open');
+    expect(lines[1]).toBe('  workload dev://agent');
+    expect(lines).toContain('  credentials: 2');
+    expect(lines.filter((l) => /^ {4}c_t_end_[12] {2}agent-sts {2}agent-sts {2}active {2}expires \d{4}-/.test(l))).toHaveLength(2);
+    expect(lines.at(-1)).toBe("  sub-agents' tasks: t_child (open)");
+    const child = await run('tasks', 'show', 't_child', '--json');
+    expect(child.code, describeRun(child)).toBe(0);
+    const view = JSON.parse(child.stdout) as Record<string, unknown>;
+    expect(view).toMatchObject({ task_id: 't_child', state: 'open', parent_task_id: 't_end', root_task_id: 't_end', children: [], end_reason: null });
+    expect((view.credentials as { id: string; fingerprint: string }[]).map((c) => [c.id, c.fingerprint])).toEqual([['c_t_child_1', 'sha256:t_child1'], ['c_t_child_2', 'sha256:t_child2']]);
+    const unknown = await run('tasks', 'show', 't_nope');
+    expect(unknown.code, describeRun(unknown)).toBe(1);
+    expect(unknown.stderr).toContain('no task t_nope');
+    // reading changes nothing and records nothing
+    expect(await database.db.auditEvent.count()).toBe(0);
+  });
+
   it('tasks end: the task and its sub-agent\'s task end, every credential revoked, who and why recorded', async () => {
     const r = await run('tasks', 'end', 't_end', '--reason', 'runaway loop, INC-9');
     expect(r.code, describeRun(r)).toBe(0);
