@@ -10,6 +10,7 @@ import { createKeyStore } from './keys/key-store.js';
 import { es256Signature } from './keys/es256.js';
 import { createSigningThread } from './keys/signing-thread.js';
 import { createReplayGuard } from './trust-providers/replay-guard.js';
+import { createDpopVerifier } from './exchange/dpop.js';
 import { createRoleAuth } from './server/role-auth.js';
 import { createProviderSet } from './trust-providers/provider-set.js';
 import { createIssuerSet } from './credential-issuers/issuer-set.js';
@@ -196,6 +197,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
   const getExchange = () =>
     (exchange ??= createExchangeService({
       issuerUrl: issuerUrl.value,
+      requireDpop: tokens.requireDpop,
       trust,
       agentTokens: getAgentTokens(),
       policy,
@@ -223,6 +225,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     clock,
     db,
     exchange: { exchange: (req, ctx, opts) => getExchange().exchange(req, ctx, opts) },
+    dpop: createDpopVerifier({ clock, clockTolerance, replay }),
     agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a), isCached: (t) => getAgentTokens().isCached(t) },
     keys: keyStore,
     tasks: taskService,

@@ -158,6 +158,8 @@ export const AppConfigSchema = z
         maxDelegationDepth: z.number().int().min(1).max(10).default(5),
         /** RFC 7009: revoking an agent token ends its whole task (every credential in it), not just the token. */
         revokeEndsTask: z.boolean().default(false),
+        /** DPoP (RFC 9449): agent tokens only for requests with a proof, so every agent token is bound to a key its holder must prove. */
+        requireDpop: z.boolean().default(false),
       })
       .strict()
       .default({
@@ -168,6 +170,7 @@ export const AppConfigSchema = z
         maxTokenBytes: 16_384,
         maxDelegationDepth: 5,
         revokeEndsTask: false,
+        requireDpop: false,
       }),
     sweep: z
       .object({ interval: duration.default('15s') })

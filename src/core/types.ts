@@ -95,7 +95,7 @@ export interface Credential {
   id: string;
   issuedTokenType: string;
   /** RFC 8693 token_type: `Bearer`, or `N_A` for non-access-token credentials. */
-  tokenType: 'Bearer' | 'N_A';
+  tokenType: 'Bearer' | 'N_A' | 'DPoP';
   expiresAt: Date;
   fingerprint: string;
   /** `access_token` member of the response. */
@@ -114,4 +114,6 @@ export interface CallContext {
   requestId: string;
   clientAddress?: string;
   now: Date;
+  /** A verified DPoP proof (RFC 9449) sent with the request: its key's thumbprint and its `ath`. */
+  dpop?: { jkt: string; ath?: string };
 }

@@ -13,6 +13,7 @@ export type OAuthErrorCode =
   | 'invalid_target'
   | 'authorization_pending'
   | 'unsupported_token_type'
+  | 'invalid_dpop_proof'
   | 'temporarily_unavailable'
   | 'server_error';
 
@@ -76,6 +77,11 @@ export class AuthorizationPending extends StsError {
 /** RFC 7009 §2.2.1: revocation of this kind of token is not supported (its issuer cannot revoke it). */
 export class UnsupportedTokenType extends StsError {
   readonly oauthCode = 'unsupported_token_type';
+  readonly status = 400;
+}
+/** RFC 9449 §5: the DPoP proof is missing where the token is bound to a key, or it is invalid (signature, htm/htu, age, replay, key). */
+export class InvalidDpopProof extends StsError {
+  readonly oauthCode = 'invalid_dpop_proof';
   readonly status = 400;
 }
 /** An upstream (IdP JWKS, database, cloud API) could not be reached: retry later. */

@@ -13,6 +13,8 @@ export interface AgentTokenIdentity extends BlendedIdentity, AgentTokenLimits {
   taskId: string;
   tokenId: string;
   expiresAt: Date;
+  /** DPoP (RFC 9449): the thumbprint of the key this token is bound to (`cnf.jkt`); it is accepted only with a proof by that key. */
+  jkt?: string;
 }
 
 /** What narrows an agent token beyond policy (sub-agent tokens) and how its task stays alive. */
@@ -36,6 +38,7 @@ const AgentClaimsSchema = z.object({
   scp: z.array(z.string()).optional(),
   tgt: z.array(z.string()).optional(),
   idle: z.number().int().positive().optional(),
+  cnf: z.object({ jkt: z.string().min(1) }).optional(),
   wl: z.object({ p: z.string(), pt: z.string(), s: z.string(), a: z.record(z.string(), z.string()) }),
   hu: z
     .object({ p: z.string(), iss: z.string(), s: z.string(), email: z.string().optional(), g: z.array(z.string()), r: z.array(z.string()) })
@@ -73,7 +76,8 @@ export function createAgentTokens(deps: AgentTokenDeps) {
   const cache = new Map<string, AgentTokenIdentity>();
   const max = deps.cacheSize ?? 10_000;
 
-  async function mint(id: BlendedIdentity & { taskId: string }, tokenId: string, expiresAt: Date, limits: AgentTokenLimits = {}, issuedAt: Date = deps.clock.now()): Promise<string> {
+  /** `jkt`: bind the token to that DPoP key (`cnf.jkt`, RFC 9449 §6.1). */
+  async function mint(id: BlendedIdentity & { taskId: string }, tokenId: string, expiresAt: Date, limits: AgentTokenLimits = {}, issuedAt: Date = deps.clock.now(), jkt?: string): Promise<string> {
     const w = id.workload;
     const h = id.human;
     return deps.signer.sign(
@@ -88,6 +92,7 @@ export function createAgentTokens(deps: AgentTokenDeps) {
         ...(limits.scopeCeiling ? { scope: limits.scopeCeiling.join(' '), scp: limits.scopeCeiling } : {}),
         ...(limits.targetCeiling ? { tgt: limits.targetCeiling } : {}),
         ...(limits.idleTimeoutSeconds ? { idle: limits.idleTimeoutSeconds } : {}),
+        ...(jkt ? { cnf: { jkt } } : {}),
         wl: { p: w.provider, pt: w.providerType, s: w.subject, a: w.attributes },
         ...(h ? { hu: { p: h.provider, iss: h.issuer, s: h.subject, ...(h.email ? { email: h.email } : {}), g: h.groups, r: h.roles } } : {}),
       },
@@ -138,6 +143,7 @@ export function createAgentTokens(deps: AgentTokenDeps) {
         ...(c.data.scp ? { scopeCeiling: c.data.scp } : {}),
         ...(c.data.tgt ? { targetCeiling: c.data.tgt } : {}),
         ...(c.data.idle ? { idleTimeoutSeconds: c.data.idle } : {}),
+        ...(c.data.cnf ? { jkt: c.data.cnf.jkt } : {}),
       };
       if (cache.size >= max) cache.delete(cache.keys().next().value!);
       cache.set(key, id);

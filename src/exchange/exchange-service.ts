@@ -1,9 +1,10 @@
 import type { Secret } from '../core/secret.js';
 import { OWNING_STATES, type BlendedIdentity, type CallContext, type Credential, type Decision, type HumanContext, type VerifiedIdentity, type WorkloadIdentity } from '../core/types.js';
-import { MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed, UpstreamUnavailable } from '../errors/sts-errors.js';
+import { InvalidDpopProof, MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { ownJwtFingerprint } from '../lib/crypto.js';
 import { TOKEN_TYPE } from '../lib/urns.js';
+import { requireBoundProof } from './dpop.js';
 import type { Logger } from '../log/logger.js';
 import type { Clock } from '../lib/clock.js';
 import type { Db } from '../storage/prisma-client.js';
@@ -46,6 +47,8 @@ export interface ExchangeResult {
 
 export interface ExchangeDeps {
   issuerUrl: string;
+  /** tokens.requireDpop: agent tokens (start-up and sub-agent) only for requests with a DPoP proof. */
+  requireDpop?: boolean;
   trust: Pick<TrustRegistry, 'resolveFor'>;
   agentTokens: AgentTokens;
   policy: Pick<PolicyEngine, 'evaluate' | 'version'>;
@@ -95,7 +98,10 @@ export function createExchangeService(deps: ExchangeDeps) {
       s.set({ provider: 'agent-sts', providerType: 'agent-token' });
       if (tokenType !== TOKEN_TYPE.accessToken && tokenType !== TOKEN_TYPE.jwt)
         throw new SubjectTokenRejected('token type does not match the token');
-      return { kind: 'agent', id: await deps.agentTokens.verify(raw) };
+      const id = await deps.agentTokens.verify(raw);
+      // A DPoP-bound agent token counts only with a proof by its key, for this token.
+      requireBoundProof(id.jkt, raw, ctx.dpop);
+      return { kind: 'agent', id };
     }
     const provider = deps.trust.resolveFor(raw, tokenType);
     s.set({ provider: provider.name, providerType: provider.type });
@@ -258,14 +264,18 @@ export function createExchangeService(deps: ExchangeDeps) {
     event: AuditEventInput,
     markCommitted: () => void,
   ): Promise<ExchangeResult> {
+    if (deps.requireDpop && !ctx.dpop)
+      throw new InvalidDpopProof('this broker issues only DPoP-bound agent tokens: send a DPoP proof (RFC 9449) with the request', { detail: { reason: 'tokens.requireDpop' } });
     const taskId = newTaskId();
     const tokenId = uuidv7();
     const expiresAt = new Date(ctx.now.getTime() + o.ttl * 1000);
+    // A request with a DPoP proof gets a token bound to the proof's key (RFC 9449 §5).
+    const jkt = ctx.dpop?.jkt;
     const limits: AgentTokenLimits = { ...o.limits, ...(o.task?.idleTimeoutSeconds ? { idleTimeoutSeconds: o.task.idleTimeoutSeconds } : {}) };
     // iat and exp from the same instant: exp - iat is exactly the granted lifetime.
-    const token = await tel.stage('issuer.issue', { issuer: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE }, () => deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now));
+    const token = await tel.stage('issuer.issue', { issuer: 'agent-sts', issuerType: AGENT_TOKEN_ISSUER_TYPE }, () => deps.agentTokens.mint({ ...identity, taskId }, tokenId, expiresAt, limits, ctx.now, jkt));
     const fingerprint = ownJwtFingerprint(token, tokenId);
-    Object.assign(event, { outcome: 'allow', reason: o.reason, issuerName: 'agent-sts', taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
+    Object.assign(event, { outcome: 'allow', reason: jkt ? `${o.reason}; bound to DPoP key ${jkt}` : o.reason, issuerName: 'agent-sts', taskId, credentialId: tokenId, credentialFingerprint: fingerprint, credentialExpiresAt: expiresAt, grantedScope: o.scopes.join(' ') || undefined });
     await commitOrFail(
       {
         event,
@@ -282,7 +292,7 @@ export function createExchangeService(deps: ExchangeDeps) {
       ctx,
     );
     return {
-      credential: { id: tokenId, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: 'Bearer', expiresAt, fingerprint, accessToken: new SecretValue(token), revocationHandle: null },
+      credential: { id: tokenId, issuedTokenType: TOKEN_TYPE.accessToken, tokenType: jkt ? 'DPoP' : 'Bearer', expiresAt, fingerprint, accessToken: new SecretValue(token), revocationHandle: null },
       taskId,
       grantedScopes: o.scopes,
       requestedScopes: req.scopes,

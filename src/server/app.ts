@@ -10,6 +10,7 @@ import { parseExchangeRequest, type FormFields } from '../exchange/parse-request
 import { exchangeResponse } from '../exchange/respond.js';
 import type { ExchangeService } from '../exchange/exchange-service.js';
 import type { AgentTokens } from '../exchange/agent-tokens.js';
+import { DPOP_ALGS, type DpopVerifier } from '../exchange/dpop.js';
 import type { KeyStore, TokenSigner } from '../keys/key-store.js';
 import { registerTaskRoutes } from './task-routes.js';
 import { registerTaskAdmin } from './admin-tasks.js';
@@ -48,6 +49,8 @@ export interface AppDeps {
   db: Db;
   exchange: ExchangeService;
   agentTokens: AgentTokens;
+  /** DPoP proofs (RFC 9449) on the token endpoint and the task routes. */
+  dpop: DpopVerifier;
   keys: Pick<KeyStore, 'jwks' | 'isReady'>;
   /** Signs task-end receipts. */
   signer: TokenSigner;
@@ -124,7 +127,7 @@ export function createApp(deps: AppDeps) {
   /** Set when the app starts closing: from then on Fastify answers (503 with `Connection: close`, so keep-alive clients let go). */
   let closing = false;
   function tokenFastPath(req: IncomingMessage, res: ServerResponse): boolean {
-    if (!fastPath || closing || req.method !== 'POST' || req.url !== TOKEN_PATH || mediaType(req.headers['content-type']) !== FORM) return false;
+    if (!fastPath || closing || req.method !== 'POST' || req.url !== TOKEN_PATH || mediaType(req.headers['content-type']) !== FORM || req.headers.dpop !== undefined) return false;
     const length = Number(req.headers['content-length']);
     if (!Number.isInteger(length) || length > deps.bodyLimitBytes || req.headers['transfer-encoding'] !== undefined) return false;
     const started = performance.now();
@@ -225,6 +228,7 @@ export function createApp(deps: AppDeps) {
       jwks_uri: `${iss}/.well-known/jwks.json`,
       grant_types_supported: [GRANT_TYPE_TOKEN_EXCHANGE],
       token_endpoint_auth_methods_supported: ['none'],
+      dpop_signing_alg_values_supported: DPOP_ALGS,
       ...(deps.oauthTokens
         ? {
             revocation_endpoint: `${iss}${REVOCATION_PATH}`,
@@ -247,7 +251,10 @@ export function createApp(deps: AppDeps) {
     reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
     if (mediaType(req.headers['content-type']) !== FORM) throw new MalformedRequest(`content type must be ${FORM}`);
     if (Object.keys(req.query as object).length) throw new MalformedRequest('parameters must be sent in the request body, not the URL');
-    const answer = await tokenEndpoint(typeof req.body === 'string' ? req.body : '', ctxOf(req));
+    const ctx = ctxOf(req);
+    // A DPoP proof (RFC 9449) for this endpoint: binds a new agent token, or proves a bound one.
+    const proof = await deps.dpop.verify(req.headers.dpop, 'POST', `${deps.issuerUrl()}${TOKEN_PATH}`);
+    const answer = await tokenEndpoint(typeof req.body === 'string' ? req.body : '', proof ? { ...ctx, dpop: proof } : ctx);
     return reply.type('application/json').send(answer);
   });
 
@@ -277,7 +284,7 @@ export function createApp(deps: AppDeps) {
 
   registerTaskRoutes(app, {
     db: deps.db, clock: deps.clock, issuerUrl: deps.issuerUrl, maxTokenBytes: deps.maxTokenBytes, agentTokens: deps.agentTokens,
-    exchange: deps.exchange, tasks: deps.tasks, signer: deps.signer, roles: deps.roles, ctxOf,
+    exchange: deps.exchange, tasks: deps.tasks, signer: deps.signer, roles: deps.roles, ctxOf, dpop: deps.dpop,
   });
 
   registerTaskAdmin(app, { roles: deps.roles, ctxOf, signer: deps.signer, issuerUrl: deps.issuerUrl, clock: deps.clock, db: deps.db, tasks: deps.tasks });

@@ -139,6 +139,8 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
         jti: c.jti,
         task_id: c.task_id,
         ...(c.act ? { act: c.act } : {}),
+        // RFC 9449 §6.2: a DPoP-bound token's key, so a resource server can check the proof.
+        ...(c.cnf ? { cnf: c.cnf } : {}),
       },
     };
   }

@@ -12,7 +12,8 @@ import type { ExchangeService } from '../exchange/exchange-service.js';
 import { parseExchangeRequest } from '../exchange/parse-request.js';
 import type { TaskEndResult, TaskService } from '../tasks/task-service.js';
 import { taskView } from '../tasks/task-view.js';
-import { bearerToken } from './bearer-auth.js';
+import { InvalidDpopProof } from '../errors/sts-errors.js';
+import { DPOP_ALGS, requireBoundProof, type DpopVerifier } from '../exchange/dpop.js';
 import type { RoleAuth } from './role-auth.js';
 import { sendProblem, type AdminApp } from './admin-instances.js';
 import { readJsonBody, refuseBody } from './json-body.js';
@@ -46,6 +47,7 @@ export interface TaskRouteDeps {
   signer: TokenSigner;
   roles: RoleAuth;
   ctxOf: (req: FastifyRequest) => CallContext;
+  dpop: DpopVerifier;
 }
 
 /**
@@ -59,19 +61,47 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
     return sendProblem(reply, 401, 'unauthorized', detail);
   };
 
+  /** The request's verified DPoP proof for this route (RFC 9449 §4.3: htm, htu without the query). */
+  const proofOf = (req: FastifyRequest) => deps.dpop.verify(req.headers.dpop, req.method, `${deps.issuerUrl()}${req.url.split('?')[0]}`);
+
+  /**
+   * The agent token the request presents and its identity: `Authorization: Bearer <token>`, or
+   * `Authorization: DPoP <token>` with a `DPoP` proof by the key a bound token names (RFC 9449 §7.1).
+   * `none`: no token; `unverified`: not a valid agent token (another credential may be);
+   * `refused`: the answer has been sent.
+   */
+  async function presentedAgent(req: FastifyRequest, reply: FastifyReply, opts: { ignoreRevocation: boolean }): Promise<AgentTokenIdentity | 'none' | 'unverified' | 'refused'> {
+    const m = /^(Bearer|DPoP) ([\x21-\x7E]{1,65536})$/i.exec(req.headers.authorization ?? '');
+    if (!m || m[2]!.length > deps.maxTokenBytes) return 'none';
+    const [, scheme, token] = m as unknown as [string, string, string];
+    const agent = await deps.agentTokens.verify(token, opts).catch(() => undefined);
+    if (!agent) return 'unverified';
+    const dpopScheme = scheme.toLowerCase() === 'dpop';
+    try {
+      if (agent.jkt && !dpopScheme) throw new InvalidDpopProof('this agent token is bound to a key (DPoP): present it as `Authorization: DPoP <token>` with a DPoP proof');
+      if (!agent.jkt && dpopScheme) {
+        await unauthorized(reply, 'this agent token is not bound to a key: present it as `Authorization: Bearer <token>`');
+        return 'refused';
+      }
+      if (agent.jkt) requireBoundProof(agent.jkt, token, await proofOf(req));
+    } catch (e) {
+      if (!(e instanceof InvalidDpopProof)) throw e;
+      reply.header('www-authenticate', `DPoP error="invalid_dpop_proof", algs="${DPOP_ALGS.join(' ')}"`);
+      await sendProblem(reply, 401, 'unauthorized', e.publicMessage);
+      return 'refused';
+    }
+    return agent;
+  }
+
   /** The verified agent token of the request, or undefined (answer already sent). */
   async function agentOf(req: FastifyRequest, reply: FastifyReply, opts: { ignoreRevocation: boolean }): Promise<AgentTokenIdentity | undefined> {
-    const token = bearerToken(req.headers.authorization);
-    if (!token || token.length > deps.maxTokenBytes) {
-      await unauthorized(reply, 'an agent token of this task is required');
+    const agent = await presentedAgent(req, reply, opts);
+    if (agent === 'refused') return undefined;
+    if (agent === 'none' || agent === 'unverified') {
+      await unauthorized(reply, agent === 'none' ? 'an agent token of this task is required' : 'the agent token could not be verified');
       return undefined;
     }
-    try {
-      return await deps.agentTokens.verify(token, opts);
-    } catch {
-      await unauthorized(reply, 'the agent token could not be verified');
-      return undefined;
-    }
+    return agent;
   }
 
   /** True when `agentTask` is `taskId` or one of its ancestors (a parent manages its sub-agents). */
@@ -111,7 +141,9 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
     if (b.actor_token) form.actor_token = [b.actor_token];
     if (b.actor_token_type) form.actor_token_type = [b.actor_token_type];
     const parsed = parseExchangeRequest(form, { maxTokenBytes: deps.maxTokenBytes });
-    const ctx = deps.ctxOf(req);
+    // With a DPoP proof for this endpoint, the agent token is bound to its key (RFC 9449).
+    const proof = await proofOf(req);
+    const ctx = { ...deps.ctxOf(req), ...(proof ? { dpop: proof } : {}) };
     const r = await deps.exchange.exchange(parsed, ctx, { task: { purpose: b.purpose, ttlSeconds: b.ttl_seconds, idleTimeoutSeconds: b.idle_timeout_seconds } });
     const expiresIn = Math.max(0, Math.floor((r.credential.expiresAt.getTime() - ctx.now.getTime()) / 1000));
     reply.header('cache-control', 'no-store').header('location', `/v1/tasks/${r.taskId}`);
@@ -120,7 +152,7 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
       purpose: b.purpose,
       agent_token: r.credential.accessToken!.reveal(),
       issued_token_type: TOKEN_TYPE.accessToken,
-      token_type: 'Bearer',
+      token_type: r.credential.tokenType,
       expires_in: expiresIn,
       deadline: r.credential.expiresAt.toISOString(),
       idle_timeout_seconds: b.idle_timeout_seconds ?? null,
@@ -129,9 +161,9 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
 
   app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
     // An agent token (verified once) of this task or an ancestor's; else an auditor or admin credential.
-    const token = bearerToken(req.headers.authorization);
-    const agent = token && token.length <= deps.maxTokenBytes ? await deps.agentTokens.verify(token, { ignoreRevocation: true }).catch(() => undefined) : undefined;
-    if (agent) {
+    const agent = await presentedAgent(req, reply, { ignoreRevocation: true });
+    if (agent === 'refused') return reply;
+    if (typeof agent === 'object') {
       if (!(await mayAct(agent, req, reply))) return reply;
     } else if (!(await deps.roles.check(req.headers.authorization, ['auditor', 'admin'], deps.ctxOf(req))).ok) {
       return unauthorized(reply, 'an agent token of this task (or its parent), or an auditor or admin credential, is required');

@@ -54,12 +54,12 @@ export const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
 /** POSTs a form to the token endpoint; repeated keys via arrays. */
-export async function postToken(url: string, fields: Record<string, string | string[]>, init: { contentType?: string; rawBody?: string } = {}) {
+export async function postToken(url: string, fields: Record<string, string | string[]>, init: { contentType?: string; rawBody?: string; headers?: Record<string, string> } = {}) {
   const body = new URLSearchParams();
   for (const [k, v] of Object.entries(fields)) for (const x of [v].flat()) body.append(k, x);
   const res = await fetch(`${url}/oauth2/token`, {
     method: 'POST',
-    headers: { 'content-type': init.contentType ?? 'application/x-www-form-urlencoded' },
+    headers: { 'content-type': init.contentType ?? 'application/x-www-form-urlencoded', ...init.headers },
     body: init.rawBody ?? body.toString(),
   });
   const text = await res.text();
