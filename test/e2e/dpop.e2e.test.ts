@@ -165,6 +165,17 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
       headers: { 'content-type': 'application/json', dpop: await proof(alice, 'POST', `${e2e.broker.url}/v1/tasks`) },
       body: JSON.stringify({ subject_token: await e2e.attest('assistant'), subject_token_type: JWT_TYPE, purpose: 'dpop test' }),
     });
+    // a proof for another URL: refused in the protocol's terms (problem+json), no task opened
+    const tasksBefore = await e2e.broker.composed.db.task.count();
+    const badProof = await fetch(`${e2e.broker.url}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', dpop: await proof(alice, 'POST', `${e2e.broker.url}/oauth2/token`) },
+      body: JSON.stringify({ subject_token: await e2e.attest('assistant'), subject_token_type: JWT_TYPE, purpose: 'dpop test' }),
+    });
+    expect(badProof.status).toBe(400);
+    expect(badProof.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(JSON.stringify(await badProof.json())).toMatch(/htu does not match/);
+    expect(await e2e.broker.composed.db.task.count()).toBe(tasksBefore);
     const body = (await opened.json()) as { agent_token: string; task_id: string; token_type: string };
     expect(opened.status).toBe(201);
     expect(body.token_type).toBe('DPoP');
