@@ -25,13 +25,13 @@ export function sqlRoleParamProblems(type: string, grant: GrantRequirements, all
 
 /**
  * zod refinement of a SQL issuer's config: every scope in `grantableRoles` must also have its
- * default in `defaultsKey` (postgres `roles`, mysql `grants`), so a grant without a `role`
- * parameter always has something to issue.
+ * default in `defaultsKey` (postgres `roles`, mysql `grants`; `what`: one such default, for the
+ * message), so a grant without a `role` parameter always has something to issue.
  */
-export function grantableRolesNeedDefaults<K extends string>(defaultsKey: K) {
+export function grantableRolesNeedDefaults<K extends string>(defaultsKey: K, what: string) {
   return (c: { grantableRoles: Record<string, unknown> } & Record<K, Record<string, unknown>>, ctx: z.RefinementCtx): void => {
     for (const scope of Object.keys(c.grantableRoles))
       if (!Object.hasOwn(c[defaultsKey], scope))
-        ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in ${defaultsKey} (give it its default ${defaultsKey === 'roles' ? 'role' : 'grants'} there)` });
+        ctx.addIssue({ code: 'custom', path: ['grantableRoles', scope], message: `scope ${scope} is not in ${defaultsKey} (give it its default ${what} there)` });
   };
 }

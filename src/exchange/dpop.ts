@@ -46,7 +46,7 @@ export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number;
   async function verify(header: string | string[] | undefined, htm: string, htu: string): Promise<DpopProof | undefined> {
     if (header === undefined) return undefined;
     if (Array.isArray(header)) throw new InvalidDpopProof('send one DPoP header');
-    const bad = (why: string, detail: Record<string, unknown> = {}): never => {
+    const bad: (why: string, detail?: Record<string, unknown>) => never = (why, detail = {}) => {
       throw new InvalidDpopProof(`DPoP proof rejected: ${why}`, { detail: { reason: why, ...detail } });
     };
     if (header.length > MAX_PROOF_BYTES) bad('too large');
@@ -61,7 +61,7 @@ export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number;
       bad('not a JWT');
     }
     if (!jwk || typeof jwk !== 'object') bad('no jwk in its header');
-    if ('d' in jwk! || 'p' in jwk! || 'k' in jwk!) bad('its jwk must be a public key');
+    if ('d' in jwk || 'p' in jwk || 'k' in jwk) bad('its jwk must be a public key');
     let payload;
     try {
       ({ payload } = await jwtVerify(header, EmbeddedJWK, {
@@ -79,7 +79,7 @@ export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number;
     if (typeof payload.htu !== 'string' || comparableUrl(payload.htu) !== comparableUrl(htu)) bad('htu does not match the request URL', { expected: htu });
     if (typeof payload.jti !== 'string' || payload.jti.length === 0 || payload.jti.length > MAX_JTI_CHARS) bad('jti must be a string of 1 to 256 characters');
     if (payload.ath !== undefined && typeof payload.ath !== 'string') bad('ath must be a string');
-    const jkt = await calculateJwkThumbprint(jwk!, 'sha256');
+    const jkt = await calculateJwkThumbprint(jwk, 'sha256');
     // Single use on every replica while it could still be accepted.
     const until = new Date((payload.iat! + DPOP_MAX_AGE_SECONDS + 2 * deps.clockTolerance) * 1000);
     if (!(await deps.replay.claimOnce('#dpop', `${jkt}:${payload.jti}`, until))) bad('replayed (its jti was used before)');

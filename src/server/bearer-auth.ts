@@ -18,7 +18,13 @@ export function createBearerAuth(clients: readonly { name: string; tokenSha256: 
 }
 export type BearerAuth = ReturnType<typeof createBearerAuth>;
 
+/** The token of an `Authorization: Bearer <token>` or `Authorization: DPoP <token>` header (RFC 6750, RFC 9449 §7.1). */
+export function presentedToken(authorization: string | undefined): { scheme: 'bearer' | 'dpop'; token: string } | undefined {
+  const m = /^(Bearer|DPoP) ([\x21-\x7E]{1,65536})$/i.exec(authorization ?? '');
+  return m ? { scheme: m[1]!.toLowerCase() as 'bearer' | 'dpop', token: m[2]! } : undefined;
+}
+
 export function bearerToken(authorization: string | undefined): string | undefined {
-  const m = /^Bearer ([\x21-\x7E]{1,65536})$/i.exec(authorization ?? '');
-  return m?.[1];
+  const p = presentedToken(authorization);
+  return p?.scheme === 'bearer' ? p.token : undefined;
 }

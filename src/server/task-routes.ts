@@ -12,6 +12,7 @@ import type { ExchangeService } from '../exchange/exchange-service.js';
 import { parseExchangeRequest } from '../exchange/parse-request.js';
 import type { TaskEndResult, TaskService } from '../tasks/task-service.js';
 import { taskView } from '../tasks/task-view.js';
+import { presentedToken } from './bearer-auth.js';
 import { InvalidDpopProof } from '../errors/sts-errors.js';
 import { DPOP_ALGS, requireBoundProof, type DpopVerifier } from '../exchange/dpop.js';
 import type { RoleAuth } from './role-auth.js';
@@ -71,12 +72,12 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
    * `refused`: the answer has been sent.
    */
   async function presentedAgent(req: FastifyRequest, reply: FastifyReply, opts: { ignoreRevocation: boolean }): Promise<AgentTokenIdentity | 'none' | 'unverified' | 'refused'> {
-    const m = /^(Bearer|DPoP) ([\x21-\x7E]{1,65536})$/i.exec(req.headers.authorization ?? '');
-    if (!m || m[2]!.length > deps.maxTokenBytes) return 'none';
-    const [, scheme, token] = m as unknown as [string, string, string];
+    const presented = presentedToken(req.headers.authorization);
+    if (!presented || presented.token.length > deps.maxTokenBytes) return 'none';
+    const { scheme, token } = presented;
     const agent = await deps.agentTokens.verify(token, opts).catch(() => undefined);
     if (!agent) return 'unverified';
-    const dpopScheme = scheme.toLowerCase() === 'dpop';
+    const dpopScheme = scheme === 'dpop';
     try {
       if (agent.jkt && !dpopScheme) throw new InvalidDpopProof('this agent token is bound to a key (DPoP): present it as `Authorization: DPoP <token>` with a DPoP proof');
       if (!agent.jkt && dpopScheme) {

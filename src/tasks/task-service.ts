@@ -255,8 +255,8 @@ export function createTaskService(deps: TaskServiceDeps) {
     if (!offline && !(caps ? caps.revocable : c.sealedRevocationHandle !== null)) return result(c.state === 'active' ? 'expires_naturally' : (c.state as CredentialFate), c.state);
     if (!(await claim(c.id, ['active'], 'revoking'))) {
       // Not active (any more): report the state it is in now, which a concurrent call may just have set.
-      const now = (await deps.db.credential.findUnique({ where: { id: c.id }, select: { state: true } }))?.state ?? c.state;
-      return result(now === 'revoking' ? 'revoking' : (now as CredentialFate | 'issuing'), now);
+      const current = (await deps.db.credential.findUnique({ where: { id: c.id }, select: { state: true } }))?.state ?? c.state;
+      return result(current as RevokeOneResult['fate'], current);
     }
     const expired = c.expiresAt <= deps.clock.now();
     const { fate } = await revokeCredential(c, expired ? 'expired' : 'revoked', ctx, expired ? 'credential.expire' : 'credential.revoke', why);

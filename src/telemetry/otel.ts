@@ -138,23 +138,22 @@ function samplerFrom(env: NodeJS.ProcessEnv, problems: string[]): { make: () => 
     ratio = Number(env.OTEL_TRACES_SAMPLER_ARG);
     if (!Number.isFinite(ratio) || ratio < 0 || ratio > 1) problems.push(`OTEL_TRACES_SAMPLER_ARG: "${env.OTEL_TRACES_SAMPLER_ARG}" is not a ratio between 0 and 1`);
   }
-  const t = () => sdkTrace();
   switch (name) {
     case 'always_on':
-      return { make: () => new (t().AlwaysOnSampler)(), label: name };
+      return { make: () => new (sdkTrace().AlwaysOnSampler)(), label: name };
     case 'always_off':
-      return { make: () => new (t().AlwaysOffSampler)(), label: name };
+      return { make: () => new (sdkTrace().AlwaysOffSampler)(), label: name };
     case 'traceidratio':
-      return { make: () => new (t().TraceIdRatioBasedSampler)(ratio), label: `${name} ${ratio}` };
+      return { make: () => new (sdkTrace().TraceIdRatioBasedSampler)(ratio), label: `${name} ${ratio}` };
     case 'parentbased_always_on':
-      return { make: () => new (t().ParentBasedSampler)({ root: new (t().AlwaysOnSampler)() }), label: name };
+      return { make: () => new (sdkTrace().ParentBasedSampler)({ root: new (sdkTrace().AlwaysOnSampler)() }), label: name };
     case 'parentbased_always_off':
-      return { make: () => new (t().ParentBasedSampler)({ root: new (t().AlwaysOffSampler)() }), label: name };
+      return { make: () => new (sdkTrace().ParentBasedSampler)({ root: new (sdkTrace().AlwaysOffSampler)() }), label: name };
     case 'parentbased_traceidratio':
-      return { make: () => new (t().ParentBasedSampler)({ root: new (t().TraceIdRatioBasedSampler)(ratio) }), label: `${name} ${ratio}` };
+      return { make: () => new (sdkTrace().ParentBasedSampler)({ root: new (sdkTrace().TraceIdRatioBasedSampler)(ratio) }), label: `${name} ${ratio}` };
     default:
       problems.push(`OTEL_TRACES_SAMPLER: unknown sampler "${name}" (known: ${SAMPLERS.join(', ')})`);
-      return { make: () => new (t().AlwaysOffSampler)(), label: name };
+      return { make: () => new (sdkTrace().AlwaysOffSampler)(), label: name };
   }
 }
 

@@ -104,7 +104,7 @@ export const MysqlIssuerConfigSchema = z
     ...publicEndpointFields,
   })
   .strict()
-  .superRefine(grantableRolesNeedDefaults('grants'));
+  .superRefine(grantableRolesNeedDefaults('grants', 'grants'));
 export type MysqlIssuerConfig = z.infer<typeof MysqlIssuerConfigSchema>;
 
 /** Roles a grant's `role` parameter may choose for `scope`: its grantableRoles and the role grants of its default. */

@@ -37,7 +37,7 @@ export const PostgresIssuerConfigSchema = z
     ...publicEndpointFields,
   })
   .strict()
-  .superRefine(grantableRolesNeedDefaults('roles'));
+  .superRefine(grantableRolesNeedDefaults('roles', 'role'));
 export type PostgresIssuerConfig = z.infer<typeof PostgresIssuerConfigSchema>;
 
 export interface PostgresHandle {
