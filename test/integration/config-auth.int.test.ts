@@ -1,4 +1,4 @@
-// The configuration keys added for secretless admin roles and runtime providers: every bad value
+// The configuration keys added for secretless admin roles, runtime providers and DPoP: every bad value
 // is refused at load time with the path of the problem (the same text `config check` prints).
 import { describe, expect, it } from 'vitest';
 import { configProblems } from '../support/config.js';
@@ -55,5 +55,13 @@ describe('targets[].issuerRegisteredAtRuntime', () => {
     expect(problems({ credentialIssuers: issuers, targets: [target({ issuer: 'tokens', issuerRegisteredAtRuntime: 'yes' })] })).toEqual([
       'targets[0].issuerRegisteredAtRuntime: Invalid input: expected boolean, received string',
     ]);
+  });
+});
+
+describe('tokens.requireDpop', () => {
+  it('accepts true and false, refuses anything else naming the path', () => {
+    expect(problems({ tokens: { requireDpop: true } })).toEqual([]);
+    expect(problems({ tokens: { requireDpop: false } })).toEqual([]);
+    for (const bad of ['yes', 1, null]) expect(problems({ tokens: { requireDpop: bad } }).join('\n'), String(bad)).toMatch(/tokens\.requireDpop: /);
   });
 });
