@@ -71,6 +71,14 @@ export const TargetSchema = z
     maxLivePerTree: z.number().int().min(1).max(100_000).optional(),
     /** Scopes that exist at this target (requests for others are invalid_scope). */
     scopes: z.array(z.string().min(1)).optional(),
+    /**
+     * DPoP (RFC 9449) for this target's access tokens. `off`: Bearer tokens, even for a request
+     * with a proof (a resource server that takes only Bearer). `optional`: a request with a DPoP
+     * proof gets a token bound to the proof's key (`cnf.jkt`, `token_type: DPoP`), one without
+     * gets a Bearer token. `required`: only bound tokens; a request without a proof is refused.
+     * Only for issuers that can bind their tokens (capabilities.dpopBinding: agent-sts-jwt).
+     */
+    dpop: z.enum(['off', 'optional', 'required']).default('off'),
   })
   .strict();
 

@@ -151,7 +151,7 @@ export function validateConfig(raw: unknown, source: ConfigSource = {}): AppConf
   if (cfg.tokens) {
     problems.push(...checkGrantLifetimes({ policy: cfg.policy, targets: cfg.targets, issuers: declared, accessTokenMaxTtl: cfg.tokens.accessTokenMaxTtl }));
   }
-  problems.push(...liveLimitProblems(cfg.targets, declared));
+  problems.push(...targetIssuerProblems(cfg.targets, declared));
   if (problems.length) throw new ConfigError([...new Set(problems)]);
   // The engine gets every v2 document inline, whether written inline or in policy.dir.
   const { dir: _dir, ...rest } = cfg.policy;
@@ -172,16 +172,22 @@ export function policySourcesOf(policy: AppConfig['policy']): { dir?: string; in
   return policySources.get(policy) ?? { inlineCount: policy.documents?.length ?? 0 };
 }
 
-/** Targets whose `maxLivePerTask` / `maxLivePerTree` their issuer (when known here) cannot enforce. */
-function liveLimitProblems(targets: AppConfig['targets'], issuers: ReadonlyMap<string, IssuerFacts>): string[] {
+/**
+ * Target settings their issuer (when known here) cannot honour: `maxLivePerTask` / `maxLivePerTree`
+ * (the issuer must record before it issues) and `dpop` (the issuer must bind its tokens to a key).
+ */
+function targetIssuerProblems(targets: AppConfig['targets'], issuers: ReadonlyMap<string, IssuerFacts>): string[] {
   const problems: string[] = [];
   targets.forEach((t, i) => {
     const issuer = issuers.get(t.issuer);
-    if (!issuer || issuer.capabilities.recordsBeforeIssue) return;
-    for (const { key } of liveLimitsOf(t))
-      problems.push(
-        `targets[${i}] (${t.name}).${key}: issuer ${t.issuer} (${issuer.type}) creates a credential before agent-sts can record it, so live credentials cannot be counted strictly; only issuers that record first (postgres, mysql) take this limit`,
-      );
+    if (!issuer) return;
+    if (!issuer.capabilities.recordsBeforeIssue)
+      for (const { key } of liveLimitsOf(t))
+        problems.push(
+          `targets[${i}] (${t.name}).${key}: issuer ${t.issuer} (${issuer.type}) creates a credential before agent-sts can record it, so live credentials cannot be counted strictly; only issuers that record first (postgres, mysql) take this limit`,
+        );
+    if (t.dpop !== 'off' && !issuer.capabilities.dpopBinding)
+      problems.push(`targets[${i}] (${t.name}).dpop: issuer ${t.issuer} (${issuer.type}) cannot bind its credentials to a DPoP key; only agent-sts-jwt access tokens can be DPoP-bound (set dpop: off)`);
   });
   return problems;
 }
@@ -244,7 +250,7 @@ export function runtimeIssuerGrantProblems(cfg: AppConfig, rules: readonly Model
     const issuers = issuerFacts([{ ...issuer, config }]);
     const accessTokenMaxTtl = cfg.tokens?.accessTokenMaxTtl ?? '15m';
     return [
-      ...liveLimitProblems(cfg.targets, issuers),
+      ...targetIssuerProblems(cfg.targets, issuers),
       ...checkGrantLifetimes({ policy: cfg.policy, targets, issuers, accessTokenMaxTtl }),
       ...checkModelGrants({ rules, targets, issuers, accessTokenMaxTtl: parseDuration(accessTokenMaxTtl) }),
     ];

@@ -31,6 +31,8 @@ export interface IssueRequest {
   ttlSeconds: number;
   /** The handle from planHandle(), already stored (sealed) with the `issuing` credential row. */
   plannedHandle?: RevocationHandle;
+  /** Bind the credential to this DPoP key thumbprint (only for issuers with capabilities.dpopBinding). */
+  dpopJkt?: string;
 }
 
 /**
@@ -63,6 +65,8 @@ export interface IssuerCapabilities {
    * (targets[].maxLivePerTask).
    */
   recordsBeforeIssue?: boolean;
+  /** Its tokens can be bound to a DPoP key (`cnf.jkt`, RFC 9449 §6), so targets may set `dpop` (IssueRequest.dpopJkt). */
+  dpopBinding?: boolean;
 }
 
 /** The upstream sets no maximum lifetime: policy and the task cap it. */

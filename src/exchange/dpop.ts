@@ -9,7 +9,8 @@ import type { ReplayGuard } from '../trust-providers/trust-provider.js';
  * start-up exchange gets an agent token bound to the proof's key (`cnf.jkt`, `token_type: DPoP`);
  * from then on that token is accepted only with a fresh proof signed by the same key, for that very
  * token (`ath`) and that very request (`htm`, `htu`), once (`jti`, in the shared replay store so no
- * replica takes it twice). A stolen agent token alone is then useless.
+ * replica takes it twice). A stolen agent token alone is then useless. Targets with `dpop` set get
+ * access tokens bound the same way (exchange-service.ts), for resource servers that check proofs.
  */
 
 /** Asymmetric algorithms accepted for proofs (`dpop_signing_alg_values_supported`). */

@@ -210,6 +210,7 @@ export function createExchangeService(deps: ExchangeDeps) {
         const unknown = req.scopes.filter((s) => !target.scopes!.includes(s));
         if (unknown.length) throw new ScopeNotAllowed('scope does not exist at this target');
       }
+      checkTargetDpop(target, issuer, ctx);
       return await credentialExchange(identity, agent, target, issuer, requested!, req, ctx, event, () => (committed = true));
     } catch (e) {
       if (!committed) {
@@ -224,6 +225,20 @@ export function createExchangeService(deps: ExchangeDeps) {
       }
       throw e;
     }
+  }
+
+  /**
+   * A target with `dpop: required` takes only requests with a proof; a target with `dpop` set whose
+   * issuer (registered at runtime, so config check could not see it) cannot bind is out of service.
+   */
+  function checkTargetDpop(target: TargetConfig, issuer: CredentialIssuer, ctx: CallContext): void {
+    if (target.dpop === 'off') return;
+    if (!issuer.capabilities.dpopBinding)
+      throw new UpstreamUnavailable('this target is out of service; try again later', {
+        detail: { reasons: [`target ${target.name} sets dpop: ${target.dpop}, which issuer ${issuer.name} (${issuer.type}) cannot honour; nothing was issued`] },
+      });
+    if (target.dpop === 'required' && !ctx.dpop)
+      throw new InvalidDpopProof('this target takes only DPoP-bound tokens: send a DPoP proof (RFC 9449) with the request', { detail: { reason: `target ${target.name}: dpop required` } });
   }
 
   /** Stage `policy.decide`: the decision and, for grants that need one, the approval gate. */
@@ -383,6 +398,8 @@ export function createExchangeService(deps: ExchangeDeps) {
         }];
     Object.assign(event, { taskId, credentialId, grantedScope: d.grantedScopes.join(' ') || undefined });
 
+    // RFC 9449 §5: bound to the proof's key where the target takes DPoP-bound tokens.
+    const dpopJkt = target.dpop !== 'off' ? ctx.dpop?.jkt : undefined;
     const plannedHandle = issuer.planHandle?.({ taskId, credentialId });
     // A live-credential limit is counted against stored rows: only an issuer that stores its row
     // first can be held to it. Config check refuses the others; one registered at runtime is out of service.
@@ -406,7 +423,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     let credential: IssuedCredential;
     try {
       credential = await tel.stage('issuer.issue', { issuer: issuer.name, issuerType: issuer.type }, () =>
-        issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle }, ctx),
+        issuer.issue({ decision: d, identity: { ...identity, taskId }, taskId, credentialId, requestedTarget: requested, ttlSeconds: ttl, plannedHandle, ...(dpopJkt ? { dpopJkt } : {}) }, ctx),
       );
     } catch (e) {
       // Issuance is atomic upstream (or nothing was created); the planned row is closed as failed.
@@ -416,7 +433,7 @@ export function createExchangeService(deps: ExchangeDeps) {
     if (plannedHandle) deps.chaos?.('after-upstream');
     if (credential.expiresAt.getTime() <= ctx.now.getTime() || credential.expiresAt.getTime() > ctx.now.getTime() + ttl * 1000 + 1000)
       throw new Error(`issuer ${issuer.name} returned a credential whose expiry is outside the granted lifetime`);
-    Object.assign(event, { outcome: 'allow', reason: d.reasons.join('; '), issuerName: issuer.name, credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
+    Object.assign(event, { outcome: 'allow', reason: `${d.reasons.join('; ')}${dpopJkt ? `; bound to DPoP key ${dpopJkt}` : ''}`, issuerName: issuer.name, credentialFingerprint: credential.fingerprint, credentialExpiresAt: credential.expiresAt });
     // Something now exists upstream (a login, a token, a lease): it becomes a live credential only of
     // a task that is still open. A task ended meanwhile (DELETE, kill switch, deadline) has already
     // revoked what it knew of; this commit then fails whole (compare-and-set) and the credential is

@@ -49,7 +49,7 @@ export const ObligationsSchema = z
   .object({
     /** Passed to the issuer (e.g. AWS session tags). */
     sessionTags: z.record(z.string(), z.string()).optional(),
-    /** Someone must approve each issuance (not built yet: such grants are refused at exchange). */
+    /** Someone must approve each issuance (approvals/approval-service.ts; without an approval service such grants are refused). */
     approval: z.object({ approvers: z.array(z.string().min(1)).min(1), window: PolicyDuration }).strict().optional(),
   })
   .strict();

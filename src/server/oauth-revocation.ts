@@ -130,7 +130,8 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
         active: true,
         ...(typeof c.scope === 'string' ? { scope: c.scope } : {}),
         ...(typeof c.client_id === 'string' ? { client_id: c.client_id } : {}),
-        token_type: 'Bearer',
+        // RFC 9449 §6.2: a bound token is a DPoP token, and its key is given so the resource server can check the proof.
+        token_type: c.cnf ? 'DPoP' : 'Bearer',
         exp: c.exp,
         iat: c.iat,
         sub: c.sub,
@@ -139,7 +140,6 @@ export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
         jti: c.jti,
         task_id: c.task_id,
         ...(c.act ? { act: c.act } : {}),
-        // RFC 9449 §6.2: a DPoP-bound token's key, so a resource server can check the proof.
         ...(c.cnf ? { cnf: c.cnf } : {}),
       },
     };

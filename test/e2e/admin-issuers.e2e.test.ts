@@ -27,9 +27,11 @@ describe('credential issuers registered at runtime', () => {
       { name: 'api', resources: ['https://api.test/'], issuer: 'tokens', scopes: ['read'] },
       { name: 'db', audiences: ['db'], issuer: 'pg-runtime', issuerRegisteredAtRuntime: true, scopes: ['read'] },
       { name: 'ledger', audiences: ['ledger'], issuer: 'pg-ledger', issuerRegisteredAtRuntime: true, scopes: ['write'] },
+      // Asks for DPoP-bound tokens of an issuer not known until runtime.
+      { name: 'bound-db', audiences: ['bound-db'], issuer: 'pg-bound', issuerRegisteredAtRuntime: true, scopes: ['read'], dpop: 'optional' },
     ],
     policy: {
-      rules: [{ id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }] }],
+      rules: [{ id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '5m' }, { target: 'bound-db', scopes: ['read'], maxTtl: '5m' }] }],
       // A grant no issuer in the file can be checked against: its issuer is registered later.
       documents: [
         {
@@ -190,6 +192,20 @@ describe('credential issuers registered at runtime', () => {
 
     expect((await api(broker, 'DELETE', '/pg-runtime')).status).toBe(200);
     expect((await api(broker, 'GET', '/pg-runtime')).status).toBe(404);
+  });
+
+  it('a runtime issuer that cannot bind tokens to a DPoP key leaves a target with dpop out of service, and says why', async () => {
+    const created = await api(broker, 'POST', '', { name: 'pg-bound', type: 'postgres', config: pgConfig({ seal: PG_ADMIN_URL }) });
+    expect(created.status, created.text).toBe(201);
+    expect(created.json.policy_problems).toEqual([expect.stringMatching(/^targets\[\d\] \(bound-db\)\.dpop: issuer pg-bound \(postgres\) cannot bind its credentials to a DPoP key/)]);
+    const r = await postToken(broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await agentToken(broker), subject_token_type: ACCESS_TOKEN_TYPE, audience: 'bound-db', scope: 'read', requested_token_type: PG_CREDS });
+    expect(r.status, r.text).toBe(503);
+    expect(r.json.error).toBe('temporarily_unavailable');
+    expect(await broker.composed.db.credential.count({ where: { issuerName: 'pg-bound' } })).toBe(0); // nothing was issued
+    await broker.composed.audit.drain();
+    const rec = await broker.composed.db.auditEvent.findFirstOrThrow({ where: { requestId: r.headers.get('x-request-id')! } });
+    expect(rec.reason).toMatch(/sets dpop: optional, which issuer pg-bound \(postgres\) cannot honour/);
+    expect((await api(broker, 'DELETE', '/pg-bound')).status).toBe(200);
   });
 
   it('audits every change, by whom, without the secret', async () => {

@@ -3,10 +3,11 @@
 // bound token is accepted at the token endpoint and on the task routes only with a fresh proof by
 // that key, for that token (ath), method and URL, used once; every bad proof is 400
 // invalid_dpop_proof (401 with WWW-Authenticate on the task routes), never a 5xx; introspection
-// shows cnf; tokens.requireDpop refuses unbound agent tokens.
+// shows cnf; tokens.requireDpop refuses unbound agent tokens. Targets with `dpop: optional|required`
+// get access tokens bound to the proof's key, which a resource server can hold to it.
 import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeJwt, EmbeddedJWK, exportJWK, generateKeyPair, jwtVerify, SignJWT, type JWK } from 'jose';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TOKEN_EXCHANGE, TEST_AUDITOR_TOKEN } from '../support/broker.js';
 import { startE2eBroker, type E2eBroker } from '../support/e2e-broker.js';
 
@@ -43,8 +44,17 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
       introspectionClients: [{ name: 'mcp-rs', token: { fromEnv: 'RS_SECRET' } }],
     },
     credentialIssuers: [{ name: 'tokens', type: 'agent-sts-jwt' }],
-    targets: [{ name: 'mcp', resources: ['https://mcp.test/'], issuer: 'tokens', scopes: ['tools:run'] }],
-    policy: { rules: [{ id: 'agents', workload: { subjectPattern: 'test://.+' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'mcp', scopes: ['tools:run'], maxTtl: '2m' }] }] },
+    targets: [
+      { name: 'mcp', resources: ['https://mcp.test/'], issuer: 'tokens', scopes: ['tools:run'] },
+      { name: 'mcp-bound', resources: ['https://mcp-bound.test/'], issuer: 'tokens', scopes: ['tools:run'], dpop: 'optional' },
+      { name: 'mcp-strict', resources: ['https://mcp-strict.test/'], issuer: 'tokens', scopes: ['tools:run'], dpop: 'required' },
+    ],
+    policy: {
+      rules: [{
+        id: 'agents', workload: { subjectPattern: 'test://.+' }, agentToken: { maxTtl: '10m' },
+        grants: ['mcp', 'mcp-bound', 'mcp-strict'].map((target) => ({ target, scopes: ['tools:run'], maxTtl: '2m' })),
+      }],
+    },
   });
 
   beforeAll(async () => {
@@ -66,8 +76,10 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
     expect(r.status, r.text).toBe(200);
     return r.json.access_token as string;
   };
-  const toolCall = (b: E2eBroker, agent: string, dpop?: string) =>
-    postToken(b.broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://mcp.test/', scope: 'tools:run' }, { headers: dpop ? { dpop } : {} });
+  const toolCall = (b: E2eBroker, agent: string, dpop?: string, resource = 'https://mcp.test/') =>
+    postToken(b.broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, resource, scope: 'tools:run' }, { headers: dpop ? { dpop } : {} });
+  const introspect = async (b: E2eBroker, token: string) =>
+    (await (await fetch(`${b.broker.url}/oauth2/introspect`, { method: 'POST', headers: { authorization: `Bearer ${RS_SECRET}`, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token }) })).json()) as Record<string, unknown>;
 
   it('advertises the proof algorithms in the RFC 8414 metadata', async () => {
     const meta = (await (await fetch(`${e2e.broker.url}/.well-known/oauth-authorization-server`)).json()) as { dpop_signing_alg_values_supported: string[] };
@@ -81,8 +93,7 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
     expect(r.json.token_type).toBe('DPoP');
     const token = r.json.access_token as string;
     expect(decodeJwt(token).cnf).toEqual({ jkt: alice.jkt });
-    const intro = await fetch(`${e2e.broker.url}/oauth2/introspect`, { method: 'POST', headers: { authorization: `Bearer ${RS_SECRET}`, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token }) });
-    expect(await intro.json()).toMatchObject({ active: true, cnf: { jkt: alice.jkt } });
+    expect(await introspect(e2e, token)).toMatchObject({ active: true, token_type: 'DPoP', cnf: { jkt: alice.jkt } });
     await e2e.broker.composed.audit.drain();
     const rec = await e2e.broker.composed.db.auditEvent.findFirstOrThrow({ where: { credentialId: decodeJwt(token).jti as string } });
     expect(rec.reason).toContain(`bound to DPoP key ${alice.jkt}`);
@@ -111,7 +122,8 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
     const good = await proof(alice, 'POST', `${url}?ignored=1`, agent); // htu is compared without its query
     const ok = await toolCall(e2e, agent, good);
     expect(ok.status, ok.text).toBe(200);
-    expect(ok.json.token_type).toBe('Bearer'); // the target's access token is not bound (see README)
+    expect(ok.json.token_type).toBe('Bearer'); // target mcp has dpop: off
+    expect(decodeJwt(ok.json.access_token as string).cnf).toBeUndefined();
     await refused(good, /replayed/);
   });
 
@@ -127,6 +139,67 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
     expect(child.status, child.text).toBe(200);
     expect(child.json.token_type).toBe('DPoP');
     expect(decodeJwt(child.json.access_token as string).cnf).toEqual({ jkt: alice.jkt });
+  });
+
+  it('a target with dpop: optional gets an access token bound to the proof key, which a resource server can hold to it', async () => {
+    const agent = await boundToken();
+    const r = await toolCall(e2e, agent, await proof(alice, 'POST', tokenUrl(e2e), agent), 'https://mcp-bound.test/');
+    expect(r.status, r.text).toBe(200);
+    expect(r.json.token_type).toBe('DPoP');
+    const token = r.json.access_token as string;
+    const claims = decodeJwt(token);
+    expect(claims).toMatchObject({ aud: 'https://mcp-bound.test/', cnf: { jkt: alice.jkt } });
+    expect(await introspect(e2e, token)).toMatchObject({ active: true, token_type: 'DPoP', cnf: { jkt: alice.jkt }, aud: 'https://mcp-bound.test/' });
+    await e2e.broker.composed.audit.drain();
+    const rec = await e2e.broker.composed.db.auditEvent.findFirstOrThrow({ where: { credentialId: claims.jti as string } });
+    expect(rec.reason).toContain(`bound to DPoP key ${alice.jkt}`);
+
+    // The resource server's side (RFC 9449 §7): the token verifies against the broker's JWKS, and
+    // counts only with a proof for this request, by the key in cnf.jkt, carrying the token's hash.
+    const jwks = createRemoteJWKSet(new URL(`${e2e.broker.url}/.well-known/jwks.json`));
+    const toolUrl = 'https://mcp-bound.test/tools/call';
+    const rsAccepts = async (presented: string, dpop: string) => {
+      try {
+        const { payload } = await jwtVerify(presented, jwks, { issuer: e2e.broker.url, audience: 'https://mcp-bound.test/', typ: 'at+jwt' });
+        const p = await jwtVerify(dpop, EmbeddedJWK, { typ: 'dpop+jwt', maxTokenAge: 60 });
+        const key = await calculateJwkThumbprint(p.protectedHeader.jwk!, 'sha256');
+        return (payload.cnf as { jkt?: string }).jkt === key && p.payload.htm === 'POST' && p.payload.htu === toolUrl && p.payload.ath === ath(presented);
+      } catch {
+        return false;
+      }
+    };
+    expect(await rsAccepts(token, await proof(alice, 'POST', toolUrl, token))).toBe(true);
+    // stolen: whoever holds the token without alice's key cannot make a proof that passes
+    expect(await rsAccepts(token, await proof(mallory, 'POST', toolUrl, token, { alg: 'RS256' }))).toBe(false);
+    expect(await rsAccepts(token, await proof(alice, 'POST', toolUrl, agent))).toBe(false); // a proof for another token
+
+    // An unbound agent token with a proof: the access token is bound to the key that made the proof.
+    const plain = (await startup(e2e)).json.access_token as string;
+    const byMallory = await toolCall(e2e, plain, await proof(mallory, 'POST', tokenUrl(e2e), plain, { alg: 'RS256' }), 'https://mcp-bound.test/');
+    expect(byMallory.status, byMallory.text).toBe(200);
+    expect(decodeJwt(byMallory.json.access_token as string).cnf).toEqual({ jkt: mallory.jkt });
+    // Without a proof: a Bearer token, as for a target with dpop: off.
+    const bearer = await toolCall(e2e, plain, undefined, 'https://mcp-bound.test/');
+    expect(bearer.status, bearer.text).toBe(200);
+    expect(bearer.json.token_type).toBe('Bearer');
+    expect(decodeJwt(bearer.json.access_token as string).cnf).toBeUndefined();
+    expect(await introspect(e2e, bearer.json.access_token as string)).toMatchObject({ active: true, token_type: 'Bearer' });
+  });
+
+  it('a target with dpop: required refuses a request without a proof (400 invalid_dpop_proof, a deny record) and binds with one', async () => {
+    const plain = (await startup(e2e)).json.access_token as string;
+    const refused = await toolCall(e2e, plain, undefined, 'https://mcp-strict.test/');
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.json.error).toBe('invalid_dpop_proof');
+    expect(String(refused.json.error_description)).toMatch(/only DPoP-bound tokens/);
+    await e2e.broker.composed.audit.drain();
+    const deny = await e2e.broker.composed.db.auditEvent.findFirstOrThrow({ where: { requestId: refused.headers.get('x-request-id')! } });
+    expect(deny).toMatchObject({ outcome: 'deny', target: 'mcp-strict', credentialId: null });
+    expect(deny.reason).toMatch(/dpop required/);
+    const bound = await toolCall(e2e, plain, await proof(alice, 'POST', tokenUrl(e2e), plain), 'https://mcp-strict.test/');
+    expect(bound.status, bound.text).toBe(200);
+    expect(bound.json.token_type).toBe('DPoP');
+    expect(decodeJwt(bound.json.access_token as string).cnf).toEqual({ jkt: alice.jkt });
   });
 
   it('bad proofs are 400 invalid_dpop_proof, never a 5xx, and open no task', async () => {

@@ -173,3 +173,26 @@ describe.each(['maxLivePerTask', 'maxLivePerTree'] as const)('targets[].%s again
     for (const n of [0, 2.5, -1]) expect(problems(withLimit('pg', n)).join('\n')).toMatch(new RegExp(`targets\\[\\d\\]\\.${key}: `));
   });
 });
+
+describe('targets[].dpop against the issuer', () => {
+  const withDpop = (k: Key, dpop: unknown) => {
+    const c = config([]);
+    c.targets = c.targets.map((t) => (t.issuer === issuers[k].name ? { ...t, dpop } : t));
+    return c;
+  };
+
+  it.each(['off', 'optional', 'required'])('accepts dpop: %s on an agent-sts-jwt target', (mode) => {
+    expect(problems(withDpop('jwt', mode))).toEqual([]);
+  });
+
+  it.each(['pg', 'my', 'gh', 'vault', 'aws'] as const)('refuses dpop on a %s target, naming target and issuer; off is fine', (k) => {
+    expect(problems(withDpop(k, 'off'))).toEqual([]);
+    const p = problems(withDpop(k, 'optional'));
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(new RegExp(`^targets\\[\\d\\] \\(${targetOf[k]}\\)\\.dpop: issuer ${issuers[k].name} \\(${issuers[k].type}\\) cannot bind its credentials to a DPoP key`));
+  });
+
+  it('refuses a value that is not off, optional or required', () => {
+    for (const bad of ['on', true, 1, null]) expect(problems(withDpop('jwt', bad)).join('\n'), String(bad)).toMatch(/targets\[\d\]\.dpop: /);
+  });
+});

@@ -34,6 +34,7 @@ export const AGENT_STS_JWT_MAX_TTL_SECONDS = 86_400;
 const CAPABILITIES: IssuerCapabilities = Object.freeze({
   revocable: false,
   revokedForIntrospection: true,
+  dpopBinding: true,
   minTtlSeconds: 1,
   maxTtlSeconds: AGENT_STS_JWT_MAX_TTL_SECONDS,
   maxTtlReason: 'its JWTs are verified offline and cannot be revoked, so agent-sts issues them for at most 24h',
@@ -59,7 +60,8 @@ function grantClaims(req: { decision: Decision; identity: BlendedIdentity; taskI
  * `aud` is exactly the requested resource/audience; `jti` is the credential id, so a token is
  * revoked by id and traced to its issuance by fingerprint. The grant's scope parameters travel as
  * `scope_params` ({ scope: { name: value } }, granted scopes only) and its session tags as
- * `session_tags`, for the resource server to enforce.
+ * `session_tags`, for the resource server to enforce. For a target with `dpop`, a token issued to a
+ * request with a DPoP proof is bound to the proof's key (`cnf.jkt`, `token_type: DPoP`).
  */
 export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
   type: 'agent-sts-jwt',
@@ -89,13 +91,15 @@ export const agentStsJwtPlugin: CredentialIssuerPlugin<AgentStsJwtConfig> = {
             task_id: req.taskId,
             ...(req.decision.grantedScopes.length ? { scope: req.decision.grantedScopes.join(' ') } : {}),
             ...grantClaims(req),
+            // RFC 9449 §6.1: usable only with a proof by this key.
+            ...(req.dpopJkt ? { cnf: { jkt: req.dpopJkt } } : {}),
           },
           'at+jwt',
         );
         return {
           id: req.credentialId,
           issuedTokenType: TOKEN_TYPE.accessToken,
-          tokenType: 'Bearer',
+          tokenType: req.dpopJkt ? 'DPoP' : 'Bearer',
           expiresAt: new Date(exp * 1000),
           fingerprint: ownJwtFingerprint(signingInput, req.credentialId),
           // The signature is still being made: the exchange records the token meanwhile.
