@@ -30,6 +30,7 @@ import { createTargetResolver } from './exchange/targets.js';
 import { createApp } from './server/app.js';
 import { createBearerAuth } from './server/bearer-auth.js';
 import { createOAuthTokenEndpoints } from './server/oauth-revocation.js';
+import { createOwnTokenInspector } from './exchange/own-tokens.js';
 import { createKillSwitch } from './tasks/kill-switch.js';
 import { openApprovals } from './approvals/open-approvals.js';
 import { openInventory } from './inventory/open-inventory.js';
@@ -210,6 +211,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
       logger,
       limits: { agentTokenMaxTtl: parseDuration(tokens.agentTokenMaxTtl), maxTaskTtl: parseDuration(tokens.maxTaskTtl), maxDelegationDepth: tokens.maxDelegationDepth },
       blocks: revocations,
+      ownTokens: createOwnTokenInspector({ issuerUrl: () => issuerUrl.value, signer: keyStore.signer, clock, maxTokenBytes: tokens.maxTokenBytes, revocations }),
       approvals,
       chaos,
       monitor: inventory.monitor,

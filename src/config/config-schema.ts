@@ -44,6 +44,38 @@ export const RoleMappingSchema = z
     message: 'a role mapping needs a subjectPattern, attributes or groups: a whole provider is never an admin',
   });
 
+/** A workload by its trust provider instance and subject (exact, or a regular expression matched whole). */
+export const ServingWorkloadSchema = z
+  .object({
+    provider: z.string().min(1),
+    subject: z.string().min(1).optional(),
+    subjectPattern: z
+      .string()
+      .min(1)
+      .refine((p) => {
+        try {
+          new RegExp(p);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'not a valid regular expression')
+      .optional(),
+  })
+  .strict()
+  .refine((w) => (w.subject === undefined) !== (w.subjectPattern === undefined), 'give exactly one of subject or subjectPattern: never every workload of a provider');
+export type ServingWorkload = z.infer<typeof ServingWorkloadSchema>;
+
+const servingPatterns = new Map<string, RegExp>();
+/** Whether `workload` is the one `w` names (subjectPattern matched whole). */
+export function servesAs(w: ServingWorkload, workload: { provider: string; subject: string }): boolean {
+  if (w.provider !== workload.provider) return false;
+  if (w.subject !== undefined) return w.subject === workload.subject;
+  let re = servingPatterns.get(w.subjectPattern!);
+  if (!re) servingPatterns.set(w.subjectPattern!, (re = new RegExp(`^(?:${w.subjectPattern})$`)));
+  return re.test(workload.subject);
+}
+
 export const TargetSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits and . _ - only'),
@@ -76,9 +108,17 @@ export const TargetSchema = z
      * with a proof (a resource server that takes only Bearer). `optional`: a request with a DPoP
      * proof gets a token bound to the proof's key (`cnf.jkt`, `token_type: DPoP`), one without
      * gets a Bearer token. `required`: only bound tokens; a request without a proof is refused.
-     * Only for issuers that can bind their tokens (capabilities.dpopBinding: agent-sts-jwt).
+     * Only for issuers that can bind their tokens (capabilities.ownJwts: agent-sts-jwt).
      */
     dpop: z.enum(['off', 'optional', 'required']).default('off'),
+    /**
+     * The workloads that serve this target (its MCP server, its API): each may exchange an
+     * agent-sts-jwt access token issued for this target, presented as subject_token with its own
+     * attestation as actor_token, for credentials of its own to call further upstream on behalf of
+     * the same agent and person, in the same task (RFC 8693 delegation; the chain grows a nested
+     * `act`). Instead of passing the token through. Absent: such tokens are not exchangeable.
+     */
+    servedBy: z.array(ServingWorkloadSchema).min(1).optional(),
   })
   .strict();
 

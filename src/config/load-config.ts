@@ -174,7 +174,7 @@ export function policySourcesOf(policy: AppConfig['policy']): { dir?: string; in
 
 /**
  * Target settings their issuer (when known here) cannot honour: `maxLivePerTask` / `maxLivePerTree`
- * (the issuer must record before it issues) and `dpop` (the issuer must bind its tokens to a key).
+ * (the issuer must record before it issues), `dpop` and `servedBy` (the issuer must sign agent-sts JWTs).
  */
 function targetIssuerProblems(targets: AppConfig['targets'], issuers: ReadonlyMap<string, IssuerFacts>): string[] {
   const problems: string[] = [];
@@ -186,8 +186,10 @@ function targetIssuerProblems(targets: AppConfig['targets'], issuers: ReadonlyMa
         problems.push(
           `targets[${i}] (${t.name}).${key}: issuer ${t.issuer} (${issuer.type}) creates a credential before agent-sts can record it, so live credentials cannot be counted strictly; only issuers that record first (postgres, mysql) take this limit`,
         );
-    if (t.dpop !== 'off' && !issuer.capabilities.dpopBinding)
+    if (t.dpop !== 'off' && !issuer.capabilities.ownJwts)
       problems.push(`targets[${i}] (${t.name}).dpop: issuer ${t.issuer} (${issuer.type}) cannot bind its credentials to a DPoP key; only agent-sts-jwt access tokens can be DPoP-bound (set dpop: off)`);
+    if (t.servedBy && !issuer.capabilities.ownJwts)
+      problems.push(`targets[${i}] (${t.name}).servedBy: issuer ${t.issuer} (${issuer.type}) does not issue agent-sts access tokens, so there is nothing its serving workloads could exchange; only agent-sts-jwt targets take servedBy`);
   });
   return problems;
 }

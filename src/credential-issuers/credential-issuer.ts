@@ -31,7 +31,7 @@ export interface IssueRequest {
   ttlSeconds: number;
   /** The handle from planHandle(), already stored (sealed) with the `issuing` credential row. */
   plannedHandle?: RevocationHandle;
-  /** Bind the credential to this DPoP key thumbprint (only for issuers with capabilities.dpopBinding). */
+  /** Bind the credential to this DPoP key thumbprint (only for issuers with capabilities.ownJwts). */
   dpopJkt?: string;
 }
 
@@ -65,8 +65,12 @@ export interface IssuerCapabilities {
    * (targets[].maxLivePerTask).
    */
   recordsBeforeIssue?: boolean;
-  /** Its tokens can be bound to a DPoP key (`cnf.jkt`, RFC 9449 §6), so targets may set `dpop` (IssueRequest.dpopJkt). */
-  dpopBinding?: boolean;
+  /**
+   * Its credentials are agent-sts's own signed JWTs (agent-sts-jwt): they can be bound to a DPoP
+   * key (targets[].dpop, IssueRequest.dpopJkt) and exchanged by the workload that serves their
+   * target (targets[].servedBy).
+   */
+  ownJwts?: boolean;
 }
 
 /** The upstream sets no maximum lifetime: policy and the task cap it. */

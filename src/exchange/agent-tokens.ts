@@ -45,7 +45,8 @@ const AgentClaimsSchema = z.object({
     .optional(),
 });
 
-function flattenAct(act: unknown): Actor[] {
+/** RFC 8693 §4.1 `act`, outermost first, as a list (stops at the first link that is not one). */
+export function flattenAct(act: unknown): Actor[] {
   const out: Actor[] = [];
   let cur = act;
   while (cur && typeof cur === 'object') {

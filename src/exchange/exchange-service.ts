@@ -1,5 +1,5 @@
 import type { Secret } from '../core/secret.js';
-import { OWNING_STATES, type BlendedIdentity, type CallContext, type Credential, type Decision, type HumanContext, type VerifiedIdentity, type WorkloadIdentity } from '../core/types.js';
+import { OWNING_STATES, type Actor, type BlendedIdentity, type CallContext, type Credential, type Decision, type HumanContext, type VerifiedIdentity, type WorkloadIdentity } from '../core/types.js';
 import { InvalidDpopProof, MalformedRequest, PolicyDenied, ScopeNotAllowed, StsError, SubjectTokenRejected, TargetNotAllowed, UpstreamUnavailable } from '../errors/sts-errors.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { ownJwtFingerprint } from '../lib/crypto.js';
@@ -14,9 +14,10 @@ import type { AuditEventInput } from '../audit/audit-event.js';
 import type { PolicyEngine, PolicyRequest } from '../policy/policy-engine.js';
 import type { TrustRegistry } from '../trust-providers/registry.js';
 import type { CredentialIssuer, IssuedCredential } from '../credential-issuers/credential-issuer.js';
-import { liveLimitsOf, type LiveLimit, type TargetConfig } from '../config/config-schema.js';
+import { liveLimitsOf, servesAs, type LiveLimit, type TargetConfig } from '../config/config-schema.js';
 import { AGENT_TOKEN_ISSUER_TYPE, sealHandle } from '../tasks/task-service.js';
-import type { AgentTokenIdentity, AgentTokenLimits, AgentTokens } from './agent-tokens.js';
+import { flattenAct, type AgentTokenIdentity, type AgentTokenLimits, type AgentTokens } from './agent-tokens.js';
+import type { OwnToken, OwnTokenInspector } from './own-tokens.js';
 import type { ExchangeRequest } from './parse-request.js';
 import type { TargetResolver } from './targets.js';
 import { Secret as SecretValue } from '../core/secret.js';
@@ -62,6 +63,11 @@ export interface ExchangeDeps {
   limits: { agentTokenMaxTtl: number; maxTaskTtl: number; maxDelegationDepth: number };
   /** Test hook only (lib/chaos-hook.ts): crash points around the upstream call. */
   chaos?: ChaosHook;
+  /**
+   * agent-sts-jwt access tokens presented back as subject_token by the workload that serves their
+   * target (targets[].servedBy); absent: such tokens are refused.
+   */
+  ownTokens?: Pick<OwnTokenInspector, 'inspect' | 'inactiveReason'>;
   /** Kill switch: identities whose exchanges are refused (refreshed each second on every replica). */
   blocks?: Pick<RevocationList, 'blockOf'>;
   /** Just-in-time approval of grants with an approval obligation; absent: such grants are refused. */
@@ -74,6 +80,7 @@ export interface ExchangeDeps {
 
 type Presented =
   | { kind: 'agent'; id: AgentTokenIdentity }
+  | { kind: 'access'; token: OwnToken['claims'] }
   | { kind: 'workload'; id: WorkloadIdentity }
   | { kind: 'human'; id: HumanContext };
 
@@ -88,13 +95,18 @@ export function createExchangeService(deps: ExchangeDeps) {
 
   /** Stage `provider.verify` (one span per presented token). */
   function verifyPresented(token: Secret<string>, tokenType: string, ctx: CallContext, tokenRole: 'subject' | 'actor'): Promise<Presented> {
-    return tel.stage('provider.verify', { tokenRole }, (s) => verifyOnce(token, tokenType, ctx, s));
+    return tel.stage('provider.verify', { tokenRole }, (s) => verifyOnce(token, tokenType, ctx, s, tokenRole));
   }
 
-  async function verifyOnce(token: Secret<string>, tokenType: string, ctx: CallContext, s: SpanHandle): Promise<Presented> {
+  async function verifyOnce(token: Secret<string>, tokenType: string, ctx: CallContext, s: SpanHandle, tokenRole: 'subject' | 'actor'): Promise<Presented> {
     const raw = token.reveal();
     // A cached agent token is ours without parsing it (the per-tool-call path); otherwise look at its issuer.
-    if (deps.agentTokens.isCached(raw) || isOwnToken(raw)) {
+    const own = deps.agentTokens.isCached(raw) ? 'agent' : ownTokenKind(raw);
+    if (own === 'access') {
+      s.set({ provider: 'agent-sts', providerType: 'access-token' });
+      return { kind: 'access', token: await verifyAccessToken(raw, tokenType, tokenRole) };
+    }
+    if (own === 'agent') {
       s.set({ provider: 'agent-sts', providerType: 'agent-token' });
       if (tokenType !== TOKEN_TYPE.accessToken && tokenType !== TOKEN_TYPE.jwt)
         throw new SubjectTokenRejected('token type does not match the token');
@@ -109,21 +121,71 @@ export function createExchangeService(deps: ExchangeDeps) {
     return id.kind === 'human' ? { kind: 'human', id } : { kind: 'workload', id };
   }
 
-  function isOwnToken(raw: string): boolean {
+  /** `agent` or `access` for a token that names agent-sts as its issuer (not verified yet), else undefined. */
+  function ownTokenKind(raw: string): 'agent' | 'access' | undefined {
     const dot = raw.indexOf('.');
-    if (dot <= 0) return false;
+    if (dot <= 0) return undefined;
     const end = raw.indexOf('.', dot + 1);
-    if (end < 0) return false;
+    if (end < 0) return undefined;
     try {
-      const payload = JSON.parse(Buffer.from(raw.slice(dot + 1, end), 'base64url').toString('utf8')) as { iss?: unknown };
-      return payload.iss === deps.issuerUrl;
+      const payload = JSON.parse(Buffer.from(raw.slice(dot + 1, end), 'base64url').toString('utf8')) as { iss?: unknown; aud?: unknown };
+      if (payload.iss !== deps.issuerUrl) return undefined;
+      return payload.aud === deps.issuerUrl ? 'agent' : 'access';
     } catch {
-      return false;
+      return undefined;
     }
+  }
+
+  /**
+   * An agent-sts-jwt access token presented back: only as subject_token, verified as ours and still
+   * active (not revoked, its task open, nobody in it blocked). Whether the caller may present it is
+   * for blend() to decide: the actor must serve its audience.
+   */
+  async function verifyAccessToken(raw: string, tokenType: string, tokenRole: 'subject' | 'actor'): Promise<OwnToken['claims']> {
+    if (tokenType !== TOKEN_TYPE.accessToken && tokenType !== TOKEN_TYPE.jwt) throw new SubjectTokenRejected('token type does not match the token');
+    if (tokenRole !== 'subject' || !deps.ownTokens)
+      throw new SubjectTokenRejected('an agent-sts access token is exchanged only as subject_token, by the workload that serves its audience');
+    const r = await deps.ownTokens.inspect(raw, 0);
+    if (!r.ok || r.token.kind !== 'access') throw new SubjectTokenRejected('subject_token is not a valid agent-sts access token', { detail: { reason: r.ok ? 'an agent token' : r.reason } });
+    const inactive = deps.ownTokens.inactiveReason(r.token);
+    if (inactive) throw new SubjectTokenRejected('subject_token is no longer valid', { detail: { reason: inactive } });
+    return r.token.claims;
+  }
+
+  /**
+   * The workload serving a target exchanges an access token issued for that target (RFC 8693
+   * delegation, STANDARDS §10): it becomes the current actor, the token's agent (and the agents
+   * before it) the prior actors, its person the human, and its task the task of what is issued.
+   * Only a workload listed in the target's `servedBy`. The person is known by subject only (an
+   * access token carries no groups or roles), so policies that need their groups do not match.
+   */
+  function chained(claims: OwnToken['claims'], server: WorkloadIdentity): Resolved {
+    const target = typeof claims.aud === 'string' ? deps.targets.ofAudience(claims.aud) : undefined;
+    if (!target?.servedBy?.some((w) => servesAs(w, server)))
+      throw new PolicyDenied('the actor does not serve the audience of subject_token', {
+        detail: { reasons: [`${server.provider} ${server.subject} is not in servedBy of target ${target?.name ?? `(none for aud ${String(claims.aud)})`}`] },
+      });
+    const agentSubject = claims.client_id ?? claims.sub;
+    const personal = claims.sub !== agentSubject;
+    const before = flattenAct(claims.act);
+    // The token's own act: with a person, its outermost link is the agent itself.
+    const priorActors: Actor[] = [{ sub: agentSubject }, ...(personal ? before.slice(1) : before)];
+    const expiresAt = new Date(claims.exp * 1000);
+    const human: HumanContext | undefined = personal
+      ? { kind: 'human', provider: 'agent-sts', issuer: deps.issuerUrl, subject: claims.sub, groups: [], roles: [], expiresAt }
+      : undefined;
+    const identity: BlendedIdentity = { workload: server, ...(human ? { human } : {}), priorActors, taskId: claims.task_id };
+    // What is issued stays within the presented token's task and lifetime.
+    return { identity, agent: { ...identity, taskId: claims.task_id, tokenId: claims.jti, expiresAt } };
   }
 
   /** Blends subject and actor into one identity (RFC 8693 §1.1 delegation semantics). */
   function blend(subject: Presented, actor: Presented | undefined): Resolved {
+    if (subject.kind === 'access') {
+      if (actor?.kind !== 'workload')
+        throw new MalformedRequest("an agent-sts access token is exchanged by the workload that serves its audience: send that workload's own attestation as actor_token");
+      return chained(subject.token, actor.id);
+    }
     if (!actor) {
       if (subject.kind === 'agent') return { identity: subject.id, agent: subject.id };
       if (subject.kind === 'workload') return { identity: { workload: subject.id, priorActors: [] } };
@@ -133,6 +195,7 @@ export function createExchangeService(deps: ExchangeDeps) {
       throw new MalformedRequest('with an actor_token, the subject_token must identify the person the agent acts for');
     if (actor.kind === 'human') throw new MalformedRequest('actor_token must identify a workload or agent, not a person');
     if (actor.kind === 'workload') return { identity: { workload: actor.id, human: subject.id, priorActors: [] } };
+    if (actor.kind !== 'agent') throw new MalformedRequest('actor_token cannot be an agent-sts access token');
     const a = actor.id;
     if (a.human && (a.human.subject !== subject.id.subject || a.human.issuer !== subject.id.issuer))
       throw new PolicyDenied('the agent token was issued for a different person');
@@ -233,7 +296,7 @@ export function createExchangeService(deps: ExchangeDeps) {
    */
   function checkTargetDpop(target: TargetConfig, issuer: CredentialIssuer, ctx: CallContext): void {
     if (target.dpop === 'off') return;
-    if (!issuer.capabilities.dpopBinding)
+    if (!issuer.capabilities.ownJwts)
       throw new UpstreamUnavailable('this target is out of service; try again later', {
         detail: { reasons: [`target ${target.name} sets dpop: ${target.dpop}, which issuer ${issuer.name} (${issuer.type}) cannot honour; nothing was issued`] },
       });

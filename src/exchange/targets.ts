@@ -20,6 +20,16 @@ export function createTargetResolver(targets: readonly TargetConfig[]) {
       if (req.audience !== undefined) return byAudience.get(req.audience);
       return undefined;
     },
+    /** The target an access token of ours was issued for, from its `aud` (a resource URI or an audience value, as requested). */
+    ofAudience(aud: string): TargetConfig | undefined {
+      const t = byAudience.get(aud);
+      if (t) return t;
+      try {
+        return byResource.get(normalizeResource(aud));
+      } catch {
+        return undefined;
+      }
+    },
     byName: (name: string) => targets.find((t) => t.name === name),
   };
 }

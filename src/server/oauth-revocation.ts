@@ -1,4 +1,3 @@
-import { jwtVerify, type JWTPayload } from 'jose';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CallContext } from '../core/types.js';
 import type { Clock } from '../lib/clock.js';
@@ -6,12 +5,12 @@ import type { Logger } from '../log/logger.js';
 import type { Db } from '../storage/prisma-client.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenSigner } from '../keys/key-store.js';
-import { SIGNING_ALG } from '../keys/key-store.js';
 import { credentialFingerprint, fingerprintCandidates, legacyJwtFingerprint, ownJwtFingerprint, presentedTokenFingerprint } from '../lib/crypto.js';
 import { MalformedRequest, UnsupportedTokenType } from '../errors/sts-errors.js';
 import { AGENT_TOKEN_ISSUER_TYPE, type TaskService } from '../tasks/task-service.js';
 import type { RevocationList } from '../tasks/revocation-list.js';
 import type { BearerAuth } from './bearer-auth.js';
+import { createOwnTokenInspector, type OwnToken } from '../exchange/own-tokens.js';
 import type { AdminApp } from './admin-instances.js';
 
 export const REVOCATION_PATH = '/oauth2/revoke';
@@ -34,13 +33,6 @@ export interface OAuthTokenEndpointsDeps {
   /** `auth.introspectionClients`: resource servers allowed to introspect (Bearer or HTTP Basic). */
   introspectionClients: BearerAuth;
 }
-
-interface OwnToken {
-  kind: 'agent' | 'access';
-  claims: JWTPayload & { task_id: string; jti: string; sub: string; exp: number; iat: number };
-}
-
-type Inspected = { ok: true; token: OwnToken } | { ok: false; reason: string };
 
 /** One x-www-form-urlencoded body; single-valued parameters only (RFC 6749 §3.2). */
 function parseSingleForm(req: FastifyRequest): Record<string, string> {
@@ -77,46 +69,11 @@ function basicCredentials(authorization: string): { id: string; secret: string }
 
 /**
  * RFC 7009 revocation and RFC 7662 introspection of the tokens agent-sts signs itself: agent
- * tokens (aud = agent-sts) and agent-sts-jwt access tokens (aud = a resource). Both are verified
- * like any agent-sts JWT (our keys, our issuer, `typ: at+jwt`) and checked against the in-memory
- * revocation list, which every replica refreshes from the store each second.
+ * tokens (aud = agent-sts) and agent-sts-jwt access tokens (aud = a resource), seen through the
+ * own-token inspector (exchange/own-tokens.ts).
  */
 export function createOAuthTokenEndpoints(deps: OAuthTokenEndpointsDeps) {
-  /** Verifies a token as one of ours. `toleranceSeconds`: how far past `exp` it still counts. */
-  async function inspect(token: string, toleranceSeconds: number): Promise<Inspected> {
-    if (token.length > deps.maxTokenBytes || token.split('.').length !== 3) return { ok: false, reason: 'not an agent-sts token' };
-    let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, deps.signer.verificationKeys(), {
-        issuer: deps.issuerUrl(),
-        algorithms: [SIGNING_ALG],
-        typ: 'at+jwt',
-        requiredClaims: ['exp', 'iat', 'jti', 'sub'],
-        clockTolerance: toleranceSeconds,
-        currentDate: deps.clock.now(),
-      }));
-    } catch (e) {
-      return { ok: false, reason: `not verified (${(e as { code?: string }).code ?? 'error'})` };
-    }
-    if (typeof payload.task_id !== 'string') return { ok: false, reason: 'no task_id' };
-    const kind = payload.aud === deps.issuerUrl() && payload.wl ? 'agent' : 'access';
-    return { ok: true, token: { kind, claims: payload as OwnToken['claims'] } };
-  }
-
-  /** Workload and person a token was issued to (for the kill switch). */
-  function subjectsOf(t: OwnToken): { workload?: string; human?: string } {
-    const c = t.claims as OwnToken['claims'] & { wl?: { s?: string }; hu?: { s?: string }; client_id?: string };
-    if (t.kind === 'agent') return { workload: c.wl?.s, human: c.hu?.s };
-    return { workload: c.client_id, human: c.client_id !== undefined && c.sub !== c.client_id ? c.sub : undefined };
-  }
-
-  /** Why an otherwise valid token is not active now; undefined when it is. */
-  function inactiveReason(t: OwnToken): string | undefined {
-    if (deps.revocations.isRevoked(t.claims.jti, t.claims.task_id)) return 'revoked or its task ended';
-    const who = subjectsOf(t);
-    const block = (who.workload ? deps.revocations.blockOf('workload', who.workload) : undefined) ?? (who.human ? deps.revocations.blockOf('human', who.human) : undefined);
-    return block ? 'identity blocked (kill switch)' : undefined;
-  }
+  const { inspect, inactiveReason } = createOwnTokenInspector(deps);
 
   async function introspect(token: string): Promise<{ active: false; reason: string } | { active: true; body: Record<string, unknown> }> {
     const r = await inspect(token, 0);

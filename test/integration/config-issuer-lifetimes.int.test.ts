@@ -196,3 +196,32 @@ describe('targets[].dpop against the issuer', () => {
     for (const bad of ['on', true, 1, null]) expect(problems(withDpop('jwt', bad)).join('\n'), String(bad)).toMatch(/targets\[\d\]\.dpop: /);
   });
 });
+
+describe('targets[].servedBy', () => {
+  const withServedBy = (k: Key, servedBy: unknown) => {
+    const c = config([]);
+    c.targets = c.targets.map((t) => (t.issuer === issuers[k].name ? { ...t, servedBy } : t));
+    return c;
+  };
+
+  it('accepts workloads by exact subject or by pattern on an agent-sts-jwt target', () => {
+    expect(problems(withServedBy('jwt', [{ provider: 'k8s', subject: 'spiffe://cluster.local/ns/mcp/sa/github-mcp' }, { provider: 'ci', subjectPattern: 'test://mcp-[a-z]+' }]))).toEqual([]);
+  });
+
+  it.each(['pg', 'my', 'gh', 'vault', 'aws'] as const)('refuses it on a %s target, naming target and issuer', (k) => {
+    const p = problems(withServedBy(k, [{ provider: 'ci', subject: 'test://mcp' }]));
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(new RegExp(`^targets\\[\\d\\] \\(${targetOf[k]}\\)\\.servedBy: issuer ${issuers[k].name} \\(${issuers[k].type}\\) does not issue agent-sts access tokens`));
+  });
+
+  it.each([
+    ['a whole provider (neither subject nor pattern)', [{ provider: 'ci' }], /servedBy\[0\]: give exactly one of subject or subjectPattern/],
+    ['both subject and pattern', [{ provider: 'ci', subject: 'a', subjectPattern: 'a' }], /servedBy\[0\]: give exactly one/],
+    ['an invalid pattern', [{ provider: 'ci', subjectPattern: '(' }], /servedBy\[0\]\.subjectPattern: not a valid regular expression/],
+    ['no provider', [{ subject: 'a' }], /servedBy\[0\]\.provider: /],
+    ['an unknown key', [{ provider: 'ci', subject: 'a', anyone: true }], /servedBy\[0\]: Unrecognized key: "anyone"/],
+    ['an empty list', [], /servedBy: /],
+  ])('refuses %s, naming the path', (_name, servedBy, expected) => {
+    expect(problems(withServedBy('jwt', servedBy)).join('\n')).toMatch(expected);
+  });
+});

@@ -34,7 +34,7 @@ export const AGENT_STS_JWT_MAX_TTL_SECONDS = 86_400;
 const CAPABILITIES: IssuerCapabilities = Object.freeze({
   revocable: false,
   revokedForIntrospection: true,
-  dpopBinding: true,
+  ownJwts: true,
   minTtlSeconds: 1,
   maxTtlSeconds: AGENT_STS_JWT_MAX_TTL_SECONDS,
   maxTtlReason: 'its JWTs are verified offline and cannot be revoked, so agent-sts issues them for at most 24h',
