@@ -10,7 +10,7 @@ import { createKeyStore } from './keys/key-store.js';
 import { es256Signature } from './keys/es256.js';
 import { createSigningThread } from './keys/signing-thread.js';
 import { createReplayGuard } from './trust-providers/replay-guard.js';
-import { createDpopVerifier } from './exchange/dpop.js';
+import { createDpopNonces, createDpopVerifier } from './exchange/dpop.js';
 import { createRoleAuth } from './server/role-auth.js';
 import { createProviderSet } from './trust-providers/provider-set.js';
 import { createIssuerSet } from './credential-issuers/issuer-set.js';
@@ -227,7 +227,7 @@ export async function compose(config: AppConfig, opts: ComposeOptions) {
     clock,
     db,
     exchange: { exchange: (req, ctx, opts) => getExchange().exchange(req, ctx, opts) },
-    dpop: createDpopVerifier({ clock, clockTolerance, replay }),
+    dpop: createDpopVerifier({ clock, clockTolerance, replay, ...(tokens.dpopNonce ? { nonces: createDpopNonces(kek.reveal(), clock) } : {}) }),
     agentTokens: { mint: (...a) => getAgentTokens().mint(...a), verify: (...a) => getAgentTokens().verify(...a), isCached: (t) => getAgentTokens().isCached(t) },
     keys: keyStore,
     tasks: taskService,

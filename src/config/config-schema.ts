@@ -208,6 +208,12 @@ export const AppConfigSchema = z
         revokeEndsTask: z.boolean().default(false),
         /** DPoP (RFC 9449): agent tokens only for requests with a proof, so every agent token is bound to a key its holder must prove. */
         requireDpop: z.boolean().default(false),
+        /**
+         * DPoP (RFC 9449 §8): every proof must carry a nonce this broker gave (the `DPoP-Nonce`
+         * header; each lives 1-2 minutes and is valid on every replica), so a proof cannot be made
+         * ahead of its use.
+         */
+        dpopNonce: z.boolean().default(false),
       })
       .strict()
       .default({
@@ -219,6 +225,7 @@ export const AppConfigSchema = z
         maxDelegationDepth: 5,
         revokeEndsTask: false,
         requireDpop: false,
+        dpopNonce: false,
       }),
     sweep: z
       .object({ interval: duration.default('15s') })

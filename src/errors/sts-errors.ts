@@ -14,6 +14,7 @@ export type OAuthErrorCode =
   | 'authorization_pending'
   | 'unsupported_token_type'
   | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
   | 'temporarily_unavailable'
   | 'server_error';
 
@@ -82,6 +83,11 @@ export class UnsupportedTokenType extends StsError {
 /** RFC 9449 §5: the DPoP proof is missing where the token is bound to a key, or it is invalid (signature, htm/htu, age, replay, key). */
 export class InvalidDpopProof extends StsError {
   readonly oauthCode = 'invalid_dpop_proof';
+  readonly status = 400;
+}
+/** RFC 9449 §8: the server wants a proof carrying the nonce it gives in the `DPoP-Nonce` header; retry with it. */
+export class UseDpopNonce extends StsError {
+  readonly oauthCode = 'use_dpop_nonce';
   readonly status = 400;
 }
 /** An upstream (IdP JWKS, database, cloud API) could not be reached: retry later. */

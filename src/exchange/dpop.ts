@@ -1,7 +1,7 @@
 import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK } from 'jose';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../lib/clock.js';
-import { InvalidDpopProof } from '../errors/sts-errors.js';
+import { InvalidDpopProof, UseDpopNonce } from '../errors/sts-errors.js';
 import type { ReplayGuard } from '../trust-providers/trust-provider.js';
 
 /**
@@ -39,7 +39,40 @@ function comparableUrl(u: string): string | undefined {
   }
 }
 
-export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number; replay: ReplayGuard }) {
+/** How long one nonce window lasts, seconds; a nonce is accepted in its window and the next. */
+export const DPOP_NONCE_WINDOW_SECONDS = 60;
+const NONCE_MAC_BYTES = 16;
+
+/**
+ * Server-provided DPoP nonces (RFC 9449 §8) without shared state: a nonce is its time window and an
+ * HMAC of it under a key derived from the key-encryption key, so every replica makes and accepts the
+ * same nonces and a nonce cannot be made by anyone else. Accepted in its window and the next (60-120 s).
+ */
+export function createDpopNonces(kek: Buffer, clock: Clock) {
+  const key = Buffer.from(hkdfSync('sha256', kek, Buffer.alloc(0), 'agent-sts dpop-nonce v1', 32));
+  const windowOf = () => Math.floor(clock.now().getTime() / 1000 / DPOP_NONCE_WINDOW_SECONDS);
+  const mac = (w: number) => createHmac('sha256', key).update(`dpop-nonce:${w}`).digest().subarray(0, NONCE_MAC_BYTES);
+  const encode = (w: number) => `${w.toString(36)}.${mac(w).toString('base64url')}`;
+  return {
+    /** The nonce to hand out now (the `DPoP-Nonce` header). */
+    current: () => encode(windowOf()),
+    /** Whether `nonce` is one of ours from this window or the one before. */
+    valid(nonce: unknown): boolean {
+      if (typeof nonce !== 'string' || nonce.length > 64) return false;
+      const parts = nonce.split('.');
+      const [w36, given] = parts;
+      if (parts.length !== 2 || !w36 || !given || !/^[0-9a-z]{1,12}$/.test(w36)) return false;
+      const w = parseInt(w36, 36);
+      const now = windowOf();
+      if (w !== now && w !== now - 1) return false;
+      const got = Buffer.from(given, 'base64url');
+      return got.length === NONCE_MAC_BYTES && timingSafeEqual(got, mac(w));
+    },
+  };
+}
+export type DpopNonces = ReturnType<typeof createDpopNonces>;
+
+export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number; replay: ReplayGuard; nonces?: DpopNonces }) {
   /**
    * Verifies the `DPoP` header of a request to `htu` with method `htm`. Undefined when the request
    * has none; InvalidDpopProof (never a 500) when it is anything but one valid, fresh, unused proof.
@@ -80,6 +113,9 @@ export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number;
     if (typeof payload.htu !== 'string' || comparableUrl(payload.htu) !== comparableUrl(htu)) bad('htu does not match the request URL', { expected: htu });
     if (typeof payload.jti !== 'string' || payload.jti.length === 0 || payload.jti.length > MAX_JTI_CHARS) bad('jti must be a string of 1 to 256 characters');
     if (payload.ath !== undefined && typeof payload.ath !== 'string') bad('ath must be a string');
+    // RFC 9449 §8: a proof without a nonce of ours is answered with one to retry with (before its jti is spent).
+    if (deps.nonces && !deps.nonces.valid(payload.nonce))
+      throw new UseDpopNonce('send a DPoP proof with the nonce from the DPoP-Nonce header of this answer', { detail: { reason: payload.nonce === undefined ? 'no nonce' : 'unknown or expired nonce' } });
     const jkt = await calculateJwkThumbprint(jwk, 'sha256');
     // Single use on every replica while it could still be accepted.
     const until = new Date((payload.iat! + DPOP_MAX_AGE_SECONDS + 2 * deps.clockTolerance) * 1000);
@@ -87,7 +123,11 @@ export function createDpopVerifier(deps: { clock: Clock; clockTolerance: number;
     return { jkt, ...(typeof payload.ath === 'string' ? { ath: payload.ath } : {}) };
   }
 
-  return { verify };
+  return {
+    verify,
+    /** The nonce answers carry in `DPoP-Nonce` (tokens.dpopNonce), or undefined when nonces are off. */
+    nonce: (): string | undefined => deps.nonces?.current(),
+  };
 }
 export type DpopVerifier = ReturnType<typeof createDpopVerifier>;
 

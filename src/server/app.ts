@@ -90,6 +90,8 @@ function parseForm(body: string): FormFields {
 }
 
 const TOKEN_PATH = '/oauth2/token';
+/** Routes that check DPoP proofs: the token endpoint and the task routes. */
+const DPOP_ROUTE = /^\/(?:oauth2\/token$|v1\/tasks(?:\/|$))/;
 const FORM = 'application/x-www-form-urlencoded';
 const mediaType = (header: string | undefined) => (header ?? '').split(';')[0]!.trim().toLowerCase();
 
@@ -201,6 +203,9 @@ export function createApp(deps: AppDeps) {
   // Callback-style hooks: no promise per request on the hot path.
   app.addHook('onSend', (req, reply, payload, done) => {
     reply.header('x-request-id', req.id);
+    // RFC 9449 §8, §9: with tokens.dpopNonce, where proofs are checked, every answer gives the nonce to use next.
+    const nonce = deps.dpop.nonce();
+    if (nonce !== undefined && DPOP_ROUTE.test(req.routeOptions.url ?? '')) reply.header('dpop-nonce', nonce);
     done(null, payload);
   });
   app.addHook('onResponse', (req, reply, done) => {

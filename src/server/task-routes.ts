@@ -13,7 +13,7 @@ import { parseExchangeRequest } from '../exchange/parse-request.js';
 import type { TaskEndResult, TaskService } from '../tasks/task-service.js';
 import { taskView } from '../tasks/task-view.js';
 import { presentedToken } from './bearer-auth.js';
-import { InvalidDpopProof } from '../errors/sts-errors.js';
+import { InvalidDpopProof, UseDpopNonce } from '../errors/sts-errors.js';
 import { DPOP_ALGS, requireBoundProof, type DpopVerifier } from '../exchange/dpop.js';
 import type { RoleAuth } from './role-auth.js';
 import { sendProblem, type AdminApp } from './admin-instances.js';
@@ -86,8 +86,9 @@ export function registerTaskRoutes(app: AdminApp, deps: TaskRouteDeps) {
       }
       if (agent.jkt) requireBoundProof(agent.jkt, token, await proofOf(req));
     } catch (e) {
-      if (!(e instanceof InvalidDpopProof)) throw e;
-      reply.header('www-authenticate', `DPoP error="invalid_dpop_proof", algs="${DPOP_ALGS.join(' ')}"`);
+      if (!(e instanceof InvalidDpopProof) && !(e instanceof UseDpopNonce)) throw e;
+      // RFC 9449 §7.1, §9: 401 with the DPoP challenge (and, for use_dpop_nonce, the nonce to retry with).
+      reply.header('www-authenticate', `DPoP error="${e.oauthCode}", algs="${DPOP_ALGS.join(' ')}"`);
       await sendProblem(reply, 401, 'unauthorized', e.publicMessage);
       return 'refused';
     }

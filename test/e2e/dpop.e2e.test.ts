@@ -37,8 +37,9 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
   let strict: E2eBroker;
   let alice: Holder;
   let mallory: Holder;
-  const config = (requireDpop: boolean) => ({
-    tokens: { requireDpop },
+  let nonced: E2eBroker;
+  const config = (requireDpop: boolean, dpopNonce = false) => ({
+    tokens: { requireDpop, dpopNonce },
     auth: {
       auditors: [{ name: 'test-auditor', token: { fromEnv: 'TEST_AUDITOR_TOKEN' } }],
       introspectionClients: [{ name: 'mcp-rs', token: { fromEnv: 'RS_SECRET' } }],
@@ -61,10 +62,12 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
     [alice, mallory] = await Promise.all([holder(), holder('RS256')]);
     e2e = await startE2eBroker({ name: 'agsts-dpop', config: config(false), env: { RS_SECRET } });
     strict = await startE2eBroker({ name: 'agsts-dpop-strict', config: config(true), env: { RS_SECRET } });
+    nonced = await startE2eBroker({ name: 'agsts-dpop-nonce', config: config(false, true), env: { RS_SECRET } });
   });
   afterAll(async () => {
     await e2e?.close();
     await strict?.close();
+    await nonced?.close();
   });
 
   const tokenUrl = (b: E2eBroker) => `${b.broker.url}/oauth2/token`;
@@ -281,6 +284,40 @@ describe('DPoP-bound agent tokens (RFC 9449)', () => {
     const agent = await boundToken(strict);
     expect(decodeJwt(agent).cnf).toEqual({ jkt: alice.jkt });
     expect((await toolCall(strict, agent, await proof(alice, 'POST', tokenUrl(strict), agent))).status).toBe(200);
+  });
+
+  it('tokens.dpopNonce: a proof without a nonce of ours is answered use_dpop_nonce with one to retry with (RFC 9449 §8, §9)', async () => {
+    const url = tokenUrl(nonced);
+    const first = await startup(nonced, await proof(alice, 'POST', url));
+    expect(first.status, first.text).toBe(400);
+    expect(first.json.error).toBe('use_dpop_nonce');
+    const nonce = first.headers.get('dpop-nonce');
+    expect(nonce).toMatch(/^[0-9a-z]+\.[A-Za-z0-9_-]{22}$/);
+    const made = await startup(nonced, await proof(alice, 'POST', url, undefined, { claims: { nonce: 'made-up.AAAAAAAAAAAAAAAAAAAAAA' } }));
+    expect(made.status).toBe(400);
+    expect(made.json.error).toBe('use_dpop_nonce');
+    expect(String(made.json.error_description)).toMatch(/DPoP-Nonce/);
+
+    const ok = await startup(nonced, await proof(alice, 'POST', url, undefined, { claims: { nonce } }));
+    expect(ok.status, ok.text).toBe(200);
+    expect(ok.json.token_type).toBe('DPoP');
+    expect(ok.headers.get('dpop-nonce')).toBeTruthy(); // the nonce to use next
+    const agent = ok.json.access_token as string;
+    // A bad proof with a good nonce is still invalid_dpop_proof; a good one with the nonce is a tool call.
+    expect((await toolCall(nonced, agent, await proof(mallory, 'POST', url, agent, { alg: 'RS256', claims: { nonce } }))).json.error).toBe('invalid_dpop_proof');
+    expect((await toolCall(nonced, agent, await proof(alice, 'POST', url, agent, { claims: { nonce } }))).status).toBe(200);
+
+    // The task routes, as a resource server: 401 with the DPoP challenge and the nonce.
+    const taskUrl = `${nonced.broker.url}/v1/tasks/${String(ok.json.task_id)}`;
+    const challenged = await fetch(taskUrl, { headers: { authorization: `DPoP ${agent}`, dpop: await proof(alice, 'GET', taskUrl, agent) } });
+    expect(challenged.status).toBe(401);
+    expect(challenged.headers.get('www-authenticate')).toMatch(/^DPoP error="use_dpop_nonce"/);
+    const fresh = challenged.headers.get('dpop-nonce');
+    expect(fresh).toBeTruthy();
+    const shown = await fetch(taskUrl, { headers: { authorization: `DPoP ${agent}`, dpop: await proof(alice, 'GET', taskUrl, agent, { claims: { nonce: fresh } }) } });
+    expect(shown.status).toBe(200);
+    // Without nonces configured, no broker hands one out.
+    expect((await startup(e2e, await proof(alice, 'POST', tokenUrl(e2e)))).headers.get('dpop-nonce')).toBeNull();
   });
 
   it('no proof, agent token or key appears in any log line', async () => {

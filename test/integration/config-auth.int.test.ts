@@ -58,10 +58,10 @@ describe('targets[].issuerRegisteredAtRuntime', () => {
   });
 });
 
-describe('tokens.requireDpop', () => {
+describe.each(['requireDpop', 'dpopNonce'])('tokens.%s', (key) => {
   it('accepts true and false, refuses anything else naming the path', () => {
-    expect(problems({ tokens: { requireDpop: true } })).toEqual([]);
-    expect(problems({ tokens: { requireDpop: false } })).toEqual([]);
-    for (const bad of ['yes', 1, null]) expect(problems({ tokens: { requireDpop: bad } }).join('\n'), String(bad)).toMatch(/tokens\.requireDpop: /);
+    expect(problems({ tokens: { [key]: true } })).toEqual([]);
+    expect(problems({ tokens: { [key]: false } })).toEqual([]);
+    for (const bad of ['yes', 1, null]) expect(problems({ tokens: { [key]: bad } }).join('\n'), String(bad)).toMatch(new RegExp(`tokens\\.${key}: `));
   });
 });
