@@ -1,4 +1,5 @@
 import type { Clock } from '../lib/clock.js';
+import { atEndOfTurn } from '../lib/end-of-turn.js';
 import type { Logger } from '../log/logger.js';
 import { randomLowerId, uuidv7 } from '../lib/crypto.js';
 import { genesisHash, toRow, type AuditEventInput, type AuditRow } from './audit-event.js';
@@ -150,7 +151,7 @@ export function createAuditLog(deps: AuditLogDeps) {
   const schedulePump = () => {
     if (pumpScheduled) return;
     pumpScheduled = true;
-    setImmediate(() => {
+    atEndOfTurn('handoff', () => {
       pumpScheduled = false;
       pump();
     });

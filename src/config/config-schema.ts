@@ -187,9 +187,10 @@ export const AppConfigSchema = z
         /** How often replicas re-read the key table. */
         reloadInterval: duration.default('30s'),
         /**
-         * Where the server makes its ES256 signatures: `auto` moves them to a helper thread while
-         * the event loop is busy more than 80 % of the time (back below 50 %), `on` always, `off`
-         * never (bench/README.md).
+         * Where the server makes its ES256 signatures: in place at the end of each event-loop turn
+         * (while the writer commits the turn's records), or on a helper thread: `auto` moves them
+         * there while the event loop is saturated, busy more than 98 % of the time (back below
+         * 60 %), `on` always, `off` never (bench/README.md).
          */
         signingThread: z.enum(['auto', 'on', 'off']).default('auto'),
       })

@@ -1,4 +1,5 @@
 import { createPrivateKey, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { atEndOfTurn } from '../lib/end-of-turn.js';
 import {
   createLocalJWKSet,
   exportJWK,
@@ -87,11 +88,35 @@ function encodedHeader(kid: string, typ: string): string {
  * or on the signing thread while the event loop is the bottleneck (signing-thread.ts). Every token
  * it produces is verified with jose in the tests; nothing is parsed here.
  */
+/**
+ * Signatures made in place wait for the end of the turn, after its hand-offs (lib/end-of-turn.ts):
+ * the writer thread then commits the turn's audit records (which need only the signing input)
+ * while this thread signs, instead of starting after every signature of the turn.
+ */
+let inPlace: { key: LoadedKey; input: string; resolve: (token: string) => void; reject: (e: unknown) => void }[] = [];
+function signQueuedInPlace(): void {
+  const jobs = inPlace;
+  inPlace = [];
+  for (const j of jobs) {
+    try {
+      j.resolve(`${j.input}.${es256Signature(j.key.privateKey, j.input)}`);
+    } catch (e) {
+      j.reject(e);
+    }
+  }
+}
+
 function signCompact(key: LoadedKey, payload: JWTPayload, typ: string, thread: SigningThread | undefined): SignedLater {
   const input = `${encodedHeader(key.kid, typ)}.${b64json(payload)}`;
   const offloaded = thread?.offer(key.kid, key.privateKey, input);
   if (offloaded) return { signingInput: input, token: offloaded.then((sig) => `${input}.${sig}`) };
-  return { signingInput: input, token: Promise.resolve(`${input}.${es256Signature(key.privateKey, input)}`) };
+  return {
+    signingInput: input,
+    token: new Promise<string>((resolve, reject) => {
+      if (!inPlace.length) atEndOfTurn('local', signQueuedInPlace);
+      inPlace.push({ key, input, resolve, reject });
+    }),
+  };
 }
 
 export function createKeyStore(deps: KeyStoreDeps) {

@@ -51,12 +51,12 @@ describe('signing thread', () => {
     expect(t.active()).toBe(false);
   });
 
-  it('auto: moves to the thread after two samples in a row above 80 % event-loop utilization, and back only below 50 %', async () => {
+  it('auto: moves to the thread after two samples in a row above 95 % event-loop utilization, and back only below 60 %', async () => {
     let u = 0.5;
     const { t, lines } = thread({ mode: 'auto', utilization: () => u });
     expect(t.offer('a', privateKey, 'x.y')).toBeUndefined(); // starts in place
     const seen: boolean[] = [];
-    for (const next of [0.79, 0.81, 0.85, 0.6, 0.51, 0.49, 0.7, 0.95, 0.9]) {
+    for (const next of [0.94, 0.96, 0.97, 0.7, 0.61, 0.59, 0.9, 0.99, 0.96]) {
       u = next;
       t.sample();
       seen.push(t.active());
@@ -72,7 +72,7 @@ describe('signing thread', () => {
     const { t, lines } = thread({ mode: 'auto', utilization: () => u });
     t.sample(); // the window that holds start-up
     expect(t.active()).toBe(false);
-    for (const next of [0.3, 0.95, 0.2, 0.99, 0.1]) {
+    for (const next of [0.3, 0.97, 0.2, 0.99, 0.1]) {
       u = next;
       t.sample();
       expect(t.active()).toBe(false);

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Worker } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { startModuleWorker } from '../lib/worker-thread.js';
+import { atEndOfTurn } from '../lib/end-of-turn.js';
 import type { Logger } from '../log/logger.js';
 import type { SignRequest, SignResult } from './signing-worker.js';
 
@@ -9,20 +10,23 @@ import type { SignRequest, SignResult } from './signing-worker.js';
  * An ES256 signature is ~25-35 µs of CPU, a third of the event loop's work per exchange
  * (bench/README.md). When the event loop is the bottleneck (a slower CPU, or one shared with
  * other work), the signatures of an event-loop turn go to a helper thread as one message and come
- * back as one; the event loop answers other requests meanwhile. When it is not, the hand-off only
- * adds a turn of latency, so in `auto` mode signatures move to the thread only while the event
- * loop is busy more than ON_ABOVE of the time (in ON_AFTER samples in a row: one busy window, such
- * as start-up or a burst, is not load), and come back once it is busy less than OFF_BELOW
- * (hysteresis: with the thread signing, the same load keeps the event loop ~30 % less busy).
+ * back as one; the event loop answers other requests meanwhile. Otherwise signing in place at the
+ * end of the turn (key-store.ts), while the writer thread commits the turn's records, is faster:
+ * no hand-off, one thread fewer wanting a core (fifteenth session: +4-16 % throughput, p99 1-2 ms
+ * lower at an event loop ~0.92 busy). So in `auto` mode signatures move to the thread only while
+ * the event loop is saturated, busy more than ON_ABOVE of the time (in ON_AFTER samples in a row:
+ * one busy window, such as start-up or a burst, is not load), and come back once it is busy less
+ * than OFF_BELOW (hysteresis: with the thread signing, the same load keeps the event loop ~30 %
+ * less busy).
  *
  * Nothing is ever lost to the thread: if it fails or exits, the signatures it owed (and all later
  * ones) are made in place, and the failure is logged once.
  */
 export type SigningThreadMode = 'auto' | 'on' | 'off';
 
-const ON_ABOVE = 0.8;
+const ON_ABOVE = 0.98;
 const ON_AFTER = 2;
-const OFF_BELOW = 0.5;
+const OFF_BELOW = 0.6;
 const SAMPLE_MS = 250;
 
 export interface SigningThreadOptions {
@@ -154,7 +158,7 @@ export function createSigningThread(opts: SigningThreadOptions): SigningThread {
       queue.push([id, kid, input]);
       if (!scheduled) {
         scheduled = true;
-        setImmediate(flush); // the turn's signatures in one message
+        atEndOfTurn('handoff', flush); // the turn's signatures in one message
       }
       return new Promise<string>((resolve, reject) => pending.set(id, { key, input, resolve, reject }));
     },
