@@ -51,12 +51,12 @@ describe('signing thread', () => {
     expect(t.active()).toBe(false);
   });
 
-  it('auto: moves to the thread after two samples in a row above 95 % event-loop utilization, and back only below 60 %', async () => {
+  it('auto: moves to the thread after two samples in a row above 98 % event-loop utilization, and back only below 60 %', async () => {
     let u = 0.5;
     const { t, lines } = thread({ mode: 'auto', utilization: () => u });
     expect(t.offer('a', privateKey, 'x.y')).toBeUndefined(); // starts in place
     const seen: boolean[] = [];
-    for (const next of [0.94, 0.96, 0.97, 0.7, 0.61, 0.59, 0.9, 0.99, 0.96]) {
+    for (const next of [0.97, 0.985, 0.99, 0.7, 0.61, 0.59, 0.9, 0.995, 0.99]) {
       u = next;
       t.sample();
       seen.push(t.active());
@@ -72,7 +72,7 @@ describe('signing thread', () => {
     const { t, lines } = thread({ mode: 'auto', utilization: () => u });
     t.sample(); // the window that holds start-up
     expect(t.active()).toBe(false);
-    for (const next of [0.3, 0.97, 0.2, 0.99, 0.1]) {
+    for (const next of [0.3, 0.99, 0.2, 0.995, 0.1]) {
       u = next;
       t.sample();
       expect(t.active()).toBe(false);
