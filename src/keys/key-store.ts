@@ -82,13 +82,6 @@ function encodedHeader(kid: string, typ: string): string {
 }
 
 /**
- * JWS Compact Serialization (RFC 7515 §7.1) of a JWT signed with ES256, by node:crypto: ~0.02-0.03
- * ms of CPU. This is the per-request hot path; jose's SignJWT goes through WebCrypto, which costs
- * about twice the CPU per signature in Node 20 (bench/README.md). The signature is made in place,
- * or on the signing thread while the event loop is the bottleneck (signing-thread.ts). Every token
- * it produces is verified with jose in the tests; nothing is parsed here.
- */
-/**
  * Signatures made in place wait for the end of the turn, after its hand-offs (lib/end-of-turn.ts):
  * the writer thread then commits the turn's audit records (which need only the signing input)
  * while this thread signs, instead of starting after every signature of the turn.
@@ -106,6 +99,14 @@ function signQueuedInPlace(): void {
   }
 }
 
+/**
+ * JWS Compact Serialization (RFC 7515 §7.1) of a JWT signed with ES256, by node:crypto: ~0.02-0.03
+ * ms of CPU. This is the per-request hot path; jose's SignJWT goes through WebCrypto, which costs
+ * about twice the CPU per signature in Node 20 (bench/README.md). The signature is made in place
+ * at the end of the turn (above), or on the signing thread while the event loop is saturated
+ * (signing-thread.ts). Every token it produces is verified with jose in the tests; nothing is
+ * parsed here.
+ */
 function signCompact(key: LoadedKey, payload: JWTPayload, typ: string, thread: SigningThread | undefined): SignedLater {
   const input = `${encodedHeader(key.kid, typ)}.${b64json(payload)}`;
   const offloaded = thread?.offer(key.kid, key.privateKey, input);
