@@ -26,3 +26,27 @@ describe('atEndOfTurn', () => {
     expect(ran).toEqual(['first', 'later']);
   });
 });
+
+describe('atEndOfTurn when a task throws', () => {
+  it('still runs the others, then throws the first error', async () => {
+    const ran: string[] = [];
+    const errors: unknown[] = [];
+    const onError = (e: unknown) => errors.push(e);
+    const listeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', onError);
+    try {
+      atEndOfTurn('handoff', () => {
+        throw new Error('pump failed');
+      });
+      atEndOfTurn('local', () => ran.push('signed'));
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.removeListener('uncaughtException', onError);
+      for (const l of listeners) process.on('uncaughtException', l);
+    }
+    expect(ran).toEqual(['signed']);
+    expect(errors.map((e) => (e as Error).message)).toEqual(['pump failed']);
+  });
+});

@@ -12,11 +12,22 @@ let scheduled = false;
 
 function run(): void {
   scheduled = false;
+  // Each task runs even if one before it throws (as separate setImmediate callbacks would); the
+  // first error is thrown afterwards, as an uncaught exception from its own callback would be.
+  let failed = false;
+  let first: unknown;
   for (const phase of ['handoff', 'local'] as const) {
     const tasks = queues[phase];
     queues[phase] = [];
-    for (const task of tasks) task();
+    for (const task of tasks) {
+      try {
+        task();
+      } catch (e) {
+        if (!failed) [failed, first] = [true, e];
+      }
+    }
   }
+  if (failed) throw first;
 }
 
 /** Runs `task` once this turn's I/O is read, after every `handoff` task if it is `local`. */
