@@ -4,9 +4,9 @@
 // servedBy may; what it gets belongs to the agent's task (ending the task kills the PostgreSQL login),
 // lives no longer than the presented token, and carries the chain as nested `act`. Through HTTP
 // against a real broker and the real PostgreSQL.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { startFakeOidcIssuer, type FakeIssuer } from '../fakes/oidc-issuer.js';
 import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, TOKEN_EXCHANGE } from '../support/broker.js';
@@ -33,12 +33,13 @@ describe('chained exchange by the workload that serves a target (targets[].serve
         targets: [
           { name: 'mcp', resources: ['https://mcp.test/'], issuer: 'tokens', scopes: ['tools:run'], servedBy: [{ provider: 'ci', subject: 'test://mcp-server' }] },
           { name: 'other-mcp', resources: ['https://other-mcp.test/'], issuer: 'tokens', scopes: ['tools:run'] },
+          { name: 'mcp-bound', resources: ['https://mcp-bound.test/'], issuer: 'tokens', scopes: ['tools:run'], dpop: 'required', servedBy: [{ provider: 'ci', subjectPattern: 'test://mcp-.+' }] },
           { name: 'api', resources: ['https://api.test/'], issuer: 'tokens', scopes: ['read'] },
           { name: 'db', audiences: ['db'], issuer: 'pg', scopes: ['read'] },
         ],
         policy: {
           rules: [
-            { id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: [{ target: 'mcp', scopes: ['tools:run'], maxTtl: '2m' }, { target: 'other-mcp', scopes: ['tools:run'], maxTtl: '2m' }] },
+            { id: 'assistant', workload: { subject: 'test://assistant' }, agentToken: { maxTtl: '10m' }, grants: ['mcp', 'other-mcp', 'mcp-bound'].map((target) => ({ target, scopes: ['tools:run'], maxTtl: '2m' })) },
             { id: 'mcp-server', workload: { subject: 'test://mcp-server' }, grants: [{ target: 'db', scopes: ['read'], maxTtl: '10m' }, { target: 'api', scopes: ['read'], maxTtl: '10m' }] },
             { id: 'intruder', workload: { subject: 'test://intruder' }, grants: [{ target: 'api', scopes: ['read'], maxTtl: '10m' }] },
           ],
@@ -161,6 +162,25 @@ describe('chained exchange by the workload that serves a target (targets[].serve
     expect(r.status, r.text).toBe(400);
     expect(r.json.error).toBe('invalid_request');
     expect(String(r.json.error_description)).toMatch(/no longer valid/);
+  });
+
+  it('a DPoP-bound handed token is exchangeable without a proof by the agent key: the server proves itself by its attestation', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const proof = (token?: string) =>
+      new SignJWT({ jti: randomUUID(), htm: 'POST', htu: `${e2e.broker.url}/oauth2/token`, iat: Math.floor(Date.now() / 1000), ...(token ? { ath: createHash('sha256').update(token).digest('base64url') } : {}) })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+        .sign(privateKey);
+    const start = await postToken(e2e.broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: await e2e.attest('assistant'), subject_token_type: JWT_TYPE }, { headers: { dpop: await proof() } });
+    const agent = start.json.access_token as string;
+    const bound = await postToken(e2e.broker.url, { grant_type: TOKEN_EXCHANGE, subject_token: agent, subject_token_type: ACCESS_TOKEN_TYPE, resource: 'https://mcp-bound.test/', scope: 'tools:run' }, { headers: { dpop: await proof(agent) } });
+    expect(bound.status, bound.text).toBe(200);
+    const handed = bound.json.access_token as string;
+    expect(decodeJwt(handed).cnf).toEqual({ jkt: await calculateJwkThumbprint(jwk) });
+    const r = await downstream(handed, { resource: 'https://api.test/', scope: 'read' });
+    expect(r.status, r.text).toBe(200);
+    expect(decodeJwt(r.json.access_token as string)).toMatchObject({ sub: 'test://mcp-server', act: { sub: 'test://assistant' } });
+    expect(decodeJwt(r.json.access_token as string).cnf).toBeUndefined();
   });
 
   it('no handed token, password or attestation appears in a log line', async () => {
