@@ -7,7 +7,10 @@
  * only the broker's side is timed: proof verification, the single-use `jti` insert, the binding
  * checks). Also the client's own cost of signing one proof (jose, ES256).
  *
- * Knobs: BENCH_CALLS (per mode, default 2000).
+ * Then the same two modes under load: BENCH_CLIENTS clients at once (default 20), BENCH_LOAD_CALLS
+ * calls per mode and round (default 4000), three rounds alternating; calls/s and latency.
+ *
+ * Knobs: BENCH_CALLS (per mode, default 2000), BENCH_CLIENTS, BENCH_LOAD_CALLS.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +22,9 @@ import { ACCESS_TOKEN_TYPE, JWT_TYPE, postToken, startBroker, TOKEN_EXCHANGE } f
 import { startFakeOidcIssuer } from '../test/fakes/oidc-issuer.js';
 
 const N = Number(process.env.BENCH_CALLS ?? 2000);
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 20);
+const LOAD_CALLS = Number(process.env.BENCH_LOAD_CALLS ?? 4000);
+const ROUNDS = 3;
 const BLOCK = 100;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
@@ -80,6 +86,33 @@ async function main() {
     console.log(line('per-tool-call exchange, DPoP-bound + proof', boundMs));
     console.log(line('client: signing one proof (jose ES256)', signMs));
     console.log(`added by DPoP at the broker: p50 +${(pct(boundMs, 50) - pct(plainMs, 50)).toFixed(2)} ms`);
+
+    // Under load: C clients at once, each with its own next call ready; the proofs are signed
+    // beforehand (in blocks, so none is older than the 60 s a proof lives).
+    const load = async (agent: string, dpop: boolean) => {
+      const proofs = dpop ? await Promise.all(Array.from({ length: LOAD_CALLS }, () => proof(agent))) : [];
+      const ms: number[] = [];
+      let next = 0;
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: CLIENTS }, async () => {
+          for (let i; (i = next++) < LOAD_CALLS; ) ms.push(await call(agent, dpop ? proofs[i] : undefined));
+        }),
+      );
+      const rate = LOAD_CALLS / ((performance.now() - t0) / 1000);
+      return { ms, rate };
+    };
+    console.log(`under load (${CLIENTS} clients at once, ${LOAD_CALLS} calls per mode and round, ${ROUNDS} rounds alternating; client and broker share the cores)`);
+    const results = { unbound: [] as { ms: number[]; rate: number }[], bound: [] as { ms: number[]; rate: number }[] };
+    for (let r = 0; r < ROUNDS; r++) {
+      results.unbound.push(await load(plain, false));
+      results.bound.push(await load(bound, true));
+      log(`  round ${r + 1}/${ROUNDS}`);
+    }
+    for (const [name, rs] of Object.entries(results)) {
+      const all = rs.flatMap((x) => x.ms);
+      console.log(`${`${name} agent token`.padEnd(44)} ${rs.map((x) => Math.round(x.rate)).join(', ')} calls/s; p50 ${pct(all, 50).toFixed(2)} ms, p99 ${pct(all, 99).toFixed(2)} ms`);
+    }
   } finally {
     await broker.close();
     await issuer.close();

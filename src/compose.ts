@@ -96,7 +96,7 @@ export function openTrust(
   reaper?: Pick<InstanceReaper, 'onInstanceGone' | 'onInstancesListed'>,
 ) {
   const { clock, logger } = core;
-  const replay = createReplayGuard(core.database.db, clock);
+  const replay = createReplayGuard(core.database.db, clock, core.database.batch);
   const clockTolerance = parseDuration(config.tokens.clockTolerance);
   const trust = createProviderSet({
     configured: config.trustProviders,

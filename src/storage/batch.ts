@@ -14,8 +14,32 @@ export interface BatchWriter {
    * were rolled back).
    */
   readonly maxInFlight: number;
+  /**
+   * Single-use claims (the replay table), committed durably off the event loop with whatever else
+   * is committing: true if this call took `key` (new, or its earlier claim had expired), false if
+   * a live claim holds it. Absent: the caller writes the claim itself (PostgreSQL, through Prisma).
+   */
+  claimOnce?(claim: Claim): Promise<boolean>;
   close(): Promise<void>;
 }
+
+export interface Claim {
+  provider: string;
+  key: string;
+  /** Now: also the instant against which an earlier claim counts as expired. */
+  createdAt: Date;
+  /** Null: held for good. */
+  expiresAt: Date | null;
+}
+
+/**
+ * Takes a claim in one statement: a new row, or the row of an expired claim taken over. One row
+ * changed means it is ours; none, that a live claim holds the key. Identifiers are constants.
+ */
+export const CLAIM_SQL =
+  'INSERT INTO "AttestationUse" ("provider", "key", "createdAt", "expiresAt") VALUES (?, ?, ?, ?) ' +
+  'ON CONFLICT ("provider", "key") DO UPDATE SET "createdAt" = excluded."createdAt", "expiresAt" = excluded."expiresAt" ' +
+  'WHERE "AttestationUse"."expiresAt" IS NOT NULL AND "AttestationUse"."expiresAt" <= excluded."createdAt"';
 
 export interface TaskInsert {
   id: string;

@@ -1,12 +1,13 @@
 /**
  * The SQLite writer thread (see sqlite-batch-writer.ts). One connection, statements prepared once
- * per shape, one transaction per batch. Values are bound parameters; identifiers come from the
+ * per shape, one transaction per batch (and the single-use claims of the replay table, so that
+ * their fsync is not on the event loop either). Values are bound parameters; identifiers come from the
  * constant column lists of batch.ts.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import type BetterSqlite3 from 'better-sqlite3';
-import { batchRows, batchUpdates, missingRow, type Batch, type Value } from './batch.js';
+import { batchRows, batchUpdates, CLAIM_SQL, missingRow, type Batch, type Claim, type Value } from './batch.js';
 import { nameThisThread } from '../lib/worker-thread.js';
 
 nameThisThread('ags-writer');
@@ -52,23 +53,29 @@ function apply(b: Batch): void {
   }
 }
 
-/** One transaction for one batch, or for every batch that queued while the last one committed. */
-const commit = db.transaction((bs: Batch[]) => bs.forEach(apply));
+/** A single-use claim (batch.ts CLAIM_SQL): whether this one took the key. */
+function claim(c: Claim): boolean {
+  return prepared(CLAIM_SQL).run(c.provider, c.key, bind(c.createdAt), bind(c.expiresAt)).changes === 1;
+}
+
+type Msg = { id: number; batch: Batch } | { id: number; claim: Claim };
+export type Outcome = { id: number; error?: string; claimed?: boolean };
+
+/** One transaction for one message, or for every message that queued while the last one committed; a claim's answer. */
+const commit = db.transaction((ms: Msg[]) => ms.map((m) => ('claim' in m ? claim(m.claim) : (apply(m.batch), undefined))));
 
 /** Epoch of the last batch that failed: later batches of that epoch chain on rolled-back rows. */
 let failedEpoch = -1;
+const chainedOnFailure = (m: Msg) => 'batch' in m && m.batch.epoch === failedEpoch;
 
-type Msg = { id: number; batch: Batch };
-export type Outcome = { id: number; error?: string };
-
-function one({ id, batch }: Msg): Outcome {
-  if (batch.epoch === failedEpoch) return { id, error: 'an earlier batch of this audit chain failed; resend' };
+function one(m: Msg): Outcome {
+  if (chainedOnFailure(m)) return { id: m.id, error: 'an earlier batch of this audit chain failed; resend' };
   try {
-    commit([batch]);
-    return { id };
+    const [claimed] = commit([m]);
+    return claimed === undefined ? { id: m.id } : { id: m.id, claimed };
   } catch (e) {
-    failedEpoch = batch.epoch;
-    return { id, error: (e as Error).message };
+    if ('batch' in m) failedEpoch = m.batch.epoch;
+    return { id: m.id, error: (e as Error).message };
   }
 }
 
@@ -84,10 +91,10 @@ parentPort!.on('message', (first: Msg) => {
   const msgs = [first];
   for (let m; (m = receiveMessageOnPort(parentPort!)); ) msgs.push(m.message as Msg);
   let outcomes: Outcome[];
-  if (msgs.length > 1 && msgs.every((m) => m.batch.epoch !== failedEpoch)) {
+  if (msgs.length > 1 && !msgs.some(chainedOnFailure)) {
     try {
-      commit(msgs.map((m) => m.batch));
-      outcomes = msgs.map((m) => ({ id: m.id }));
+      const claimed = commit(msgs);
+      outcomes = msgs.map((m, i) => (claimed[i] === undefined ? { id: m.id } : { id: m.id, claimed: claimed[i] }));
     } catch {
       outcomes = msgs.map(one);
     }

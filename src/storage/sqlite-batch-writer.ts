@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { startModuleWorker } from '../lib/worker-thread.js';
-import type { Batch, BatchWriter } from './batch.js';
+import type { Batch, BatchWriter, Claim } from './batch.js';
 import type { Outcome } from './sqlite-batch-worker.js';
 
 /**
@@ -20,7 +20,7 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
   const driver = createRequire(import.meta.url).resolve('better-sqlite3');
   let worker: Worker | undefined;
   let nextId = 0;
-  const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  const pending = new Map<number, { resolve: (o: Outcome) => void; reject: (e: Error) => void }>();
   let checkpointer: Worker | undefined;
 
   function failAll(e: Error): void {
@@ -36,7 +36,7 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
         const p = pending.get(m.id);
         if (!p) continue;
         pending.delete(m.id);
-        if (m.error === undefined) p.resolve();
+        if (m.error === undefined) p.resolve(m);
         else p.reject(new Error(m.error));
       }
       if (!pending.size) w.unref();
@@ -61,19 +61,26 @@ export function createSqliteBatchWriter(file: string): BatchWriter {
     return c;
   }
 
+  function send(msg: { batch: Batch } | { claim: Claim }): Promise<Outcome> {
+    worker ??= start();
+    const id = ++nextId;
+    const w = worker;
+    return new Promise<Outcome>((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      w.ref(); // an idle writer does not keep the process alive; a busy one does
+      w.postMessage({ id, ...msg });
+    });
+  }
+
   return {
     // The thread applies batches in order and joins those that queue while one syncs into the
     // next transaction: send every batch at once, never wait for a slot.
     maxInFlight: Infinity,
-    commit(batch: Batch): Promise<void> {
-      worker ??= start();
-      const id = ++nextId;
-      const w = worker;
-      return new Promise<void>((resolve, reject) => {
-        pending.set(id, { resolve, reject });
-        w.ref(); // an idle writer does not keep the process alive; a busy one does
-        w.postMessage({ id, batch });
-      });
+    async commit(batch: Batch): Promise<void> {
+      await send({ batch });
+    },
+    async claimOnce(claim: Claim): Promise<boolean> {
+      return (await send({ claim })).claimed === true;
     },
     async close() {
       const w = worker;
