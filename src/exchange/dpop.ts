@@ -51,7 +51,17 @@ const NONCE_MAC_BYTES = 16;
 export function createDpopNonces(kek: Buffer, clock: Clock) {
   const key = Buffer.from(hkdfSync('sha256', kek, Buffer.alloc(0), 'agent-sts dpop-nonce v1', 32));
   const windowOf = () => Math.floor(clock.now().getTime() / 1000 / DPOP_NONCE_WINDOW_SECONDS);
-  const mac = (w: number) => createHmac('sha256', key).update(`dpop-nonce:${w}`).digest().subarray(0, NONCE_MAC_BYTES);
+  // Made once per window (each window's MAC is asked for on every proof and every answer), the last few kept.
+  const macs = new Map<number, Buffer>();
+  const mac = (w: number) => {
+    let m = macs.get(w);
+    if (!m) {
+      m = createHmac('sha256', key).update(`dpop-nonce:${w}`).digest().subarray(0, NONCE_MAC_BYTES);
+      if (macs.size >= 4) macs.delete(macs.keys().next().value!);
+      macs.set(w, m);
+    }
+    return m;
+  };
   const encode = (w: number) => `${w.toString(36)}.${mac(w).toString('base64url')}`;
   return {
     /** The nonce to hand out now (the `DPoP-Nonce` header). */
